@@ -612,7 +612,8 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
 
 
 class RunLogger:
-    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl."""
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
+    at the first population event, so only EauDe runs have one)."""
 
     def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
         from tensorboardX import SummaryWriter
@@ -620,7 +621,7 @@ class RunLogger:
         self.run_dir = run_dir
         self.start = time.time() - elapsed
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
-        self.population = open(run_dir / "population.jsonl", "a", buffering=1)
+        self.population = None
         # purge_step hides events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
 
@@ -633,11 +634,14 @@ class RunLogger:
         self.writer.add_scalar(name, float(value), int(step))
 
     def population_event(self, event: dict[str, Any]) -> None:
+        if self.population is None:
+            self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
         self.population.write(json.dumps(event) + "\n")
 
     def close(self) -> None:
         self.metrics.close()
-        self.population.close()
+        if self.population is not None:
+            self.population.close()
         self.writer.close()
 
 
@@ -819,9 +823,9 @@ def main(argv: list[str] | None = None) -> None:
     logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
     if global_step == 0:
         logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
-    next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
-    if args.checkpoint_interval == 0:
-        next_checkpoint = None
+    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
+    if args.checkpoint_interval > 0:
+        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
 
     def checkpoint() -> None:
         state = {

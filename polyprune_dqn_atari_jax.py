@@ -1,0 +1,860 @@
+"""PolyPruneDQN on Atari: DQN with gradual magnitude pruning on the polynomial schedule of Eq. 2 (Ceron et al. 2024).
+
+Every pruning period the online network's mask is recomputed so that the smallest-magnitude weights reach the
+sparsity s_t = s_F (1 - (1 - clip((t - t_start) / (t_end - t_start), 0, 1))^n); the target network copies the masked
+online network every T steps. Baselines of the paper, all from this one file:
+
+    uv run python polyprune_dqn_atari_jax.py --env-id Pong-v5                       # PolyPruneDQN (s_F = 0.95)
+    uv run python polyprune_dqn_atari_jax.py --env-id Pong-v5 --final-sparsity 0    # dense DQN
+    uv run python polyprune_dqn_atari_jax.py --env-id Pong-v5 --pruning-period 8000 # DistillQN (period = T)
+
+Reads top to bottom: arguments, environment, network, replay buffer, pruning (Eq. 2), update, run outputs,
+evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import envpool
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+# =====================================================================================================================
+# Arguments
+# =====================================================================================================================
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (second part of the run name)"""
+    seed: int = 1
+    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
+    env_id: str = "Pong-v5"
+    """the envpool Atari id, e.g. Pong-v5, SpaceInvaders-v5"""
+    track: bool = False
+    """log to Weights & Biases (syncs the TensorBoard files)"""
+    wandb_project_name: str = "eaudeqn"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team)"""
+    capture_video: bool = False
+    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
+    save_model: bool = False
+    """save the target network's params to <run_dir>/<exp_name>.cleanrl_model, then evaluate them"""
+    output_dir: str = "runs"
+    """folder that receives one sub-folder per run"""
+    checkpoint_interval: int = 250_000
+    """env steps between checkpoints for --resume (0 disables); default: once per 250k-step epoch"""
+    resume: str | None = None
+    """continue the run saved in this run folder (its config.json decides every other argument)"""
+
+    total_timesteps: int = 10_000_000
+    """t_final, total env steps (agent steps, 4 frames each): 40 epochs of 250k (Table 3)"""
+    learning_rate: float = 6.25e-5
+    """Adam learning rate (Table 3)"""
+    adam_eps: float = 1.5e-4
+    """Adam epsilon (Table 3)"""
+    num_envs: int = 1
+    """parallel envpool environments; one gradient step per G env steps is kept for any value"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions, FIFO (Table 3)"""
+    gamma: float = 0.99
+    """discount factor"""
+    target_network_frequency: int = 8_000
+    """T, env steps between target updates, tournaments and exploration (Table 3)"""
+    batch_size: int = 32
+    """mini-batch size"""
+    start_e: float = 1.0
+    """initial epsilon of epsilon-greedy"""
+    end_e: float = 0.01
+    """final epsilon of epsilon-greedy"""
+    exploration_steps: int = 250_000
+    """env steps over which epsilon decays linearly from start-e to end-e (Table 3)"""
+    learning_starts: int = 20_000
+    """env steps of experience collected before learning starts (Table 3)"""
+    train_frequency: int = 4
+    """G, env steps per gradient step (Table 3)"""
+    eval_episodes: int = 10
+    """greedy episodes played by the saved model at the end (with --save-model)"""
+    eval_epsilon: float = 0.001
+    """epsilon of the evaluation policy"""
+
+    network_size: Literal["small", "medium", "large"] = "medium"
+    """width of the dense head: 32 / 512 / 2048 (Table 1)"""
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
+    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+
+    final_sparsity: float = 0.95
+    """s_F, sparsity reached at the end of the schedule (Eq. 2); 0 gives the dense DQN baseline"""
+    pruning_start: float = 0.2
+    """t_start as a fraction of --total-timesteps (Eq. 2)"""
+    pruning_end: float = 0.8
+    """t_end as a fraction of --total-timesteps (Eq. 2)"""
+    pruning_power: float = 3.0
+    """n, steepness of the polynomial schedule (Eq. 2)"""
+    pruning_period: int = 4_000
+    """env steps between mask updates (Table 3: 4 000 online); equal to T it is DistillQN"""
+
+
+class ArgumentError(Exception):
+    """A user mistake in the command line: reported as one `error:` line and exit code 2."""
+
+
+def check_args(args: Args) -> None:
+    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    checks = [
+        (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
+        (0 <= args.final_sparsity < 1, "--final-sparsity", "s_F must be in [0, 1)"),
+        (
+            0 <= args.pruning_start <= args.pruning_end <= 1,
+            "--pruning-start/--pruning-end",
+            "need 0 <= start <= end <= 1",
+        ),
+        (args.pruning_power > 0, "--pruning-power", "n must be positive"),
+        (args.pruning_period >= 1, "--pruning-period", "must be at least 1"),
+        (args.learning_rate > 0, "--learning-rate", "must be positive"),
+        (args.adam_eps > 0, "--adam-eps", "must be positive"),
+        (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
+        (args.num_envs >= 1, "--num-envs", "must be at least 1"),
+        (args.batch_size >= 1, "--batch-size", "must be at least 1"),
+        (args.buffer_size >= 8 * args.num_envs, "--buffer-size", "must hold at least 8 entries per environment"),
+        (args.learning_starts >= 0, "--learning-starts", "must be non-negative"),
+        (args.train_frequency >= 1, "--train-frequency", "G must be at least 1"),
+        (args.target_network_frequency >= 1, "--target-network-frequency", "T must be at least 1"),
+        (0 <= args.end_e <= 1 and 0 <= args.start_e <= 1, "--start-e/--end-e", "must be in [0, 1]"),
+        (args.exploration_steps >= 0, "--exploration-steps", "must be non-negative"),
+        (args.eval_episodes >= 0, "--eval-episodes", "must be non-negative"),
+        (0 <= args.eval_epsilon <= 1, "--eval-epsilon", "must be in [0, 1]"),
+        (args.checkpoint_interval >= 0, "--checkpoint-interval", "must be non-negative (0 disables)"),
+    ]
+    for ok, flag, message in checks:
+        if not ok:
+            raise ArgumentError(f"{flag}: {message}")
+    if args.env_id not in envpool.list_all_envs():
+        raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool Atari ids look like 'Pong-v5')")
+    if type(envpool.make_spec(args.env_id)).__name__ != "AtariEnvSpec":
+        raise ArgumentError(f"--env-id: {args.env_id!r} is not an Atari game; this script needs e.g. 'Pong-v5'")
+
+
+def check_resume_dir(resume: str) -> Path:
+    run_dir = Path(resume)
+    if not (run_dir / "config.json").is_file():
+        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
+    if checkpoint_dir(run_dir) is None:
+        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
+    return run_dir
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
+    args = tyro.cli(Args, args=argv)
+    try:
+        if args.resume is not None:
+            run_dir = check_resume_dir(args.resume)
+            saved = json.loads((run_dir / "config.json").read_text())["args"]
+            args = Args(**{**saved, "resume": args.resume})
+        check_args(args)
+    except ArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
+# =====================================================================================================================
+# Environment: envpool Atari under the Machado et al. (2018) protocol (REFERENCE.md section 3)
+# =====================================================================================================================
+
+MACHADO_PROTOCOL = dict(
+    repeat_action_probability=0.25,  # sticky actions
+    episodic_life=False,  # an episode ends at game over, not at a life loss
+    use_fire_reset=False,
+    noop_max=1,  # envpool's minimum: one fixed NOOP frame after reset (noop_max=0 crashes envpool 1.2.5)
+    max_episode_steps=27_000,  # agent steps = 108 000 frames
+    full_action_space=False,  # minimal action set
+    reward_clip=True,  # clipped reward for learning; the raw game score is info["reward"]
+)  # frame skip 4 with max-pool over the last two frames, grayscale 84x84 and a stack of 4 are envpool's defaults
+
+
+def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any:
+    """Vectorised Atari env. envpool autoresets on the NEXT step: the step that ends an episode returns its true last
+    observation; the following step ignores the action and returns the reset observation with reward 0."""
+    return envpool.make(
+        env_id,
+        env_type="gymnasium",
+        num_envs=num_envs,
+        seed=seed,
+        render_mode="rgb_array" if render else None,
+        **MACHADO_PROTOCOL,
+    )
+
+
+def env_seed(seed: int, purpose: int, step: int = 0) -> int:
+    """A seed per (run seed, purpose, step): envpool gives env i the seed base + i, so consecutive run seeds would
+    share streams; training (purpose 0) and evaluation (purpose 1) streams are also kept apart."""
+    return int(np.random.SeedSequence([seed, purpose, step]).generate_state(1)[0] % 2**30)
+
+
+def zero_fill_reset_frames(obs: np.ndarray, elapsed_step: np.ndarray) -> np.ndarray:
+    """envpool fills the stack at reset with copies of the first frame; Dopamine and our replay buffer use zeros for
+    frames before the episode start. Zeroing them here makes the acting input equal the replayed one."""
+    stack = obs.shape[1]
+    missing = np.clip(stack - 1 - elapsed_step, 0, stack - 1)  # frames that precede the episode start
+    if not missing.any():
+        return obs
+    keep = np.arange(stack)[None, :] >= missing[:, None]
+    return obs * keep[:, :, None, None].astype(obs.dtype)
+
+
+# =====================================================================================================================
+# Network (Table 3): Nature-CNN torso with Flax's default SAME padding, dense head of 32 / 512 / 2048 units
+# =====================================================================================================================
+
+HEAD_WIDTHS = {"small": 32, "medium": 512, "large": 2048}
+
+
+class QNetwork(nn.Module):
+    action_dim: int
+    head_width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32) / 255.0  # (B, 4, 84, 84) uint8 -> NHWC in [0, 1]
+        x = nn.relu(nn.Conv(32, kernel_size=(8, 8), strides=(4, 4))(x))
+        x = nn.relu(nn.Conv(64, kernel_size=(4, 4), strides=(2, 2))(x))
+        x = nn.relu(nn.Conv(64, kernel_size=(3, 3), strides=(1, 1))(x))
+        x = x.reshape((x.shape[0], -1))  # 11 x 11 x 64 = 7744 features
+        x = nn.relu(nn.Dense(self.head_width)(x))
+        return nn.Dense(self.action_dim)(x)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+# =====================================================================================================================
+# Replay buffer: each frame stored once (about 7.1 KB per transition)
+# =====================================================================================================================
+
+
+class ReplayBuffer:
+    """FIFO replay that stores every observation's newest frame once and rebuilds 4-frame stacks when sampling.
+
+    Each env has its own ring of entries, one per env step. Entry i holds the frame of observation o_i, the action
+    taken from it, the clipped reward and whether that step ended in a game over. An episode's true last observation
+    is stored as an entry of its own (`last`): truncated transitions bootstrap from it, never from a reset frame
+    (CleanRL issue 460), and no transition starts there. `history` counts how many earlier frames of the same
+    episode a stack may use (at most 3); older stack slots are zero-filled, so stacks never cross an episode start.
+    """
+
+    def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, int] = (84, 84), stack: int = 4) -> None:
+        self.num_envs, self.stack = num_envs, stack
+        self.capacity = capacity // num_envs  # entries per env
+        shape = (num_envs, self.capacity)
+        self.frames = np.zeros((*shape, *frame_shape), dtype=np.uint8)
+        self.actions = np.zeros(shape, dtype=np.int32)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.terminated = np.zeros(shape, dtype=bool)  # the step from entry i ended the game
+        self.last = np.zeros(shape, dtype=bool)  # entry i is an episode's final observation
+        self.history = np.zeros(shape, dtype=np.uint8)
+        self.cursor = 0  # next entry to write (all envs write in lockstep)
+        self.size = 0
+
+    def add_first(self, frames: np.ndarray) -> None:
+        """Store the first observations after a reset (or a resume)."""
+        self._write(frames, history=np.zeros(self.num_envs, np.uint8), last=np.zeros(self.num_envs, bool))
+
+    def add(
+        self,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        next_frames: np.ndarray,
+        reset: np.ndarray,
+    ) -> None:
+        """Record one env step: the action, reward and termination of the previous entry, and the new frame.
+        `reset` marks envs whose step was envpool's autoreset step: their new frame starts an episode."""
+        prev = (self.cursor - 1) % self.capacity
+        env = np.arange(self.num_envs)
+        self.actions[env, prev] = actions
+        self.rewards[env, prev] = rewards
+        self.terminated[env, prev] = terminated & ~reset
+        history = np.where(reset, 0, np.minimum(self.history[env, prev] + 1, self.stack - 1)).astype(np.uint8)
+        self._write(next_frames, history=history, last=(terminated | truncated) & ~reset)
+
+    def _write(self, frames: np.ndarray, history: np.ndarray, last: np.ndarray) -> None:
+        self.frames[:, self.cursor] = frames
+        self.history[:, self.cursor] = history
+        self.last[:, self.cursor] = last
+        self.terminated[:, self.cursor] = False
+        self.cursor = (self.cursor + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def end_partial_episodes(self) -> None:
+        """Mark the newest entries as episode ends: after a resume the env restarts, so no transition leaves them."""
+        self.last[:, (self.cursor - 1) % self.capacity] = True
+
+    def stacks(self, env: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """(B, stack, H, W) observations of entries `index`, zero-filled before the episode start."""
+        offsets = np.arange(-self.stack + 1, 1)
+        frames = self.frames[env[:, None], (index[:, None] + offsets) % self.capacity]
+        keep = (-offsets)[None, :] <= self.history[env, index][:, None]
+        return frames * keep[:, :, None, None].astype(np.uint8)
+
+    def valid(self, env: np.ndarray, age: np.ndarray) -> np.ndarray:
+        """Whether the entry `age` places after the oldest one starts a transition with a stored next entry."""
+        oldest = self.cursor if self.size == self.capacity else 0
+        index = (oldest + age) % self.capacity
+        # when full, the 3 oldest entries may lack their earlier frames (overwritten): skip them like Dopamine does
+        ok = (age < self.size - 1) & ~self.last[env, index]
+        if self.size == self.capacity:
+            ok &= age >= self.stack - 1
+        return ok
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Uniform mini-batch over valid transitions (rejection sampling; invalid entries are rare)."""
+        env, age = np.empty(0, np.int64), np.empty(0, np.int64)
+        for _ in range(1000):
+            if len(env) >= batch_size:
+                break
+            e = rng.integers(self.num_envs, size=2 * batch_size)
+            a = rng.integers(self.size, size=2 * batch_size)
+            ok = self.valid(e, a)
+            env, age = np.concatenate([env, e[ok]]), np.concatenate([age, a[ok]])
+        else:
+            raise RuntimeError("the replay buffer holds no complete transition yet: raise --learning-starts")
+        env, age = env[:batch_size], age[:batch_size]
+        index = ((self.cursor if self.size == self.capacity else 0) + age) % self.capacity
+        next_index = (index + 1) % self.capacity
+        return {
+            "observations": self.stacks(env, index),
+            "actions": self.actions[env, index],
+            "rewards": self.rewards[env, index],
+            "terminations": self.terminated[env, index].astype(np.float32),
+            "next_observations": self.stacks(env, next_index),
+        }
+
+    def num_transitions(self) -> int:
+        return int(sum(self.valid(np.full(self.size, e), np.arange(self.size)).sum() for e in range(self.num_envs)))
+
+    def state_dict(self) -> dict[str, Any]:
+        names = ("frames", "actions", "rewards", "terminated", "last", "history")
+        return {**{n: getattr(self, n) for n in names}, "cursor": self.cursor, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value if isinstance(value, np.ndarray) and value.ndim else int(value))
+
+
+# =====================================================================================================================
+# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
+# =====================================================================================================================
+
+
+def is_prunable(leaf: Any) -> bool:
+    return leaf.ndim > 1
+
+
+def prunable_shapes(params: Any) -> list[tuple[int, ...]]:
+    return [tuple(leaf.shape) for leaf in jax.tree.leaves(params) if is_prunable(leaf)]
+
+
+def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[float]:
+    """Fraction of weights kept in each prunable layer for an overall `sparsity`.
+
+    uniform: every layer at `sparsity`. erk (Erdos-Renyi-Kernel, as JaxPruner and RigL): density proportional to
+    sum(shape) / prod(shape), scaled so the overall sparsity is met; a layer whose density would exceed 1 is made
+    dense and the remaining budget is re-spread over the others.
+    """
+    if distribution == "uniform" or sparsity == 0.0:
+        return [1.0 - sparsity] * len(shapes)
+    if distribution != "erk":
+        raise ValueError(f"per-layer densities are undefined for {distribution!r}")
+    sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = (1.0 - sparsity) * sizes.sum() - sizes[dense].sum()  # non-zeros left for the non-dense layers
+        scale = budget / np.sum(raw[~dense] * sizes[~dense])
+        densities = np.where(dense, 1.0, scale * raw)
+        if densities.max() <= 1.0:
+            return densities.tolist()
+        dense |= ~dense & (raw == raw[~dense].max())  # make the densest layer dense and re-spread
+
+
+def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
+    """Exact number of weights to zero in each prunable layer."""
+    densities = layer_densities(shapes, sparsity, distribution)
+    return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
+
+
+def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
+    order = jnp.argsort(magnitudes, stable=True)
+    keep = jnp.arange(magnitudes.size) >= num_zeros
+    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+
+
+@jax.jit
+def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
+    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+    leaves, treedef = jax.tree.flatten(params)
+    counts = iter(zero_counts)
+    masks = [
+        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
+        for w in leaves
+    ]
+    return jax.tree.unflatten(treedef, masks)
+
+
+@jax.jit
+def global_masks(params: Any, num_zeros: jax.Array) -> Any:
+    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
+    leaves, treedef = jax.tree.flatten(params)
+    kernels = [w for w in leaves if is_prunable(w)]
+    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
+    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
+    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    return jax.tree.unflatten(treedef, masks)
+
+
+def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
+    """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
+    shapes = prunable_shapes(params)
+    if distribution == "global":
+        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
+    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
+    return layerwise_masks(params, counts)
+
+
+def apply_masks(params: Any, masks: Any) -> Any:
+    return jax.tree.map(lambda w, m: jnp.where(m, w, 0.0), params, masks)
+
+
+def measured_sparsity(params: Any) -> float:
+    """Fraction of zero weights among the prunable weights (the sparsity reported everywhere)."""
+    kernels = [np.asarray(w) for w in jax.tree.leaves(params) if is_prunable(w)]
+    return float(sum((w == 0).sum() for w in kernels) / sum(w.size for w in kernels))
+
+
+def polynomial_sparsity(step: int, final_sparsity: float, start_step: int, end_step: int, power: float) -> float:
+    """Eq. 2: s_t = s_F (1 - (1 - clip((t - t_start) / (t_end - t_start), 0, 1))^n)."""
+    progress = 1.0 if end_step <= start_step else (step - start_step) / (end_step - start_step)
+    return final_sparsity * (1.0 - (1.0 - min(max(progress, 0.0), 1.0)) ** power)
+
+
+# =====================================================================================================================
+# Update: one jitted DQN gradient step
+# =====================================================================================================================
+
+
+def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float) -> Any:
+    def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+        q = network.apply(params, observations)
+        q_taken = jnp.take_along_axis(q, actions[:, None], axis=1)[:, 0]
+        return jnp.mean((targets - q_taken) ** 2)  # Eq. 1, averaged over the batch
+
+    @jax.jit
+    def train_step(params, opt_state, masks, target_params, batch):
+        next_q = network.apply(target_params, batch["next_observations"]).max(axis=1)
+        targets = batch["rewards"] + gamma * (1.0 - batch["terminations"]) * next_q
+        loss, grads = jax.value_and_grad(td_loss)(params, batch["observations"], batch["actions"], targets)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = apply_masks(optax.apply_updates(params, updates), masks)  # pruned weights stay zero under Adam
+        return params, opt_state, loss
+
+    return train_step
+
+
+def make_act(network: QNetwork) -> Any:
+    @jax.jit
+    def act(params, observations):
+        return jnp.argmax(network.apply(params, observations), axis=1)
+
+    return act
+
+
+def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
+    return end if duration == 0 else max(end, start + (end - start) * step / duration)
+
+
+# =====================================================================================================================
+# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
+# =====================================================================================================================
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_config(args: Args) -> dict[str, Any]:
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "args": asdict(args),
+        "script": Path(__file__).name,
+        "versions": versions,
+        "jax_backend": jax.default_backend(),
+        "git_commit": commit or None,
+        "command": sys.argv,
+    }
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
+        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+
+
+class RunLogger:
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
+    at the first population event, so only EauDe runs have one)."""
+
+    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.run_dir = run_dir
+        self.start = time.time() - elapsed
+        self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.population = None
+        # purge_step hides events a killed run wrote after its last checkpoint
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.writer.add_scalar(name, float(value), int(step))
+
+    def population_event(self, event: dict[str, Any]) -> None:
+        if self.population is None:
+            self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
+        self.population.write(json.dumps(event) + "\n")
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.population is not None:
+            self.population.close()
+        self.writer.close()
+
+
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (run_dir / name / "state.msgpack").is_file():
+            return run_dir / name
+    return None
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
+    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint."""
+    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, value in replay.state_dict().items():
+        with open(tmp / f"replay_{name}.npy", "wb") as f:
+            np.save(f, np.asarray(value))
+    atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
+    path = checkpoint_dir(run_dir)
+    assert path is not None
+    state = flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes())
+    names = replay.state_dict().keys()
+    replay.load_state_dict({name: np.load(path / f"replay_{name}.npy") for name in names})
+    return state, json.loads((path / "meta.json").read_text())
+
+
+# =====================================================================================================================
+# Evaluation of the saved model
+# =====================================================================================================================
+
+
+def evaluate(
+    model_path: Path,
+    env_id: str,
+    eval_episodes: int,
+    seed: int,
+    epsilon: float,
+    network_size: str,
+    video_dir: Path | None = None,
+) -> list[float]:
+    """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; raw game scores."""
+    envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
+    network = QNetwork(action_dim=envs.action_space.n, head_width=HEAD_WIDTHS[network_size])
+    template = network.init(jax.random.PRNGKey(0), np.zeros((1, 4, 84, 84), np.uint8))
+    params = flax.serialization.from_bytes(template, model_path.read_bytes())
+    q_values = jax.jit(network.apply)
+    rng = np.random.default_rng(seed)
+    obs, info = envs.reset()
+    returns, episode_return, frames = [], 0.0, []
+    while len(returns) < eval_episodes:
+        obs = zero_fill_reset_frames(obs, info["elapsed_step"])
+        if video_dir is not None:
+            frames.append(envs.render()[0])
+        action = np.asarray(jnp.argmax(q_values(params, obs), axis=1))
+        if rng.random() < epsilon:
+            action = rng.integers(envs.action_space.n, size=1)
+        obs, _, terminated, truncated, info = envs.step(action)
+        episode_return += float(info["reward"][0])
+        if terminated[0] or truncated[0]:
+            returns.append(episode_return)
+            print(f"eval episode {len(returns)}/{eval_episodes}: return {episode_return:.1f}", flush=True)
+            if video_dir is not None:
+                write_video(video_dir / f"eval-episode-{len(returns) - 1}.mp4", frames)
+            episode_return, frames = 0.0, []
+            obs, _, _, _, info = envs.step(np.zeros(1, np.int32))  # envpool's autoreset step ignores its action
+    envs.close()
+    return returns
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+    os.replace(tmp, path)
+
+
+# =====================================================================================================================
+# Training loop
+# =====================================================================================================================
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.resume:
+        run_dir = Path(args.resume)
+        run_name = run_dir.name
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = Path(args.output_dir) / run_name
+        run_dir.mkdir(parents=True, exist_ok=False)
+        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    # ---- environment, network, optimizer
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    num_actions = envs.action_space.n
+    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
+    key = jax.random.PRNGKey(args.seed)
+    key, init_key = jax.random.split(key)
+    params = network.init(init_key, np.zeros((1, 4, 84, 84), np.uint8))
+    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
+    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
+    opt_state = optimizer.init(params)
+    target_params = params
+    sparsity = 0.0  # nominal sparsity of the current mask
+    start_step = int(args.pruning_start * args.total_timesteps)
+    end_step = int(args.pruning_end * args.total_timesteps)
+    rb = ReplayBuffer(args.buffer_size, args.num_envs)
+    rng = np.random.default_rng(args.seed)
+    train_step = make_train_step(network, optimizer, args.gamma)
+    act = make_act(network)
+    print(
+        f"{run_name}: one network of {count_params(params):,} parameters ({args.network_size}), final sparsity "
+        f"{args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
+        flush=True,
+    )
+
+    global_step, grad_steps, episodes = 0, 0, 0
+    next_target_update = (args.learning_starts // args.target_network_frequency + 1) * args.target_network_frequency
+    next_pruning = args.pruning_period
+    elapsed = 0.0
+    if args.resume:
+        template = {"params": params, "masks": masks, "opt_state": opt_state, "target_params": target_params}
+        state, meta = load_checkpoint(run_dir, template, rb)
+        params, masks, opt_state = state["params"], state["masks"], state["opt_state"]
+        target_params = state["target_params"]
+        sparsity = meta["sparsity"]
+        global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+        next_target_update, next_pruning = meta["next_target_update"], meta["next_pruning"]
+        elapsed = meta["elapsed"]
+        rng.bit_generator.state = meta["rng_state"]
+        rb.end_partial_episodes()
+        truncate_jsonl(run_dir / "metrics.jsonl", global_step)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
+        print(f"resumed {run_name} at step {global_step:,}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=run_name,
+            id=run_name.replace("/", "-"),
+            resume="allow",
+            save_code=True,
+        )
+    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+    if global_step == 0:
+        logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
+    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
+    if args.checkpoint_interval > 0:
+        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+
+    def checkpoint() -> None:
+        state = {"params": params, "masks": masks, "opt_state": opt_state, "target_params": target_params}
+        meta = {
+            "global_step": global_step,
+            "grad_steps": grad_steps,
+            "episodes": episodes,
+            "next_target_update": next_target_update,
+            "next_pruning": next_pruning,
+            "sparsity": sparsity,
+            "elapsed": logger.elapsed(),
+            "rng_state": rng.bit_generator.state,
+        }
+        save_checkpoint(run_dir, state, rb, meta)
+
+    obs, info = envs.reset()
+    obs = zero_fill_reset_frames(obs, info["elapsed_step"])
+    rb.add_first(obs[:, -1])
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_loss = float("nan"), None
+    window_time, window_step, last_print = time.time(), global_step, 0.0
+    target_sparsity = measured_sparsity(target_params)
+
+    while global_step < args.total_timesteps:
+        # ---- act: epsilon-greedy on the online network
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
+        actions = rng.integers(num_actions, size=args.num_envs)
+        greedy = rng.random(args.num_envs) >= epsilon
+        if greedy.any():
+            actions = np.where(greedy, np.asarray(act(params, obs)), actions)
+
+        next_obs, rewards, terminated, truncated, info = envs.step(actions)
+        next_obs = zero_fill_reset_frames(next_obs, info["elapsed_step"])
+        rb.add(actions, rewards, terminated, truncated, next_obs[:, -1], reset=resetting)
+        live = ~resetting  # autoreset steps are not interactions: they are neither stored nor counted
+        episode_returns += np.where(live, info["reward"], 0.0)  # raw game score (rewards are clipped for learning)
+        episode_lengths += live
+        previous_step = global_step
+        global_step += int(live.sum())
+        for env in np.flatnonzero(live & (terminated | truncated)):
+            episodes += 1
+            last_return = float(episode_returns[env])
+            logger.scalar("charts/episodic_return", last_return, global_step)
+            logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+        resetting = live & (terminated | truncated)
+        obs = next_obs
+
+        # ---- learn: one gradient step per G env steps
+        while (global_step - args.learning_starts) // args.train_frequency > grad_steps:
+            batch = rb.sample(args.batch_size, rng)
+            params, opt_state, last_loss = train_step(params, opt_state, masks, target_params, batch)
+            grad_steps += 1
+
+        # ---- every T steps: the target copies the (masked) online network
+        if global_step >= next_target_update:
+            target_params = params
+            target_sparsity = measured_sparsity(target_params)
+            logger.scalar("sparsity/target", target_sparsity, global_step)
+            next_target_update += args.target_network_frequency
+
+        # ---- every pruning period: recompute the mask at the Eq. 2 sparsity (after the target update, so that with
+        # period = T the online network is a pruned version of the target, as in DistillQN)
+        if global_step >= next_pruning:
+            new_sparsity = polynomial_sparsity(
+                global_step, args.final_sparsity, start_step, end_step, args.pruning_power
+            )
+            if new_sparsity != sparsity:
+                masks = magnitude_masks(params, new_sparsity, args.sparsity_distribution)
+                params = apply_masks(params, masks)  # Adam state is kept (Ceron et al. 2024)
+                sparsity = new_sparsity
+            next_pruning += args.pruning_period
+
+        # ---- periodic logging, progress and checkpoints
+        if global_step // 1000 > previous_step // 1000:
+            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
+            logger.scalar("charts/SPS", sps, global_step)
+            logger.scalar("charts/epsilon", epsilon, global_step)
+            logger.scalar("sparsity/online", sparsity, global_step)
+            if last_loss is not None:
+                logger.scalar("losses/td_loss", float(last_loss), global_step)
+            if time.time() - last_print > 10 or global_step >= args.total_timesteps:
+                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
+                print(
+                    f"step {global_step:,}/{args.total_timesteps:,} ({100 * global_step / args.total_timesteps:.1f}%)"
+                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)} | eps {epsilon:.3f} | episodes {episodes}"
+                    f" | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}",
+                    flush=True,
+                )
+                last_print = time.time()
+            window_time, window_step = time.time(), global_step
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+        atomic_write(model_path, flax.serialization.to_bytes(target_params))  # pruned weights are exact zeros
+        print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
+        video_dir = Path("videos") / run_name if args.capture_video else None
+        returns = evaluate(
+            model_path, args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir
+        )
+        for value in returns:
+            logger.scalar("eval/episodic_return", value, global_step)
+    logger.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main()
