@@ -12,6 +12,8 @@ Reads top to bottom: arguments, environment, network, replay buffer, pruning (Eq
 evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -161,7 +163,18 @@ def check_resume_dir(resume: str) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
-    args = tyro.cli(Args, args=argv)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, args=argv)
+    except SystemExit as exit_:
+        if exit_.code:  # tyro draws a box: keep the message between its title and first rule, on one line
+            lines = [line.strip().strip("│").strip() for line in captured.getvalue().splitlines()[1:]]
+            rule = next((i for i, line in enumerate(lines) if line and set(line) == {"─"}), len(lines))
+            message = " ".join(" ".join(lines[:rule]).split()) or "invalid command line"
+            print(f"error: {message} (see --help)", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
     try:
         if args.resume is not None:
             run_dir = check_resume_dir(args.resume)
@@ -599,7 +612,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, 
 def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
     path = checkpoint_dir(run_dir)
     assert path is not None
-    state = flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes())
+    state = jax.tree.map(jnp.asarray, flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes()))
     names = replay.state_dict().keys()
     replay.load_state_dict({name: np.load(path / f"replay_{name}.npy") for name in names})
     return state, json.loads((path / "meta.json").read_text())
