@@ -1,0 +1,724 @@
+"""Draw the paper's figures and a Markdown summary from EauDeQN-JAX run folders.
+
+    uv run python tools/analyze.py --runs-dir runs --output-dir figures
+
+Reads every `<runs-dir>/<env_id>__<exp_name>__<seed>__<unix_time>/` (config.json, metrics.jsonl, population.jsonl) and
+writes, per setting present (Atari online DQN, Atari offline CQL, MuJoCo SAC, classic control):
+
+* `<setting>_return_iqm.png`: IQM over all runs (envs x seeds) of the human-normalised score (Atari) or raw return
+  (others) against steps, with 95% stratified bootstrap confidence intervals, one panel per network size (Fig. 4, 6, 7);
+* `<setting>_sparsity_schedule.png`: IQM sparsity/target against steps per method and network size (Fig. 5/8 left);
+* `<setting>_final_sparsity.png`: final sparsity per env and network size of the EauDe methods (Fig. 5/8 right);
+* `<setting>_population.png`: sparsities of the population at every target update, per env and size, coloured by U_max
+  regime (Fig. 14);
+* `<setting>_return_vs_sparsity.png`: final return against final sparsity per method (Fig. 9 / 13 left);
+* `summary.md` (tables and notes) and `summary.json` (the same numbers, for scripts).
+
+Runs are identified from config.json (exp_name, env_id, seed, network_size, u_max, final_sparsity) and, where a field is
+missing, from the exp name that benchmark.sh writes: `<algo>[_<size>][_umax<U>][_sf<s_F>]`, algo one of eaudedqn,
+polyprune_dqn, dqn, eaudedqn_classic, eaudecql, polyprune_cql, cql, eaudesac, polyprune_sac, sac. A method is the exp
+name without its size token, so `eaudedqn_small_umax10` is method `eaudedqn_umax10` at size `small`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+# Random and human reference scores (random, human) of the 57 Atari games: the Atari-57 table of DQN Nature 2015
+# (Extended Data Table 2) as extended to 57 games and used by Dopamine, DQN Zoo and rliable.
+ATARI_SCORES: dict[str, tuple[float, float]] = {
+    "Alien": (227.8, 7127.7),
+    "Amidar": (5.8, 1719.5),
+    "Assault": (222.4, 742.0),
+    "Asterix": (210.0, 8503.3),
+    "Asteroids": (719.1, 47388.7),
+    "Atlantis": (12850.0, 29028.1),
+    "BankHeist": (14.2, 753.1),
+    "BattleZone": (2360.0, 37187.5),
+    "BeamRider": (363.9, 16926.5),
+    "Berzerk": (123.7, 2630.4),
+    "Bowling": (23.1, 160.7),
+    "Boxing": (0.1, 12.1),
+    "Breakout": (1.7, 30.5),
+    "Centipede": (2090.9, 12017.0),
+    "ChopperCommand": (811.0, 7387.8),
+    "CrazyClimber": (10780.5, 35829.4),
+    "Defender": (2874.5, 18688.9),
+    "DemonAttack": (152.1, 1971.0),
+    "DoubleDunk": (-18.6, -16.4),
+    "Enduro": (0.0, 860.5),
+    "FishingDerby": (-91.7, -38.7),
+    "Freeway": (0.0, 29.6),
+    "Frostbite": (65.2, 4334.7),
+    "Gopher": (257.6, 2412.5),
+    "Gravitar": (173.0, 3351.4),
+    "Hero": (1027.0, 30826.4),
+    "IceHockey": (-11.2, 0.9),
+    "Jamesbond": (29.0, 302.8),
+    "Kangaroo": (52.0, 3035.0),
+    "Krull": (1598.0, 2665.5),
+    "KungFuMaster": (258.5, 22736.3),
+    "MontezumaRevenge": (0.0, 4753.3),
+    "MsPacman": (307.3, 6951.6),
+    "NameThisGame": (2292.3, 8049.0),
+    "Phoenix": (761.4, 7242.6),
+    "Pitfall": (-229.4, 6463.7),
+    "Pong": (-20.7, 14.6),
+    "PrivateEye": (24.9, 69571.3),
+    "Qbert": (163.9, 13455.0),
+    "Riverraid": (1338.5, 17118.0),
+    "RoadRunner": (11.5, 7845.0),
+    "Robotank": (2.2, 11.9),
+    "Seaquest": (68.4, 42054.7),
+    "Skiing": (-17098.1, -4336.9),
+    "Solaris": (1236.3, 12326.7),
+    "SpaceInvaders": (148.0, 1668.7),
+    "StarGunner": (664.0, 10250.0),
+    "Surround": (-10.0, 6.5),
+    "Tennis": (-23.8, -8.3),
+    "TimePilot": (3568.0, 5229.2),
+    "Tutankham": (11.4, 167.6),
+    "UpNDown": (533.4, 11693.2),
+    "Venture": (0.0, 1187.5),
+    "VideoPinball": (0.0, 17667.9),
+    "WizardOfWor": (563.5, 4756.5),
+    "YarsRevenge": (3092.9, 54576.9),
+    "Zaxxon": (32.5, 9173.3),
+}
+_GAME_KEYS = {k.lower(): k for k in ATARI_SCORES}
+
+SIZES = ("small", "medium", "large")
+ALGOS = (
+    "eaudedqn_classic",
+    "eaudedqn",
+    "polyprune_dqn",
+    "dqn",
+    "eaudecql",
+    "polyprune_cql",
+    "cql",
+    "eaudesac",
+    "polyprune_sac",
+    "sac",
+)
+SETTING_TITLES = {
+    "dqn": "Atari, online (DQN)",
+    "cql": "Atari, offline (CQL)",
+    "sac": "MuJoCo (SAC)",
+    "dqn_classic": "Classic control (DQN)",
+}
+# Which logged return a setting reports: the paper reports training returns for online Atari and evaluation returns
+# for offline CQL and SAC (evaluated every 10k steps).
+RETURN_METRICS = {
+    "dqn": ("charts/episodic_return",),
+    "dqn_classic": ("charts/episodic_return",),
+    "cql": ("eval/episodic_return", "charts/episodic_return"),
+    "sac": ("eval/episodic_return", "charts/episodic_return"),
+}
+DEFAULT_U_MAX = 3.0
+SPARSITY = "sparsity/target"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Scores and statistics
+# ----------------------------------------------------------------------------------------------------------------------
+def atari_game(env_id: str) -> str | None:
+    """Canonical Atari game name of an env id ("Pong-v5", "ALE/Pong-v5", "PongNoFrameskip-v4"), None if not Atari."""
+    name = env_id.split("/")[-1]
+    name = re.sub(r"-v\d+$", "", name)
+    name = re.sub(r"(NoFrameskip|Deterministic)$", "", name)
+    return _GAME_KEYS.get(name.replace("_", "").replace("-", "").lower())
+
+
+def human_normalized(score: float | np.ndarray, env_id: str) -> float | np.ndarray:
+    """(score - random) / (human - random) with the Atari-57 reference scores."""
+    game = atari_game(env_id)
+    if game is None:
+        raise KeyError(f"{env_id} is not one of the 57 Atari games")
+    random, human = ATARI_SCORES[game]
+    return (np.asarray(score, dtype=float) - random) / (human - random)
+
+
+def iqm(scores: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """Interquartile mean: the mean of the middle 50% after dropping floor(n/4) values at each end (as
+    scipy.stats.trim_mean(x, 0.25), which rliable uses). With axis=None all values are pooled."""
+    x = np.asarray(scores, dtype=float)
+    if axis is None:
+        x = x.reshape(-1)
+        axis = 0
+    x = np.sort(x, axis=axis)
+    n = x.shape[axis]
+    cut = int(0.25 * n)
+    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+
+
+def stratified_bootstrap_ci(
+    scores_per_task: Sequence[np.ndarray],
+    statistic: Callable[..., np.ndarray | float] = iqm,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Point estimate and percentile confidence interval of `statistic` over the pooled runs of all tasks, where each
+    bootstrap sample resamples runs with replacement *within* every task (Agarwal et al. 2021), so every task keeps
+    its number of runs. `statistic(x, axis=1)` must reduce the rows of a (reps, n_runs) array."""
+    tasks = [np.asarray(t, dtype=float).reshape(-1) for t in scores_per_task if len(t)]
+    if not tasks:
+        return math.nan, math.nan, math.nan
+    pooled = np.concatenate(tasks)
+    point = float(statistic(pooled[None, :], axis=1)[0])
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate([t[rng.integers(0, len(t), size=(reps, len(t)))] for t in tasks], axis=1)
+    stats = np.asarray(statistic(samples, axis=1))
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    return point, float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Runs
+# ----------------------------------------------------------------------------------------------------------------------
+_EXP_RE = re.compile(
+    r"^(?P<algo>" + "|".join(ALGOS) + r")(?:_(?P<size>small|medium|large))?"
+    r"(?:_umax(?P<umax>[0-9.]+))?(?:_sf(?P<sf>[0-9.]+))?(?P<rest>.*)$"
+)
+
+
+def parse_exp_name(exp_name: str) -> dict[str, str | float | None]:
+    """Split benchmark.sh's exp names: `<algo>[_<size>][_umax<U>][_sf<s_F>]`; unknown names are their own algo."""
+    m = _EXP_RE.match(exp_name)
+    if m is None:
+        return {"algo": exp_name, "size": None, "u_max": None, "final_sparsity": None, "method": exp_name}
+    method = re.sub(rf"_{m['size']}(?=_|$)", "", exp_name, count=1) if m["size"] else exp_name
+    return {
+        "algo": m["algo"],
+        "size": m["size"],
+        "u_max": float(m["umax"]) if m["umax"] else None,
+        "final_sparsity": float(m["sf"]) if m["sf"] else None,
+        "method": method,
+    }
+
+
+def family_of(algo: str) -> str:
+    """Setting of an algorithm: dqn (online Atari), cql (offline Atari), sac (MuJoCo), dqn_classic."""
+    for prefix in ("eaude", "polyprune_"):
+        if algo.startswith(prefix):
+            return algo[len(prefix) :]
+    return algo
+
+
+@dataclass
+class Run:
+    path: Path
+    env_id: str
+    exp_name: str
+    seed: int
+    algo: str
+    method: str
+    size: str
+    u_max: float | None
+    final_sparsity_arg: float | None
+    config: dict
+    metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    population: list[dict] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        return family_of(self.algo)
+
+    @property
+    def is_eaude(self) -> bool:
+        return self.algo.startswith("eaude")
+
+    @property
+    def last_step(self) -> int:
+        return max((int(s[-1]) for s, _ in self.metrics.values() if len(s)), default=0)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a run killed mid-write leaves a partial last line
+    return rows
+
+
+def load_run(path: Path) -> Run | None:
+    """One run folder, or None when it is not a run (no metrics.jsonl or an unparsable folder name)."""
+    parts = path.name.split("__")
+    if not (path / "metrics.jsonl").exists() or len(parts) < 4:
+        return None
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        config = {}
+    if isinstance(config.get("args"), dict):  # tolerate {"args": {...}, "versions": ...} layouts
+        config = {**config, **config["args"]}
+    exp_name = str(config.get("exp_name", parts[1]))
+    parsed = parse_exp_name(exp_name)
+    size = config.get("network_size") or parsed["size"] or "none"
+    u_max = config.get("u_max", parsed["u_max"])
+    sf = config.get("final_sparsity", parsed["final_sparsity"])
+    # The method keeps non-default variants in its name even when the name was not benchmark.sh's.
+    method = str(parsed["method"])
+    if size != "none":
+        method = re.sub(rf"_{size}(?=_|$)", "", method, count=1)
+    series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    for row in _read_jsonl(path / "metrics.jsonl"):
+        if "name" in row and "global_step" in row and row.get("value") is not None:
+            series[row["name"]][0].append(int(row["global_step"]))
+            series[row["name"]][1].append(float(row["value"]))
+    metrics = {}
+    for name, (steps, values) in series.items():
+        order = np.argsort(np.asarray(steps), kind="stable")
+        metrics[name] = (np.asarray(steps)[order], np.asarray(values)[order])
+    return Run(
+        path=path,
+        env_id=str(config.get("env_id", parts[0])),
+        exp_name=exp_name,
+        seed=int(config.get("seed", parts[2])),
+        algo=str(parsed["algo"]),
+        method=method,
+        size=str(size),
+        u_max=float(u_max) if u_max is not None else None,
+        final_sparsity_arg=float(sf) if sf is not None else None,
+        config=config,
+        metrics=metrics,
+        population=_read_jsonl(path / "population.jsonl"),
+    )
+
+
+def load_runs(runs_dir: Path) -> list[Run]:
+    """All runs under runs_dir; when a run (env, exp, seed) has several folders (restarted), keep the one that got
+    furthest, then the newest."""
+    best: dict[tuple[str, str, int], Run] = {}
+    for path in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()):
+        run = load_run(path)
+        if run is None:
+            continue
+        key = (run.env_id, run.exp_name, run.seed)
+        if key not in best or (run.last_step, path.name) > (best[key].last_step, best[key].path.name):
+            best[key] = run
+    return sorted(best.values(), key=lambda r: (r.family, r.method, r.size, r.env_id, r.seed))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Curves on a common grid
+# ----------------------------------------------------------------------------------------------------------------------
+def binned_curve(steps: np.ndarray, values: np.ndarray, grid: np.ndarray, until: float | None = None) -> np.ndarray:
+    """Mean of the values logged in each bin (grid[i-1], grid[i]] (the first bin starts at 0), carried forward over
+    empty bins; NaN before the first value and for bins that start after `until` (the run's last step, default the
+    last logged step), so unfinished runs drop out instead of repeating their last value."""
+    out = np.full(len(grid), np.nan)
+    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
+    if len(steps) == 0:
+        return out
+    edges = np.concatenate([[-1.0], grid])
+    idx = np.searchsorted(edges, steps, side="left") - 1  # bin of each step
+    last = np.nan
+    for i in range(len(grid)):
+        sel = idx == i
+        if sel.any():
+            last = float(values[sel].mean())
+        out[i] = last
+    out[edges[:-1] >= (steps[-1] if until is None else until)] = np.nan
+    return out
+
+
+def return_metric(run: Run) -> str | None:
+    for name in RETURN_METRICS.get(run.family, ("charts/episodic_return",)):
+        if name in run.metrics:
+            return name
+    return None
+
+
+def run_scores(run: Run, grid: np.ndarray, normalize: bool) -> np.ndarray:
+    """Binned returns of a run, human-normalised for Atari games when `normalize`."""
+    name = return_metric(run)
+    if name is None:
+        return np.full(len(grid), np.nan)
+    curve = binned_curve(*run.metrics[name], grid, until=run.last_step)
+    if normalize and atari_game(run.env_id) is not None:
+        curve = human_normalized(curve, run.env_id)
+    return curve
+
+
+def sparsity_curve(run: Run, grid: np.ndarray) -> np.ndarray:
+    steps, values = run.metrics.get(SPARSITY, (np.array([]), np.array([])))
+    return binned_curve(steps, values, grid, until=run.last_step)
+
+
+def final_sparsity(run: Run) -> float:
+    """Last logged sparsity/target of a run (NaN if never logged)."""
+    if SPARSITY not in run.metrics or not len(run.metrics[SPARSITY][1]):
+        return math.nan
+    return float(run.metrics[SPARSITY][1][-1])
+
+
+def aggregate(
+    runs: Sequence[Run], per_run: Callable[[Run], np.ndarray], reps: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IQM and 95% stratified bootstrap CI (tasks = env ids, runs = seeds) of per_run(run) at each point."""
+    by_env: dict[str, list[np.ndarray]] = defaultdict(list)
+    for run in runs:
+        by_env[run.env_id].append(np.atleast_1d(per_run(run)))
+    n = max(len(v) for vs in by_env.values() for v in vs)
+    point, lo, hi = (np.full(n, np.nan) for _ in range(3))
+    for i in range(n):
+        tasks = [np.array([v[i] for v in vs if not np.isnan(v[i])]) for vs in by_env.values()]
+        point[i], lo[i], hi[i] = stratified_bootstrap_ci(tasks, reps=reps, seed=seed + i)
+    return point, lo, hi
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Analysis and figures
+# ----------------------------------------------------------------------------------------------------------------------
+def _size_order(size: str) -> tuple[int, str]:
+    return (SIZES.index(size) if size in SIZES else len(SIZES), size)
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    algo = str(parse_exp_name(method)["algo"])
+    return (ALGOS.index(algo) if algo in ALGOS else len(ALGOS), method)
+
+
+def analyze(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> dict:
+    """All numbers behind the figures, grouped by setting. Returns a JSON-serialisable dict."""
+    result: dict = {"settings": {}}
+    by_setting: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_setting[run.family].append(run)
+    for setting, sruns in sorted(by_setting.items()):
+        normalize = all(atari_game(r.env_id) is not None for r in sruns)
+        budget = max(r.last_step for r in sruns)
+        grid = np.linspace(budget / num_points, budget, num_points) if budget > 0 else np.array([0.0])
+        groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+        for run in sruns:
+            groups[(run.method, run.size)].append(run)
+        curves, finals = [], []
+        for (method, size), gruns in sorted(
+            groups.items(), key=lambda kv: (_method_order(kv[0][0]), _size_order(kv[0][1]))
+        ):
+            score = aggregate(gruns, partial(run_scores, grid=grid, normalize=normalize), reps)
+            has_sparsity = any(SPARSITY in r.metrics for r in gruns)
+            sparsity = aggregate(gruns, partial(sparsity_curve, grid=grid), reps) if has_sparsity else None
+            final_sp = aggregate(gruns, lambda r: np.array([final_sparsity(r)]), reps) if has_sparsity else None
+            last = int(np.flatnonzero(~np.isnan(score[0]))[-1]) if np.any(~np.isnan(score[0])) else -1
+            curves.append(
+                {
+                    "method": method,
+                    "size": size,
+                    "eaude": gruns[0].is_eaude,
+                    "u_max": gruns[0].u_max,
+                    "final_sparsity_arg": gruns[0].final_sparsity_arg,
+                    "n_runs": len(gruns),
+                    "n_envs": len({r.env_id for r in gruns}),
+                    "score": [a.tolist() for a in score],
+                    "sparsity": [a.tolist() for a in sparsity] if sparsity else None,
+                }
+            )
+            finals.append(
+                {
+                    "method": method,
+                    "size": size,
+                    "final_score": [float(a[last]) if last >= 0 else math.nan for a in score],
+                    "final_sparsity": [float(a[0]) for a in final_sp] if final_sp else None,
+                }
+            )
+        per_env = []
+        for run in sruns:
+            per_env.append(
+                {
+                    "env_id": run.env_id,
+                    "method": run.method,
+                    "size": run.size,
+                    "seed": run.seed,
+                    "u_max": run.u_max,
+                    "final_sparsity": final_sparsity(run),
+                    "last_step": run.last_step,
+                }
+            )
+        result["settings"][setting] = {
+            "title": SETTING_TITLES.get(setting, setting),
+            "normalized": normalize,
+            "x_label": "gradient steps" if setting == "cql" else "environment steps",
+            "grid": grid.tolist(),
+            "curves": curves,
+            "finals": finals,
+            "runs": per_env,
+        }
+    return result
+
+
+def _ci_plot(ax, x, est, lo, hi, label, **kw) -> None:
+    (line,) = ax.plot(x, est, label=label, **kw)
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def _sizes(curves: list[dict]) -> list[str]:
+    return sorted({c["size"] for c in curves}, key=_size_order)
+
+
+def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
+    """Write the PNG figures of every setting; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    # Bins where no seed has data yet are NaN on purpose; numpy's warnings about them are noise.
+    warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+    warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+
+    for setting, s in result["settings"].items():
+        grid, title, curves = np.asarray(s["grid"]), s["title"], s["curves"]
+        sizes = _sizes(curves)
+        y_label = "IQM human-normalised score" if s["normalized"] else "IQM return"
+        # Return curves, one panel per network size (Fig. 4 / 6 / 7).
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.2), squeeze=False)
+        for ax, size in zip(axes[0], sizes, strict=True):
+            for c in curves:
+                if c["size"] == size:
+                    _ci_plot(ax, grid, *map(np.asarray, c["score"]), label=c["method"])
+            ax.set(title=f"{title}, {size}", xlabel=s["x_label"], ylabel=y_label)
+            ax.legend(fontsize=7)
+        save(fig, f"{setting}_return_iqm.png")
+        sp_curves = [c for c in curves if c["sparsity"] is not None]
+        if not sp_curves:
+            continue
+        # Sparsity schedules (Fig. 5 / 8 left): colour = size, line style = method.
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        colors = {size: f"C{i}" for i, size in enumerate(sizes)}
+        styles = ["-", "--", ":", "-."]
+        methods = sorted({c["method"] for c in sp_curves}, key=_method_order)
+        for c in sp_curves:
+            ls = styles[methods.index(c["method"]) % len(styles)]
+            _ci_plot(
+                ax,
+                grid,
+                *map(np.asarray, c["sparsity"]),
+                label=f"{c['method']} ({c['size']})",
+                color=colors[c["size"]],
+                linestyle=ls,
+            )
+        ax.set(title=f"{title}: sparsity schedule", xlabel=s["x_label"], ylabel="IQM sparsity", ylim=(0, 1))
+        ax.legend(fontsize=7)
+        save(fig, f"{setting}_sparsity_schedule.png")
+        # Final sparsity per env and size for the EauDe methods (Fig. 5 / 8 right): mean over seeds, min-max bars.
+        eaude_methods = sorted({c["method"] for c in sp_curves if c["eaude"]}, key=_method_order)
+        if eaude_methods:
+            envs = sorted({r["env_id"] for r in s["runs"]})
+            fig, axes = plt.subplots(
+                len(eaude_methods), 1, figsize=(max(5, 0.8 * len(envs) + 2), 3 * len(eaude_methods)), squeeze=False
+            )
+            width = 0.8 / len(sizes)
+            for ax, method in zip(axes[:, 0], eaude_methods, strict=True):
+                for j, size in enumerate(sizes):
+                    vals = [
+                        [
+                            r["final_sparsity"]
+                            for r in s["runs"]
+                            if (r["env_id"], r["method"], r["size"]) == (e, method, size)
+                        ]
+                        for e in envs
+                    ]
+                    mean = np.array([np.nanmean(v) if v else np.nan for v in vals])
+                    lo = np.array([np.nanmin(v) if v else np.nan for v in vals])
+                    hi = np.array([np.nanmax(v) if v else np.nan for v in vals])
+                    xs = np.arange(len(envs)) + (j - (len(sizes) - 1) / 2) * width
+                    ax.bar(
+                        xs,
+                        mean,
+                        width,
+                        yerr=np.clip([mean - lo, hi - mean], 0, None),
+                        label=size,
+                        color=colors[size],
+                        capsize=2,
+                    )
+                ax.set_xticks(np.arange(len(envs)), [e.removesuffix("-v5") for e in envs], rotation=45, ha="right")
+                ax.set(title=f"{method}: final sparsity", ylabel="final sparsity", ylim=(0, 1))
+                ax.legend(fontsize=7)
+            save(fig, f"{setting}_final_sparsity.png")
+        # Return against final sparsity (Fig. 9 / 13 left), one panel per size.
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.4), squeeze=False)
+        method_color = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(f["method"] for f in s["finals"]))}
+        for ax, size in zip(axes[0], sizes, strict=True):
+            for f in (x for x in s["finals"] if x["size"] == size and x["final_sparsity"]):
+                (sx, sxl, sxh), (sy, syl, syh) = f["final_sparsity"], f["final_score"]
+                ax.errorbar(
+                    sx,
+                    sy,
+                    # A percentile interval need not contain the estimate (and rounding): clip at 0.
+                    xerr=[[max(sx - sxl, 0.0)], [max(sxh - sx, 0.0)]],
+                    yerr=[[max(sy - syl, 0.0)], [max(syh - sy, 0.0)]],
+                    fmt="o",
+                    color=method_color[f["method"]],
+                    label=f["method"],
+                    capsize=2,
+                )
+            ax.set(title=f"{title}, {size}", xlabel="IQM final sparsity", ylabel=f"final {y_label}")
+            ax.legend(fontsize=7)
+        save(fig, f"{setting}_return_vs_sparsity.png")
+        # Population trajectories (Fig. 14): rows = sizes, columns = envs; dots = every member after each update
+        # (first seed), line = the target's sparsity averaged over seeds; colour = U_max regime.
+        pruns = [r for r in runs if r.family == setting and r.population]
+        if pruns:
+            envs = sorted({r.env_id for r in pruns})
+            psizes = sorted({r.size for r in pruns}, key=_size_order)
+            regimes = sorted({r.u_max if r.u_max is not None else DEFAULT_U_MAX for r in pruns})
+            fig, axes = plt.subplots(
+                len(psizes), len(envs), figsize=(3.2 * len(envs), 2.8 * len(psizes)), squeeze=False, sharey=True
+            )
+            for (row, size), (col, env) in ((rs, ce) for rs in enumerate(psizes) for ce in enumerate(envs)):
+                ax = axes[row, col]
+                for k, umax in enumerate(regimes):
+                    group = [
+                        r
+                        for r in pruns
+                        if (r.size, r.env_id) == (size, env)
+                        and (r.u_max if r.u_max is not None else DEFAULT_U_MAX) == umax
+                    ]
+                    if not group:
+                        continue
+                    color = f"C{k}"
+                    first = min(group, key=lambda r: r.seed)
+                    xs = [e["global_step"] for e in first.population for _ in e["sparsities_after"]]
+                    ys = [v for e in first.population for v in e["sparsities_after"]]
+                    ax.scatter(xs, ys, s=3, color=color, alpha=0.3)
+                    target = [
+                        binned_curve(
+                            np.array([e["global_step"] for e in r.population]),
+                            np.array([e["sparsities_before"][e["target_index"]] for e in r.population]),
+                            grid,
+                            until=r.last_step,
+                        )
+                        for r in group
+                    ]
+                    ax.plot(grid, np.nanmean(np.array(target), axis=0), color=color, label=f"U_max={umax:g}")
+                ax.set(title=f"{env} ({size})", ylim=(0, 1), xlabel=s["x_label"])
+                if col == 0:
+                    ax.set_ylabel("sparsity")
+                ax.legend(fontsize=6)
+            save(fig, f"{setting}_population.png")
+    return written
+
+
+def _fmt(est: float, lo: float, hi: float, digits: int) -> str:
+    if any(math.isnan(v) for v in (est, lo, hi)):
+        return "n/a"
+    return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def write_summary(result: dict, figures: Sequence[Path], out: Path, runs_dir: Path, reps: int) -> Path:
+    """summary.md: run counts, final IQM scores and sparsities with CIs, final sparsity per env, figure list."""
+    lines = [
+        "# EauDeQN-JAX results",
+        "",
+        f"Runs read from `{runs_dir}`. Scores: human-normalised for Atari (`(score - random) / (human - random)`, "
+        "Atari-57 reference scores), raw returns otherwise. Aggregates: IQM over all runs (env ids x seeds) with 95% "
+        f"stratified bootstrap confidence intervals ({reps} resamples of seeds within each env, percentile method). "
+        "Final score: the last point of the return curve (returns binned on a common step grid); final sparsity: the "
+        "last logged `sparsity/target`.",
+        "",
+    ]
+    for setting, s in result["settings"].items():
+        digits = 3 if s["normalized"] else 1
+        lines += [f"## {s['title']}", "", f"Budget: {s['grid'][-1]:.0f} {s['x_label']}.", ""]
+        lines += ["| method | size | envs | runs | final score (IQM [95% CI]) | final sparsity (IQM [95% CI]) |"]
+        lines += ["|---|---|---|---|---|---|"]
+        for c, f in zip(s["curves"], s["finals"], strict=True):
+            sp = _fmt(*f["final_sparsity"], 3) if f["final_sparsity"] else "n/a"
+            lines.append(
+                f"| {c['method']} | {c['size']} | {c['n_envs']} | {c['n_runs']} | {_fmt(*f['final_score'], digits)} | {sp} |"
+            )
+        lines.append("")
+        eaude = sorted(
+            {(r["method"], r["size"]) for r in s["runs"] if r["method"].startswith("eaude")},
+            key=lambda ms: (_method_order(ms[0]), _size_order(ms[1])),
+        )
+        envs = sorted({r["env_id"] for r in s["runs"]})
+        if eaude:
+            lines += ["Final sparsity per env (mean over seeds):", ""]
+            lines += ["| env | " + " | ".join(f"{m} ({z})" for m, z in eaude) + " |"]
+            lines += ["|---|" + "---|" * len(eaude)]
+            for env in envs:
+                cells = []
+                for m, z in eaude:
+                    v = [r["final_sparsity"] for r in s["runs"] if (r["env_id"], r["method"], r["size"]) == (env, m, z)]
+                    cells.append(f"{np.nanmean(v):.3f}" if v and not all(math.isnan(x) for x in v) else "")
+                lines.append(f"| {env} | " + " | ".join(cells) + " |")
+            lines.append("")
+        figs = [p for p in figures if p.name.startswith(f"{setting}_")]
+        lines += [f"![{p.stem}]({p.name})" for p in figs] + [""]
+    path = out / "summary.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _nan_to_none(x):
+    """Strict JSON: NaN (no data) becomes null."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return x
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder holding the run folders")
+    parser.add_argument("--output-dir", type=Path, default=Path("figures"), help="where figures and summary go")
+    parser.add_argument("--num-points", type=int, default=40, help="points of the common step grid of the curves")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per confidence interval")
+    parser.add_argument("--env-ids", default=None, help="comma list: only these env ids")
+    parser.add_argument("--methods", default=None, help="comma list: only these methods (exp names without size)")
+    args = parser.parse_args(argv)
+    if not args.runs_dir.is_dir():
+        print(f"error: --runs-dir {args.runs_dir} is not a folder", file=sys.stderr)
+        return 2
+    if args.num_points < 1 or args.reps < 1:
+        print("error: --num-points and --reps must be positive", file=sys.stderr)
+        return 2
+    runs = load_runs(args.runs_dir)
+    if args.env_ids:
+        runs = [r for r in runs if r.env_id in args.env_ids.split(",")]
+    if args.methods:
+        runs = [r for r in runs if r.method in args.methods.split(",")]
+    if not runs:
+        print(f"error: --runs-dir {args.runs_dir} holds no run with a metrics.jsonl", file=sys.stderr)
+        return 2
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    result = analyze(runs, num_points=args.num_points, reps=args.reps)
+    figures = make_figures(result, runs, args.output_dir)
+    (args.output_dir / "summary.json").write_text(json.dumps(_nan_to_none(result), indent=1))
+    summary = write_summary(result, figures, args.output_dir, args.runs_dir, args.reps)
+    print(f"{len(runs)} runs -> {len(figures)} figures and {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
