@@ -1,0 +1,175 @@
+"""Throughput and memory of the algorithms side by side, printed as a Markdown table.
+
+    uv run python tools/throughput.py                       # EauDeDQN, PolyPruneDQN, DQN on Pong-v5 (small net)
+    uv run python tools/throughput.py --layouts             # K = 5 population step: unrolled loop vs jax.vmap
+    uv run python tools/throughput.py --algos eaudesac polyprune_sac sac --env-id HalfCheetah-v5
+
+Each algorithm runs in a fresh child process (one at a time, so peak memory is its own) for a short budget; the
+learning-phase SPS is the env steps per second logged after learning starts, leaving out the first logging window
+(compilation). Peak host memory is the child's maximum resident set size; peak accelerator memory is reported by JAX
+when it runs on a GPU. Not a test: speed depends on the machine, so the README quotes these tables with the machine.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# algorithm -> (script, extra arguments); dense baselines are the PolyPrune scripts with s_F = 0
+ALGORITHMS = {
+    "eaudedqn": ("eaudedqn_atari_jax.py", []),
+    "polyprune_dqn": ("polyprune_dqn_atari_jax.py", []),
+    "dqn": ("polyprune_dqn_atari_jax.py", ["--final-sparsity", "0"]),
+    "eaudesac": ("eaudesac_mujoco_jax.py", []),
+    "polyprune_sac": ("polyprune_sac_mujoco_jax.py", []),
+    "sac": ("polyprune_sac_mujoco_jax.py", ["--final-sparsity", "0"]),
+    "eaudedqn_classic": ("eaudedqn_jax.py", []),
+}
+
+
+def child(script: str, argv: list[str]) -> None:
+    """Run one script in this process, then report its peak memory on the last line of stdout."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_target", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(argv)
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    report = {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_device_mb": stats.get("peak_bytes_in_use", 0) / 2**20,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+    }
+    print("THROUGHPUT " + json.dumps(report), flush=True)
+
+
+def measure(algo: str, common: list[str], learning_starts: int) -> dict:
+    script, extra = ALGORITHMS[algo]
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [*common, *extra, "--output-dir", tmp, "--checkpoint-interval", "0", "--exp-name", algo]
+        start = time.time()
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", script, "--", *argv], capture_output=True, text=True, cwd=tmp
+        )
+        wall = time.time() - start
+        if result.returncode != 0:
+            raise SystemExit(f"error: {algo} failed:\n{result.stderr[-2000:]}")
+        report = json.loads(result.stdout.strip().splitlines()[-1].removeprefix("THROUGHPUT "))
+        (run_dir,) = Path(tmp).iterdir()
+        sps = [
+            m["value"]
+            for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if m["name"] == "charts/SPS" and m["global_step"] > learning_starts
+        ]
+    learning_sps = sum(sps[1:]) / len(sps[1:]) if len(sps) > 1 else float("nan")
+    return {"algo": algo, "learning_sps": learning_sps, "wall_s": wall, **report}
+
+
+def population_layouts(sizes: list[str], num_networks: int, repeats: int) -> list[dict]:
+    """Seconds per K-network gradient step with the loop and vmap layouts of eaudedqn_atari_jax.py."""
+    import importlib
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    sys.path.insert(0, str(ROOT))
+    eaude = importlib.import_module("eaudedqn_atari_jax")
+    rows = []
+    rng = np.random.default_rng(0)
+    batch = {
+        "observations": rng.integers(0, 255, (32, 4, 84, 84), dtype=np.uint8),
+        "actions": rng.integers(6, size=32).astype(np.int32),
+        "rewards": rng.standard_normal(32).astype(np.float32),
+        "terminations": np.zeros(32, np.float32),
+        "next_observations": rng.integers(0, 255, (32, 4, 84, 84), dtype=np.uint8),
+    }
+    for size in sizes:
+        network = eaude.QNetwork(action_dim=6, head_width=eaude.HEAD_WIDTHS[size])
+        keys = jax.random.split(jax.random.PRNGKey(0), num_networks)
+        params = jax.vmap(network.init, in_axes=(0, None))(keys, jnp.zeros((1, 4, 84, 84), jnp.uint8))
+        masks = jax.tree.map(lambda x: jnp.ones_like(x, bool), params)
+        optimizer = optax.adam(6.25e-5, eps=1.5e-4)
+        row = {"size": size, "K": num_networks}
+        for layout in ("loop", "vmap"):
+            step = eaude.make_train_step(network, optimizer, 0.99, layout)
+            state = (params, jax.vmap(optimizer.init)(params), masks, eaude.take(params, 0), jnp.zeros(num_networks))
+            out = step(*state, batch)
+            jax.block_until_ready(out)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = step(out[0], out[1], masks, state[3], out[2], batch)
+            jax.block_until_ready(out)
+            row[layout] = (time.perf_counter() - start) / repeats
+        rows.append(row)
+    return rows
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[4:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algos", nargs="+", default=["eaudedqn", "polyprune_dqn", "dqn"], choices=ALGORITHMS)
+    parser.add_argument("--env-id", default="Pong-v5")
+    parser.add_argument("--network-size", default="small", choices=["small", "medium", "large"])
+    parser.add_argument("--total-timesteps", type=int, default=6000)
+    parser.add_argument("--learning-starts", type=int, default=2000)
+    parser.add_argument("--layouts", action="store_true", help="time the population step layouts instead")
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=["small", "medium", "large"])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+
+    if args.layouts:
+        import jax
+
+        rows = population_layouts(args.sizes, 5, args.repeats)
+        print(f"\nK = 5 population gradient step, batch 32, {jax.default_backend()} ({machine()})\n")
+        print("| network | loop (ms) | vmap (ms) | faster |")
+        print("|---|---|---|---|")
+        for row in rows:
+            faster = "loop" if row["loop"] < row["vmap"] else "vmap"
+            print(f"| {row['size']} | {1000 * row['loop']:.0f} | {1000 * row['vmap']:.0f} | {faster} |")
+        return
+
+    common = [
+        "--env-id", args.env_id, "--total-timesteps", str(args.total_timesteps),
+        "--learning-starts", str(args.learning_starts),
+    ]  # fmt: skip
+    if "classic" not in " ".join(args.algos):
+        common += ["--network-size", args.network_size]
+    rows = []
+    for algo in args.algos:
+        print(f"measuring {algo} ...", file=sys.stderr, flush=True)
+        rows.append(measure(algo, common, args.learning_starts))
+    base = next((r["learning_sps"] for r in rows if not r["algo"].startswith("eaude")), None)
+    print(f"\n{args.env_id}, {args.network_size} network, {args.total_timesteps} steps "
+          f"(learning from {args.learning_starts}); {rows[0]['backend']} {rows[0]['device']} ({machine()})\n")  # fmt: skip
+    print("| algorithm | learning-phase SPS | time vs PolyPrune | peak RSS (MB) | peak device (MB) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        ratio = f"x{base / row['learning_sps']:.2f}" if base else "-"
+        device = f"{row['peak_device_mb']:.0f}" if row["peak_device_mb"] else "-"
+        print(f"| {row['algo']} | {row['learning_sps']:.1f} | {ratio} | {row['peak_rss_mb']:.0f} | {device} |")
+
+
+if __name__ == "__main__":
+    main()
