@@ -1,0 +1,1334 @@
+"""Eau De Conservative Q-Learning (EauDeCQL) on offline Atari: Algorithm 1 of the paper on the CQL loss.
+
+K online networks with different sparsity levels are trained on the DQN Replay Dataset (Agarwal et al. 2020) against
+one shared target network, with no environment interaction. Every T gradient steps the online network with the
+smallest cumulated training loss (the full CQL loss) becomes the target (Alg. 1 l. 12), a new population is selected
+by elitist tournaments (l. 14), and every duplicated network is pruned to a sparsity drawn from Eq. 3 (l. 15). The
+greedy policy of the target network is evaluated in the environment after every epoch (Section 5.2, Figure 6).
+
+    uv run python eaudecql_atari_jax.py --env-id Pong-v5 --dataset-dir datasets/Pong/1
+    uv run python eaudecql_atari_jax.py --help
+
+Reads top to bottom: arguments, environment, network, DQN Replay Dataset, pruning, population (Eq. 3, tournaments),
+update (CQL loss), run outputs, evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+"""
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import envpool
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+# =====================================================================================================================
+# Arguments
+# =====================================================================================================================
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (second part of the run name)"""
+    seed: int = 1
+    """seed of the experiment: networks, mini-batch sampling, exploration and the evaluation envs derive from it"""
+    env_id: str = "Pong-v5"
+    """the envpool Atari id of the dataset's game, e.g. Pong-v5 (used for evaluation and the number of actions)"""
+    track: bool = False
+    """log to Weights & Biases (syncs the TensorBoard files)"""
+    wandb_project_name: str = "eaudeqn"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team)"""
+    capture_video: bool = False
+    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
+    save_model: bool = False
+    """save the target network's params to <run_dir>/<exp_name>.cleanrl_model; the final evaluation plays them"""
+    output_dir: str = "runs"
+    """folder that receives one sub-folder per run"""
+    checkpoint_interval: int = 62_500
+    """gradient steps between checkpoints for --resume (0 disables); default: once per epoch"""
+    resume: str | None = None
+    """continue the run saved in this run folder (its config.json decides every other argument)"""
+
+    dataset_dir: str | None = None
+    """DQN Replay Dataset run folder (e.g. datasets/Pong/1) or its replay_logs/ sub-folder (required)"""
+    dataset_checkpoints: list[int] | None = None
+    """checkpoint numbers N of $store$_*_ckpt.N.gz to load, in this order; default: all found"""
+    transitions_per_checkpoint: int = 50_000
+    """first rows loaded from each checkpoint: 50 x 50 000 = the 2.5M-transition (5%) set of Table 3"""
+    num_epochs: int = 100
+    """training epochs; t_final = num_epochs * steps_per_epoch gradient steps (100 as Ceron et al. 2024, README)"""
+    steps_per_epoch: int = 62_500
+    """gradient steps per epoch (Table 3); the greedy policy is evaluated after every epoch"""
+    learning_rate: float = 5e-5
+    """Adam learning rate (Table 3, offline)"""
+    adam_eps: float = 3.125e-4
+    """Adam epsilon (Table 3, offline)"""
+    gamma: float = 0.99
+    """discount factor"""
+    target_network_frequency: int = 2_000
+    """T, gradient steps between target updates, tournaments and exploration (Table 3, offline)"""
+    batch_size: int = 32
+    """mini-batch size (Table 3)"""
+    cql_alpha: float = 0.1
+    """alpha, weight of the CQL regulariser mean(logsumexp_a Q(s, a) - Q(s, a_data)) (Ceron et al. 2024)"""
+    eval_episodes: int = 10
+    """greedy episodes played in parallel after every epoch (and by the saved model at the end); 0 disables"""
+    eval_epsilon: float = 0.001
+    """epsilon of the evaluation policy"""
+    eval_max_episode_steps: int = 27_000
+    """agent steps after which an evaluation episode is truncated (27 000 = 108 000 frames, Machado et al.)"""
+
+    network_size: Literal["small", "medium", "large"] = "medium"
+    """width of the dense head: 32 / 512 / 2048 (Table 1)"""
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
+    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+
+    num_networks: int = 5
+    """K, number of online networks"""
+    tournament_size: int = 3
+    """M, networks drawn (without replacement) in each selection tournament"""
+    u_max: float = 3.0
+    """U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)"""
+    s_max: float = 0.01
+    """S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)"""
+    population_layout: Literal["auto", "loop", "vmap"] = "auto"
+    """how the K networks are updated in one jitted step: a loop unrolled in the jit or jax.vmap; auto = the faster
+    one measured per backend (loop on CPU, vmap on GPU)"""
+
+
+class ArgumentError(Exception):
+    """A user mistake in the command line: reported as one `error:` line and exit code 2."""
+
+
+def check_args(args: Args) -> None:
+    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors), dataset included."""
+    checks = [
+        (args.num_epochs > 0, "--num-epochs", "must be positive"),
+        (args.steps_per_epoch > 0, "--steps-per-epoch", "must be positive"),
+        (args.num_networks >= 1, "--num-networks", "K must be at least 1"),
+        (1 <= args.tournament_size <= args.num_networks, "--tournament-size", "M must be in [1, K]"),
+        (args.u_max > 0, "--u-max", "U_max must be positive"),
+        (0 < args.s_max <= 1, "--s-max", "S_max must be in (0, 1]"),
+        (args.learning_rate > 0, "--learning-rate", "must be positive"),
+        (args.adam_eps > 0, "--adam-eps", "must be positive"),
+        (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
+        (args.batch_size >= 1, "--batch-size", "must be at least 1"),
+        (args.target_network_frequency >= 1, "--target-network-frequency", "T must be at least 1"),
+        (args.cql_alpha >= 0, "--cql-alpha", "must be non-negative"),
+        (args.eval_episodes >= 0, "--eval-episodes", "must be non-negative"),
+        (0 <= args.eval_epsilon <= 1, "--eval-epsilon", "must be in [0, 1]"),
+        (args.eval_max_episode_steps >= 1, "--eval-max-episode-steps", "must be at least 1"),
+        (args.checkpoint_interval >= 0, "--checkpoint-interval", "must be non-negative (0 disables)"),
+        (args.dataset_dir is not None, "--dataset-dir", "required: a DQN Replay Dataset run folder (see the README)"),
+    ]
+    for ok, flag, message in checks:
+        if not ok:
+            raise ArgumentError(f"{flag}: {message}")
+    if args.env_id not in envpool.list_all_envs():
+        raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool Atari ids look like 'Pong-v5')")
+    if type(envpool.make_spec(args.env_id)).__name__ != "AtariEnvSpec":
+        raise ArgumentError(f"--env-id: {args.env_id!r} is not an Atari game; this script needs e.g. 'Pong-v5'")
+    try:  # headers only: a corrupt body or actions outside the game's action set are caught by the loader in main
+        validate_dataset_dir(args.dataset_dir, args.dataset_checkpoints, args.transitions_per_checkpoint)
+    except DatasetError as error:
+        raise ArgumentError(str(error)) from None
+
+
+def check_resume_dir(resume: str) -> Path:
+    run_dir = Path(resume)
+    if not (run_dir / "config.json").is_file():
+        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
+    if checkpoint_dir(run_dir) is None:
+        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
+    return run_dir
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, args=argv)
+    except SystemExit as exit_:
+        if exit_.code:  # tyro draws a box: keep the message between its title and first rule, on one line
+            lines = [line.strip().strip("│").strip() for line in captured.getvalue().splitlines()[1:]]
+            rule = next((i for i, line in enumerate(lines) if line and set(line) == {"─"}), len(lines))
+            message = " ".join(" ".join(lines[:rule]).split()) or "invalid command line"
+            print(f"error: {message} (see --help)", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    try:
+        if args.resume is not None:
+            run_dir = check_resume_dir(args.resume)
+            saved = json.loads((run_dir / "config.json").read_text())["args"]
+            args = Args(**{**saved, "resume": args.resume})
+        check_args(args)
+    except ArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
+# =====================================================================================================================
+# Environment: envpool Atari under the Machado et al. (2018) protocol (REFERENCE.md section 3)
+# =====================================================================================================================
+
+MACHADO_PROTOCOL = dict(
+    repeat_action_probability=0.25,  # sticky actions
+    episodic_life=False,  # an episode ends at game over, not at a life loss
+    use_fire_reset=False,
+    noop_max=1,  # envpool's minimum: one fixed NOOP frame after reset (noop_max=0 crashes envpool 1.2.5)
+    max_episode_steps=27_000,  # agent steps = 108 000 frames
+    full_action_space=False,  # minimal action set
+    reward_clip=True,  # clipped reward for learning; the raw game score is info["reward"]
+)  # frame skip 4 with max-pool over the last two frames, grayscale 84x84 and a stack of 4 are envpool's defaults
+
+
+def make_env(env_id: str, num_envs: int, seed: int, render: bool = False, max_episode_steps: int = 27_000) -> Any:
+    """Vectorised Atari env. envpool autoresets on the NEXT step: the step that ends an episode returns its true last
+    observation; the following step ignores the action and returns the reset observation with reward 0.
+    `max_episode_steps` (agent steps) only shortens evaluation episodes in tests; 27 000 is the Machado protocol."""
+    return envpool.make(
+        env_id,
+        env_type="gymnasium",
+        num_envs=num_envs,
+        seed=seed,
+        render_mode="rgb_array" if render else None,
+        **{**MACHADO_PROTOCOL, "max_episode_steps": max_episode_steps},
+    )
+
+
+def env_seed(seed: int, purpose: int, step: int = 0) -> int:
+    """A seed per (run seed, purpose, step): envpool gives env i the seed base + i, so consecutive run seeds would
+    share streams; training (purpose 0) and evaluation (purpose 1) streams are also kept apart."""
+    return int(np.random.SeedSequence([seed, purpose, step]).generate_state(1)[0] % 2**30)
+
+
+def zero_fill_reset_frames(obs: np.ndarray, elapsed_step: np.ndarray) -> np.ndarray:
+    """envpool fills the stack at reset with copies of the first frame; Dopamine and our replay buffer use zeros for
+    frames before the episode start. Zeroing them here makes the acting input equal the replayed one."""
+    stack = obs.shape[1]
+    missing = np.clip(stack - 1 - elapsed_step, 0, stack - 1)  # frames that precede the episode start
+    if not missing.any():
+        return obs
+    keep = np.arange(stack)[None, :] >= missing[:, None]
+    return obs * keep[:, :, None, None].astype(obs.dtype)
+
+
+# =====================================================================================================================
+# Network (Table 3): Nature-CNN torso with Flax's default SAME padding, dense head of 32 / 512 / 2048 units
+# =====================================================================================================================
+
+HEAD_WIDTHS = {"small": 32, "medium": 512, "large": 2048}
+
+
+class QNetwork(nn.Module):
+    action_dim: int
+    head_width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32) / 255.0  # (B, 4, 84, 84) uint8 -> NHWC in [0, 1]
+        x = nn.relu(nn.Conv(32, kernel_size=(8, 8), strides=(4, 4))(x))
+        x = nn.relu(nn.Conv(64, kernel_size=(4, 4), strides=(2, 2))(x))
+        x = nn.relu(nn.Conv(64, kernel_size=(3, 3), strides=(1, 1))(x))
+        x = x.reshape((x.shape[0], -1))  # 11 x 11 x 64 = 7744 features
+        x = nn.relu(nn.Dense(self.head_width)(x))
+        return nn.Dense(self.action_dim)(x)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+# =====================================================================================================================
+# DQN Replay Dataset (Agarwal et al. 2020): streaming loader and frame-stack rebuilding. stdlib + numpy only.
+#
+# Layout (Dopamine's OutOfGraphReplayBuffer.save): `replay_logs/$store$_{observation,action,reward,terminal}_ckpt.N.gz`
+# plus `add_count_ckpt.N.gz` and `invalid_range_ckpt.N.gz`; each file is a gzip stream holding one `np.save` array.
+# Entry i holds (frame o_i, action a_i, clipped reward r_i, terminal_i); the next frame is entry i + 1. Dopamine writes
+# three all-zero "padding" entries (action 0, reward 0, terminal 0) before the first step of every episode, so the
+# 4-frame stack of an episode's first step reads [0, 0, 0, o_0] straight from the array.
+# =====================================================================================================================
+
+DQN_REPLAY_STORE_KEYS = ("observation", "action", "reward", "terminal")
+DQN_REPLAY_STACK_SIZE = 4
+_DQN_REPLAY_FILE_RE = re.compile(
+    r"^(\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d+)\.gz$"
+)
+_DQN_REPLAY_READ_CHUNK = 8 << 20  # bytes decompressed per read: bounds the temporary buffer gzip allocates
+
+
+class DatasetError(ValueError):
+    """A user error in the offline dataset; `str(err)` is one line that starts with the flag to blame."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        self.flag = flag
+        super().__init__(" ".join(f"{flag}: {message}".split()))  # one line, whatever the wrapped error said
+
+
+@dataclass(frozen=True)
+class DqnReplayDataset:
+    """All loaded transitions, in file order (checkpoints in the order given, each one's first rows).
+
+    `observations[i]` is the newest single frame of state i; the transition is (state i, actions[i], rewards[i],
+    state i + 1, terminals[i]). Only indices with `valid[i]` are transitions to train on.
+    """
+
+    observations: np.ndarray  # (n, H, W) uint8
+    actions: np.ndarray  # (n,) int32
+    rewards: np.ndarray  # (n,) float32, as stored (Dopamine stores rewards clipped to [-1, 1])
+    terminals: np.ndarray  # (n,) bool, true game over
+    episode_starts: np.ndarray  # (n,) bool: a frame stack must not reach back past this index
+    valid: np.ndarray  # (n,) bool: usable transition (real step with a next frame, or terminal)
+    valid_indices: np.ndarray  # (m,) int64, np.flatnonzero(valid), for uniform sampling
+    checkpoints: tuple[int, ...]  # checkpoint numbers loaded, in order
+    slice_starts: np.ndarray  # (len(checkpoints),) int64, index of each checkpoint's first row
+
+
+@dataclass(frozen=True)
+class _NpyHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+
+
+@dataclass(frozen=True)
+class _CheckpointPlan:
+    number: int
+    paths: dict[str, str]  # store key -> file path
+    rows: int  # rows to load
+    frame_shape: tuple[int, ...]  # (H, W) of the observations
+    cursor: int | None  # Dopamine's write cursor when it falls inside the loaded rows (seam of the circular buffer)
+
+
+def _dqn_replay_open(path: str):
+    """Opens one gzip member for streaming reads (a separate function so tests can wrap it)."""
+    return gzip.open(path, "rb")
+
+
+def _dqn_replay_read_header(fp, path: str) -> _NpyHeader:
+    """Reads the .npy magic and header from an open stream, leaving it at the first data byte."""
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (OSError, EOFError, ValueError, zlib.error) as err:
+        raise DatasetError("--dataset-dir", f"{path}: not a gzip-compressed .npy array ({err})") from err
+    return _NpyHeader(tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran_order))
+
+
+def _dqn_replay_read_into(fp, out: np.ndarray, path: str) -> None:
+    """Fills the C-contiguous array `out` with the next `out.nbytes` bytes of the stream, in bounded chunks."""
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    total, pos = view.nbytes, 0
+    try:
+        while pos < total:
+            got = fp.readinto(view[pos : pos + _DQN_REPLAY_READ_CHUNK])
+            if not got:
+                raise DatasetError("--dataset-dir", f"{path}: truncated file (data ends after {pos} of {total} bytes)")
+            pos += got
+    except (OSError, EOFError, zlib.error) as err:
+        raise DatasetError("--dataset-dir", f"{path}: corrupt or truncated gzip stream ({err})") from err
+
+
+def _dqn_replay_header_of(path: str) -> _NpyHeader:
+    """Header of one file; decompresses only the first few hundred bytes."""
+    try:
+        with _dqn_replay_open(path) as fp:
+            return _dqn_replay_read_header(fp, path)
+    except OSError as err:  # unreadable file (permissions, ...)
+        raise DatasetError("--dataset-dir", f"{path}: cannot read ({err})") from err
+
+
+def _dqn_replay_read_small(path: str) -> np.ndarray:
+    """Reads a whole (small) array, e.g. add_count."""
+    with _dqn_replay_open(path) as fp:
+        header = _dqn_replay_read_header(fp, path)
+        if header.dtype.hasobject or int(np.prod(header.shape)) > 1 << 20:
+            raise DatasetError("--dataset-dir", f"{path}: unexpected array {header.dtype}{list(header.shape)}")
+        out = np.empty(header.shape, dtype=header.dtype)
+        _dqn_replay_read_into(fp, out, path)
+    return out
+
+
+def resolve_replay_logs_dir(dataset_dir: str) -> str:
+    """The folder holding the checkpoint files: `dataset_dir` itself or its `replay_logs/` subfolder.
+
+    Both forms are accepted because the public dataset is laid out as `<Game>/<run>/replay_logs/`.
+    """
+    if not os.path.isdir(dataset_dir):
+        raise DatasetError("--dataset-dir", f"{dataset_dir} is not a folder")
+    sub = os.path.join(dataset_dir, "replay_logs")
+    if os.path.isdir(sub) and not _dqn_replay_list_files(dataset_dir):
+        return sub
+    return dataset_dir
+
+
+def _dqn_replay_list_files(folder: str) -> dict[int, dict[str, str]]:
+    """Checkpoint number -> {"observation"|"action"|"reward"|"terminal"|"add_count"|"invalid_range": path}."""
+    found: dict[int, dict[str, str]] = {}
+    for name in os.listdir(folder):
+        match = _DQN_REPLAY_FILE_RE.match(name)
+        if match:
+            key = match.group(1).removeprefix("$store$_")
+            found.setdefault(int(match.group(2)), {})[key] = os.path.join(folder, name)
+    return found
+
+
+def _dqn_replay_plan(
+    dataset_dir: str,
+    checkpoints: Sequence[int] | None,
+    transitions_per_checkpoint: int | None,
+    frame_shape: tuple[int, int] | None,
+) -> list[_CheckpointPlan]:
+    """Checks files, headers, dtypes, lengths and sizes (headers and add_count only) and plans what to read."""
+    if transitions_per_checkpoint is not None and transitions_per_checkpoint < 1:
+        raise DatasetError("--transitions-per-checkpoint", f"must be at least 1, got {transitions_per_checkpoint}")
+    folder = resolve_replay_logs_dir(dataset_dir)
+    found = _dqn_replay_list_files(folder)
+    if not found:
+        raise DatasetError(
+            "--dataset-dir", f"{dataset_dir} holds no DQN Replay checkpoint files ($store$_observation_ckpt.N.gz, ...)"
+        )
+    if checkpoints is None:
+        numbers = sorted(found)
+    else:
+        numbers = [int(n) for n in checkpoints]
+        if not numbers:
+            raise DatasetError("--dataset-checkpoints", "empty list of checkpoints")
+        if len(set(numbers)) != len(numbers):
+            raise DatasetError("--dataset-checkpoints", f"checkpoint listed twice in {numbers}")
+        absent = [n for n in numbers if n not in found]
+        if absent:
+            raise DatasetError(
+                "--dataset-checkpoints", f"checkpoint(s) {absent} not in {folder} (found {_dqn_replay_ranges(found)})"
+            )
+    plans = []
+    for number in numbers:
+        files = found[number]
+        missing = [k for k in DQN_REPLAY_STORE_KEYS if k not in files]
+        if missing:
+            names = ", ".join(f"$store$_{k}_ckpt.{number}.gz" for k in missing)
+            raise DatasetError("--dataset-dir", f"checkpoint {number} in {folder} lacks {names}")
+        headers = {k: _dqn_replay_header_of(files[k]) for k in DQN_REPLAY_STORE_KEYS}
+        _dqn_replay_check_headers(headers, files, frame_shape)
+        lengths = {k: h.shape[0] for k, h in headers.items()}
+        if len(set(lengths.values())) != 1:
+            raise DatasetError("--dataset-dir", f"checkpoint {number}: arrays of different lengths {lengths}")
+        length = lengths["observation"]
+        available, cursor = length, None
+        if "add_count" in files:
+            add_count = _dqn_replay_read_small(files["add_count"])
+            if add_count.size != 1 or add_count.dtype.kind not in "iu":
+                raise DatasetError("--dataset-dir", f"{files['add_count']}: expected one integer")
+            add_count = int(add_count.reshape(-1)[0])
+            if add_count < length:
+                available = add_count  # buffer never filled: the rows after add_count were never written
+            else:
+                cursor = add_count % length  # oldest entry; entry cursor - 1 is the newest
+        rows = available if transitions_per_checkpoint is None else transitions_per_checkpoint
+        if rows > available or rows < 1:
+            raise DatasetError(
+                "--transitions-per-checkpoint",
+                f"checkpoint {number} holds {available} transitions, fewer than the {rows} requested",
+            )
+        seam = cursor if cursor is not None and 0 < cursor < rows else None
+        plans.append(_CheckpointPlan(number, files, rows, headers["observation"].shape[1:], seam))
+    return plans
+
+
+def _dqn_replay_ranges(found: dict[int, dict[str, str]]) -> str:
+    numbers = sorted(found)
+    return f"{len(numbers)} checkpoints, {numbers[0]}..{numbers[-1]}" if len(numbers) > 3 else str(numbers)
+
+
+def _dqn_replay_check_headers(
+    headers: dict[str, _NpyHeader], files: dict[str, str], frame_shape: tuple[int, int] | None
+) -> None:
+    """Raises DatasetError unless the four arrays have the DQN Replay dtypes and shapes."""
+    obs = headers["observation"]
+    if obs.dtype != np.uint8 or len(obs.shape) != 3 or obs.fortran_order:
+        raise DatasetError(
+            "--dataset-dir",
+            f"{files['observation']}: expected a (n, 84, 84) uint8 array, got {obs.dtype}{list(obs.shape)}",
+        )
+    if frame_shape is not None and obs.shape[1:] != tuple(frame_shape):
+        raise DatasetError(
+            "--dataset-dir", f"{files['observation']}: frames are {obs.shape[1:]}, expected {tuple(frame_shape)}"
+        )
+    kinds = {"action": "iu", "reward": "f", "terminal": "biu"}
+    for key, allowed in kinds.items():
+        h = headers[key]
+        if len(h.shape) != 1 or h.dtype.kind not in allowed:
+            raise DatasetError(
+                "--dataset-dir", f"{files[key]}: expected a 1-d {key} array, got {h.dtype}{list(h.shape)}"
+            )
+
+
+def validate_dataset_dir(
+    dataset_dir: str,
+    checkpoints: Sequence[int] | None = None,
+    transitions_per_checkpoint: int | None = 50_000,
+    frame_shape: tuple[int, int] | None = (84, 84),
+) -> list[int]:
+    """Cheap check before any JAX work: files present, .npy headers, dtypes, lengths, enough rows.
+
+    Reads only the .npy headers (a few hundred decompressed bytes per file) and the tiny add_count files, so a
+    corrupt body is only detected by `load_dqn_replay_dataset`. Returns the checkpoint numbers that would be loaded.
+    Raises DatasetError.
+    """
+    return [p.number for p in _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape)]
+
+
+def load_dqn_replay_dataset(
+    dataset_dir: str,
+    checkpoints: Sequence[int] | None = None,
+    transitions_per_checkpoint: int | None = 50_000,
+    frame_shape: tuple[int, int] | None = (84, 84),
+    num_actions: int | None = None,
+) -> DqnReplayDataset:
+    """Loads the first `transitions_per_checkpoint` rows of each checkpoint (all rows if None).
+
+    `checkpoints`: checkpoint numbers N to load, in this order (default: all found, sorted numerically).
+    Streams every gzip file: parses the .npy header, then decompresses only the rows it keeps, straight into arrays
+    allocated once for the whole dataset, so peak memory is the dataset plus one 8 MiB read chunk.
+    `num_actions`: when given, actions of valid transitions must lie in [0, num_actions).
+
+    Episode boundaries: `episode_starts` is True at each checkpoint slice's first row, after every terminal, and at
+    Dopamine's write cursor when it falls inside the slice (the seam between the newest and oldest entries of its
+    circular buffer, from add_count). Dopamine's zero padding entries (up to 3 all-zero frames with action 0,
+    reward 0, not terminal, right after an episode boundary) and entries with a negative action (observation-only
+    rows that hold the final frame of a time-limit-truncated episode) are not valid transitions. A non-terminal row
+    is valid only if its next row continues the same episode inside the slice.
+    Raises DatasetError.
+    """
+    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape)
+    frame = plans[0].frame_shape
+    total = sum(p.rows for p in plans)
+    observations = np.empty((total, *frame), dtype=np.uint8)
+    actions = np.empty(total, dtype=np.int32)
+    rewards = np.empty(total, dtype=np.float32)
+    terminals = np.empty(total, dtype=bool)
+    episode_starts = np.zeros(total, dtype=bool)
+    slice_starts = np.zeros(len(plans), dtype=np.int64)
+    slice_ids = np.empty(total, dtype=np.int32)
+    start = 0
+    for j, plan in enumerate(plans):
+        stop = start + plan.rows
+        for key, out in (
+            ("observation", observations),
+            ("action", actions),
+            ("reward", rewards),
+            ("terminal", terminals),
+        ):
+            path = plan.paths[key]
+            try:
+                with _dqn_replay_open(path) as fp:
+                    header = _dqn_replay_read_header(fp, path)
+                    if header.shape[1:] != out.shape[1:]:
+                        raise DatasetError(
+                            "--dataset-dir", f"{path}: frames are {header.shape[1:]}, not {out.shape[1:]}"
+                        )
+                    if header.dtype == out.dtype:
+                        _dqn_replay_read_into(fp, out[start:stop], path)
+                    else:  # 1-d arrays stored with another dtype or byte order: read, then convert
+                        tmp = np.empty(plan.rows, dtype=header.dtype)
+                        _dqn_replay_read_into(fp, tmp, path)
+                        out[start:stop] = tmp != 0 if key == "terminal" else tmp
+            except OSError as err:
+                raise DatasetError("--dataset-dir", f"{path}: cannot read ({err})") from err
+        slice_starts[j] = start
+        slice_ids[start:stop] = j
+        episode_starts[start] = True
+        if plan.cursor is not None:
+            episode_starts[start + plan.cursor] = True
+        start = stop
+    episode_starts[1:] |= terminals[:-1]
+    padding = _dqn_replay_padding(observations, actions, rewards, terminals, episode_starts)
+    has_next = np.zeros(total, dtype=bool)
+    has_next[:-1] = ~episode_starts[1:]
+    valid = (terminals | has_next) & ~padding & (actions >= 0)
+    if num_actions is not None and valid.any() and int(actions[valid].max()) >= num_actions:
+        raise DatasetError(
+            "--dataset-dir",
+            f"actions up to {int(actions[valid].max())} but the environment has {num_actions} actions "
+            "(a dataset of another game, or recorded with the full action set?)",
+        )
+    if not valid.any():
+        raise DatasetError("--dataset-dir", f"{dataset_dir}: the selected rows hold no usable transition")
+    return DqnReplayDataset(
+        observations=observations,
+        actions=actions,
+        rewards=rewards,
+        terminals=terminals,
+        episode_starts=episode_starts,
+        valid=valid,
+        valid_indices=np.flatnonzero(valid),
+        checkpoints=tuple(p.number for p in plans),
+        slice_starts=slice_starts,
+    )
+
+
+def _dqn_replay_padding(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    episode_starts: np.ndarray,
+    stack_size: int = DQN_REPLAY_STACK_SIZE,
+) -> np.ndarray:
+    """Marks Dopamine's padding: up to stack_size - 1 consecutive all-zero entries right after an episode boundary.
+
+    Only entries that are all zero (frame, action, reward, terminal) count, so data written without padding keeps
+    every transition. Checks at most 3 frames per episode.
+    """
+    n = len(actions)
+    pixels = int(np.prod(observations.shape[1:]))
+    padding = np.zeros(n, dtype=bool)
+    cand = np.flatnonzero(episode_starts)
+    still = np.ones(len(cand), dtype=bool)  # the run of padding entries from this boundary is unbroken so far
+    for k in range(stack_size - 1):
+        idx = cand + k
+        still &= idx < n
+        idx = np.minimum(idx, n - 1)
+        if k > 0:
+            still &= ~episode_starts[idx]  # a padding run never crosses the next boundary
+        sel = idx[still]
+        zero = (actions[sel] == 0) & (rewards[sel] == 0) & ~terminals[sel]
+        hits = sel[zero]
+        zero[zero] = ~observations[hits].reshape(len(hits), pixels).any(axis=1)
+        still[still] = zero
+        padding[idx[still]] = True
+    return padding
+
+
+def rebuild_frame_stacks(
+    observations: np.ndarray,
+    episode_starts: np.ndarray,
+    indices: np.ndarray,
+    stack_size: int = DQN_REPLAY_STACK_SIZE,
+) -> np.ndarray:
+    """The (B, stack_size, H, W) uint8 frame stacks ending at `indices`, oldest frame first (envpool's layout).
+
+    A stack never reaches back past an episode start: frames before it are zeros, so the stack at an episode's
+    first step is [0, 0, 0, frame] (the online replay buffer's convention).
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    out = np.zeros((len(indices), stack_size, *observations.shape[1:]), dtype=observations.dtype)
+    out[:, -1] = observations[indices]
+    ok = np.ones(len(indices), dtype=bool)
+    for back in range(1, stack_size):
+        ok &= ~episode_starts[indices - back + 1]  # the frame one step later starts an episode: stop here
+        ok &= indices - back >= 0
+        out[ok, stack_size - 1 - back] = observations[indices[ok] - back]
+    return out
+
+
+def dqn_replay_batch(
+    dataset: DqnReplayDataset, indices: np.ndarray, stack_size: int = DQN_REPLAY_STACK_SIZE
+) -> dict[str, np.ndarray]:
+    """A transition batch for `indices` (draw them from `dataset.valid_indices`).
+
+    Returns observations and next_observations (B, stack_size, H, W) uint8, actions int32, rewards float32 and
+    terminals bool. The next observation of a terminal transition is undefined (mask it with 1 - terminal).
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    next_indices = np.minimum(indices + 1, len(dataset.actions) - 1)
+    return {
+        "observations": rebuild_frame_stacks(dataset.observations, dataset.episode_starts, indices, stack_size),
+        "actions": dataset.actions[indices],
+        "rewards": dataset.rewards[indices],
+        "next_observations": rebuild_frame_stacks(
+            dataset.observations, dataset.episode_starts, next_indices, stack_size
+        ),
+        "terminals": dataset.terminals[indices],
+    }
+
+
+def sample_dqn_replay_batch(
+    dataset: DqnReplayDataset, rng: np.random.Generator, batch_size: int, stack_size: int = DQN_REPLAY_STACK_SIZE
+) -> dict[str, np.ndarray]:
+    """A uniform batch (with replacement) over the valid transitions, drawn from the seeded generator `rng`."""
+    indices = dataset.valid_indices[rng.integers(0, len(dataset.valid_indices), size=batch_size)]
+    return dqn_replay_batch(dataset, indices, stack_size)
+
+
+# =====================================================================================================================
+# end of the DQN Replay Dataset section
+# =====================================================================================================================
+
+
+# =====================================================================================================================
+# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
+# =====================================================================================================================
+
+
+def is_prunable(leaf: Any) -> bool:
+    return leaf.ndim > 1
+
+
+def prunable_shapes(params: Any) -> list[tuple[int, ...]]:
+    return [tuple(leaf.shape) for leaf in jax.tree.leaves(params) if is_prunable(leaf)]
+
+
+def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[float]:
+    """Fraction of weights kept in each prunable layer for an overall `sparsity`.
+
+    uniform: every layer at `sparsity`. erk (Erdos-Renyi-Kernel, as JaxPruner and RigL): density proportional to
+    sum(shape) / prod(shape), scaled so the overall sparsity is met; a layer whose density would exceed 1 is made
+    dense and the remaining budget is re-spread over the others.
+    """
+    if distribution == "uniform" or sparsity == 0.0:
+        return [1.0 - sparsity] * len(shapes)
+    if distribution != "erk":
+        raise ValueError(f"per-layer densities are undefined for {distribution!r}")
+    sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = (1.0 - sparsity) * sizes.sum() - sizes[dense].sum()  # non-zeros left for the non-dense layers
+        scale = budget / np.sum(raw[~dense] * sizes[~dense])
+        densities = np.where(dense, 1.0, scale * raw)
+        if densities.max() <= 1.0:
+            return densities.tolist()
+        dense |= ~dense & (raw == raw[~dense].max())  # make the densest layer dense and re-spread
+
+
+def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
+    """Exact number of weights to zero in each prunable layer."""
+    densities = layer_densities(shapes, sparsity, distribution)
+    return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
+
+
+def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
+    order = jnp.argsort(magnitudes, stable=True)
+    keep = jnp.arange(magnitudes.size) >= num_zeros
+    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+
+
+@jax.jit
+def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
+    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+    leaves, treedef = jax.tree.flatten(params)
+    counts = iter(zero_counts)
+    masks = [
+        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
+        for w in leaves
+    ]
+    return jax.tree.unflatten(treedef, masks)
+
+
+@jax.jit
+def global_masks(params: Any, num_zeros: jax.Array) -> Any:
+    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
+    leaves, treedef = jax.tree.flatten(params)
+    kernels = [w for w in leaves if is_prunable(w)]
+    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
+    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
+    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    return jax.tree.unflatten(treedef, masks)
+
+
+def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
+    """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
+    shapes = prunable_shapes(params)
+    if distribution == "global":
+        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
+    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
+    return layerwise_masks(params, counts)
+
+
+def apply_masks(params: Any, masks: Any) -> Any:
+    return jax.tree.map(lambda w, m: jnp.where(m, w, 0.0), params, masks)
+
+
+def measured_sparsity(params: Any) -> float:
+    """Fraction of zero weights among the prunable weights (the sparsity reported everywhere)."""
+    kernels = [np.asarray(w) for w in jax.tree.leaves(params) if is_prunable(w)]
+    return float(sum((w == 0).sum() for w in kernels) / sum(w.size for w in kernels))
+
+
+# =====================================================================================================================
+# Population: exploitation (Fig. 3 left) and exploration (Eq. 3); offline there is no behaviour policy (Fig. 3 right)
+# =====================================================================================================================
+
+
+def tournament_selection(losses: np.ndarray, tournament_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Exploitation (Alg. 1 l. 14): slot 0 keeps the network with the lowest cumulated loss; each of the K - 1 other
+    slots is the winner of a tournament among M networks drawn uniformly without replacement."""
+    losses = np.nan_to_num(np.asarray(losses, dtype=np.float64), nan=np.inf)
+    parents = [int(np.argmin(losses))]
+    for _ in range(len(losses) - 1):
+        contenders = rng.choice(len(losses), size=tournament_size, replace=False)
+        parents.append(int(contenders[np.argmin(losses[contenders])]))
+    return np.array(parents)
+
+
+def exploration_sparsity(sparsity: float, step: int, total_steps: int, period: int, u: float, s_max: float) -> float:
+    """Eq. 3: s_t' = s_t + min(U (1 - s_t)(t' - t) / (t_final - t), (1 - s_t) S_max), with t' = t + period.
+
+    The first term follows the line from (t, s_t) to (t_final, 1) scaled by U ~ U(0, U_max); the second caps one step
+    at S_max of the remaining weights (geometric speed cap)."""
+    remaining = 1.0 - sparsity
+    linear = remaining * period / max(total_steps - step, 1)
+    return sparsity + min(u * linear, remaining * s_max)
+
+
+def plan_next_population(
+    losses: np.ndarray,
+    sparsities: np.ndarray,
+    step: int,
+    total_steps: int,
+    period: int,
+    tournament_size: int,
+    u_max: float,
+    s_max: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exploitation then exploration (Alg. 1 l. 14-15). A network chosen c times keeps its original (params, mask,
+    optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
+    keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
+    parents = tournament_selection(losses, tournament_size, rng)
+    new_sparsities = np.empty(len(parents))
+    is_copy = np.zeros(len(parents), dtype=bool)
+    seen: set[int] = set()
+    for slot, parent in enumerate(parents):
+        if parent in seen:
+            is_copy[slot] = True
+            u = rng.uniform(0.0, u_max)
+            new_sparsities[slot] = exploration_sparsity(sparsities[parent], step, total_steps, period, u, s_max)
+        else:
+            seen.add(parent)
+            new_sparsities[slot] = sparsities[parent]
+    return parents, new_sparsities, is_copy
+
+
+def take(tree: Any, index: Any) -> Any:
+    """Network(s) `index` of a population stored as one pytree with a leading axis K."""
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def put(tree: Any, index: int, value: Any) -> Any:
+    return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
+
+
+# =====================================================================================================================
+# Update: the discrete CQL loss and one jitted gradient step for all K networks against the shared target
+# =====================================================================================================================
+
+
+def cql_loss(
+    q_values: jax.Array, actions: jax.Array, targets: jax.Array, alpha: float
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Discrete CQL (Kumar et al. 2020): mean_i (y_i - Q(s_i, a_i))^2 + alpha * mean_i (logsumexp_a Q(s_i, a) -
+    Q(s_i, a_i)). The TD part is the squared error averaged over the batch (Eq. 1, as in the online scripts); the
+    regulariser pushes down the Q-values of actions absent from the data. Returns (loss, (td_loss, regulariser))."""
+    q_taken = jnp.take_along_axis(q_values, actions[:, None], axis=1)[:, 0]
+    td = jnp.mean((targets - q_taken) ** 2)
+    regulariser = jnp.mean(jax.nn.logsumexp(q_values, axis=1) - q_taken)
+    return td + alpha * regulariser, (td, regulariser)
+
+
+def make_train_step(
+    network: QNetwork, optimizer: optax.GradientTransformation, gamma: float, alpha: float, layout: str
+) -> Any:
+    def loss_fn(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> Any:
+        return cql_loss(network.apply(params, observations), actions, targets, alpha)
+
+    loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+    @jax.jit
+    def train_step(params, opt_states, masks, target_params, cumulated_losses, batch):
+        # Alg. 1 l. 7: the target is computed once and shared by the K online networks
+        next_q = network.apply(target_params, batch["next_observations"]).max(axis=1)
+        targets = batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
+        inputs = (batch["observations"], batch["actions"], targets)
+        if layout == "vmap":
+            (losses, (td_losses, _)), grads = jax.vmap(loss_and_grad, in_axes=(0, None, None, None))(params, *inputs)
+        else:  # unrolled: K separate graphs in one program (faster than vmap for convolutions on CPU)
+            outputs = [loss_and_grad(take(params, k), *inputs) for k in range(cumulated_losses.shape[0])]
+            losses = jnp.stack([loss for (loss, _), _ in outputs])
+            td_losses = jnp.stack([td for (_, (td, _)), _ in outputs])
+            grads = jax.tree.map(lambda *g: jnp.stack(g), *[grad for _, grad in outputs])
+        updates, opt_states = jax.vmap(optimizer.update)(grads, opt_states, params)
+        params = apply_masks(optax.apply_updates(params, updates), masks)  # pruned weights stay zero under Adam
+        # Alg. 1 l. 10: L_k += loss_k, with the full CQL loss (the training loss selects the target offline)
+        return params, opt_states, cumulated_losses + losses, losses, td_losses
+
+    return train_step
+
+
+def to_device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The loader's batch with the dtypes the jitted step expects (terminals as 0/1 floats)."""
+    return {**batch, "terminals": batch["terminals"].astype(np.float32)}
+
+
+# =====================================================================================================================
+# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
+# =====================================================================================================================
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_config(args: Args) -> dict[str, Any]:
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "args": asdict(args),
+        "script": Path(__file__).name,
+        "versions": versions,
+        "jax_backend": jax.default_backend(),
+        "git_commit": commit or None,
+        "command": sys.argv,
+    }
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
+        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+
+
+class RunLogger:
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
+    at the first population event, so only EauDe runs have one)."""
+
+    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.run_dir = run_dir
+        self.start = time.time() - elapsed
+        self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.population = None
+        # purge_step hides events a killed run wrote after its last checkpoint
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.writer.add_scalar(name, float(value), int(step))
+
+    def population_event(self, event: dict[str, Any]) -> None:
+        if self.population is None:
+            self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
+        self.population.write(json.dumps(event) + "\n")
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.population is not None:
+            self.population.close()
+        self.writer.close()
+
+
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (run_dir / name / "state.msgpack").is_file():
+            return run_dir / name
+    return None
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint.
+    The dataset is not stored: --resume loads it again from --dataset-dir."""
+    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path, template: dict[str, Any]) -> tuple[dict, dict]:
+    path = checkpoint_dir(run_dir)
+    assert path is not None
+    state = flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes())
+    state = jax.tree.map(jnp.asarray, state)  # msgpack gives numpy arrays; the population update needs jax arrays
+    return state, json.loads((path / "meta.json").read_text())
+
+
+# =====================================================================================================================
+# Evaluation: the greedy policy in the environment (Machado protocol), after every epoch and for the saved model
+# =====================================================================================================================
+
+
+def evaluate_policy(
+    q_values: Any,
+    params: Any,
+    env_id: str,
+    eval_episodes: int,
+    seed: int,
+    epsilon: float,
+    max_episode_steps: int = 27_000,
+    video_dir: Path | None = None,
+) -> list[float]:
+    """Raw game scores of `eval_episodes` epsilon-greedy episodes played in parallel, one per env (env i's first
+    episode only, so short episodes are not over-represented). `q_values(params, obs)` is a jitted network."""
+    envs = make_env(env_id, eval_episodes, seed, render=video_dir is not None, max_episode_steps=max_episode_steps)
+    num_actions = envs.action_space.n
+    rng = np.random.default_rng(seed)
+    obs, info = envs.reset()
+    returns = np.zeros(eval_episodes)
+    done = np.zeros(eval_episodes, dtype=bool)
+    frames: list[list[np.ndarray]] = [[] for _ in range(eval_episodes)]
+    while not done.all():
+        # the dataset's stacks start with zeros ([0, 0, 0, o_0]); envpool repeats o_0: show the agent the data's state
+        obs = zero_fill_reset_frames(obs, info["elapsed_step"])
+        if video_dir is not None:
+            running = np.flatnonzero(~done)
+            for env, frame in zip(running, envs.render(env_ids=running.tolist()), strict=True):
+                frames[env].append(frame)
+        actions = np.asarray(jnp.argmax(q_values(params, obs), axis=1))
+        explore = rng.random(eval_episodes) < epsilon
+        actions = np.where(explore, rng.integers(num_actions, size=eval_episodes), actions)
+        obs, _, terminated, truncated, info = envs.step(actions)
+        returns += np.where(done, 0.0, info["reward"])  # raw game score; finished envs are only autoresetting
+        finished = ~done & (terminated | truncated)
+        for env in np.flatnonzero(finished):
+            if video_dir is not None:
+                write_video(video_dir / f"eval-episode-{env}.mp4", frames[env])
+                frames[env] = []
+        done |= finished
+    envs.close()
+    return returns.tolist()
+
+
+def evaluate(
+    model_path: Path,
+    env_id: str,
+    eval_episodes: int,
+    seed: int,
+    epsilon: float,
+    network_size: str,
+    video_dir: Path | None = None,
+    max_episode_steps: int = 27_000,
+) -> list[float]:
+    """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; raw game scores."""
+    num_actions = envpool.make_spec(env_id, full_action_space=False).action_space.n
+    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[network_size])
+    template = network.init(jax.random.PRNGKey(0), np.zeros((1, 4, 84, 84), np.uint8))
+    params = flax.serialization.from_bytes(template, model_path.read_bytes())
+    returns = evaluate_policy(
+        jax.jit(network.apply), params, env_id, eval_episodes, env_seed(seed, purpose=1), epsilon, max_episode_steps,
+        video_dir,
+    )  # fmt: skip
+    for episode, value in enumerate(returns):
+        print(f"eval episode {episode + 1}/{eval_episodes}: return {value:.1f}", flush=True)
+    return returns
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    with warnings.catch_warnings():  # imageio-ffmpeg starts ffmpeg with fork; JAX warns about any fork
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1, format="FFMPEG")
+    os.replace(tmp, path)
+
+
+# =====================================================================================================================
+# Training loop
+# =====================================================================================================================
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def load_dataset(args: Args) -> DqnReplayDataset:
+    """The transitions to train on; a dataset problem exits like an argument error (before any JAX work)."""
+    num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
+    started = time.time()
+    try:
+        dataset = load_dqn_replay_dataset(
+            args.dataset_dir, args.dataset_checkpoints, args.transitions_per_checkpoint, num_actions=num_actions
+        )
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(
+        f"loaded {len(dataset.actions):,} rows ({len(dataset.valid_indices):,} transitions) from "
+        f"{len(dataset.checkpoints)} checkpoint(s) of {args.dataset_dir} in {time.time() - started:.1f}s",
+        flush=True,
+    )
+    return dataset
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    dataset = load_dataset(args)  # re-loaded on --resume: the checkpoint never stores it
+    if args.resume:
+        run_dir = Path(args.resume)
+        run_name = run_dir.name
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = Path(args.output_dir) / run_name
+        run_dir.mkdir(parents=True, exist_ok=False)
+        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    K = args.num_networks
+    layout = args.population_layout
+    if layout == "auto":
+        layout = "loop" if jax.default_backend() == "cpu" else "vmap"
+    total_steps = args.num_epochs * args.steps_per_epoch  # t_final, in gradient steps
+
+    # ---- networks, optimizer (Alg. 1 l. 1)
+    num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
+    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
+    key = jax.random.PRNGKey(args.seed)
+    key, *init_keys = jax.random.split(key, K + 1)
+    dummy = np.zeros((1, 4, 84, 84), np.uint8)
+    params = jax.jit(jax.vmap(network.init, in_axes=(0, None)))(jnp.stack(init_keys), dummy)  # K networks, 1 compile
+    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
+    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
+    opt_states = jax.vmap(optimizer.init)(params)  # one Adam state per network: copies get a fresh one
+    target_params = take(params, 0)  # psi = 0
+    cumulated_losses = jnp.zeros(K)
+    sparsities = np.zeros(K)  # nominal sparsity level of each online network
+    rng = np.random.default_rng(args.seed)  # mini-batches and population selection
+    train_step = make_train_step(network, optimizer, args.gamma, args.cql_alpha, layout)
+    q_values = jax.jit(network.apply)
+    num_params = count_params(target_params)
+    print(
+        f"{run_name}: K={K} online networks of {num_params:,} parameters ({args.network_size}), "
+        f"{layout} layout on {jax.default_backend()}; outputs in {run_dir}",
+        flush=True,
+    )
+
+    global_step = 0  # gradient steps: t of Eq. 3 (offline, the paper's x-axis is the number of batch updates)
+    next_target_update = args.target_network_frequency
+    elapsed, last_eval_return, last_eval_seconds = 0.0, float("nan"), float("nan")
+    if args.resume:
+        template = {
+            "params": params,
+            "masks": masks,
+            "opt_states": opt_states,
+            "target_params": target_params,
+            "cumulated_losses": cumulated_losses,
+        }
+        state, meta = load_checkpoint(run_dir, template)
+        params, masks, opt_states = state["params"], state["masks"], state["opt_states"]
+        target_params, cumulated_losses = state["target_params"], state["cumulated_losses"]
+        sparsities = np.array(meta["sparsities"])
+        global_step, next_target_update, elapsed = meta["global_step"], meta["next_target_update"], meta["elapsed"]
+        last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
+        rng.bit_generator.state = meta["rng_state"]
+        for name in ("metrics.jsonl", "population.jsonl"):
+            truncate_jsonl(run_dir / name, global_step)
+        print(f"resumed {run_name} at step {global_step:,}", flush=True)
+    finished_before = global_step >= total_steps  # resuming a finished run adds nothing (no second final eval)
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=run_name,
+            id=run_name.replace("/", "-"),
+            resume="allow",
+            save_code=True,
+        )
+    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+    if not args.resume:
+        logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
+    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
+    if args.checkpoint_interval > 0:
+        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+
+    def checkpoint() -> None:
+        state = {
+            "params": params,
+            "masks": masks,
+            "opt_states": opt_states,
+            "target_params": target_params,
+            "cumulated_losses": cumulated_losses,
+        }
+        meta = {
+            "global_step": global_step,
+            "next_target_update": next_target_update,
+            "sparsities": sparsities.tolist(),
+            "elapsed": logger.elapsed(),
+            "rng_state": rng.bit_generator.state,
+            "last_eval_return": last_eval_return,
+            "last_eval_seconds": last_eval_seconds,
+        }
+        save_checkpoint(run_dir, state, meta)
+
+    last_losses, last_td_losses = None, None
+    window_time, window_step, last_print = time.time(), global_step, 0.0
+    target_sparsity = measured_sparsity(target_params)
+
+    while global_step < total_steps:
+        # ---- learn (Alg. 1 l. 5-10): one mini-batch of the dataset, one CQL step for all K networks at once
+        batch = to_device_batch(sample_dqn_replay_batch(dataset, rng, args.batch_size))
+        params, opt_states, cumulated_losses, last_losses, last_td_losses = train_step(
+            params, opt_states, masks, target_params, cumulated_losses, batch
+        )
+        previous_step = global_step
+        global_step += 1
+
+        # ---- every T gradient steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
+        if global_step >= next_target_update:
+            losses = np.asarray(cumulated_losses, dtype=np.float64)
+            best = int(np.nanargmin(np.nan_to_num(losses, nan=np.inf)))
+            target_params = take(params, best)  # Alg. 1 l. 12: psi = argmin_k L_k
+            parents, new_sparsities, is_copy = plan_next_population(
+                losses,
+                sparsities,
+                global_step,
+                total_steps,
+                args.target_network_frequency,
+                args.tournament_size,
+                args.u_max,
+                args.s_max,
+                rng,
+            )
+            params, masks, opt_states = take(params, parents), take(masks, parents), take(opt_states, parents)
+            for slot in np.flatnonzero(is_copy):  # exploration: prune copies to their new sparsity, fresh Adam
+                copy = take(params, slot)
+                copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
+                copy = apply_masks(copy, copy_masks)
+                params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
+                opt_states = put(opt_states, slot, optimizer.init(copy))
+            logger.population_event(
+                {
+                    "global_step": global_step,
+                    "losses": losses.tolist(),
+                    "sparsities_before": sparsities.tolist(),
+                    "target_index": best,
+                    "parents": parents.tolist(),
+                    "sparsities_after": new_sparsities.tolist(),
+                }
+            )
+            sparsities = new_sparsities
+            cumulated_losses = jnp.zeros(K)  # Alg. 1 l. 16
+            target_sparsity = measured_sparsity(target_params)
+            logger.scalar("sparsity/target", target_sparsity, global_step)
+            logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
+            next_target_update += args.target_network_frequency
+
+        # ---- periodic logging (the training losses are the mean over the K online networks)
+        if global_step // 1000 > previous_step // 1000 or global_step == total_steps:
+            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
+            logger.scalar("charts/SPS", sps, global_step)
+            logger.scalar("losses/cql_loss", float(jnp.mean(last_losses)), global_step)
+            logger.scalar("losses/td_loss", float(jnp.mean(last_td_losses)), global_step)
+            window_time, window_step = time.time(), global_step
+            if time.time() - last_print > 10 or global_step == total_steps:
+                eta = (total_steps - global_step) / max(sps, 1e-9)
+                eta += (total_steps - global_step) / args.steps_per_epoch * np.nan_to_num(last_eval_seconds)
+                print(
+                    f"step {global_step:,}/{total_steps:,} ({100 * global_step / total_steps:.1f}%)"
+                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)}"
+                    f" | epoch {global_step // args.steps_per_epoch}/{args.num_epochs}"
+                    f" | last eval return {last_eval_return:.1f} ({last_eval_seconds:.0f}s)"
+                    f" | target sparsity {target_sparsity:.3f}",
+                    flush=True,
+                )
+                last_print = time.time()
+
+        # ---- after every epoch: the target network's greedy policy in the environment (Figure 6). The last epoch
+        # is evaluated from the saved model file instead when --save-model is on (same network, played once).
+        final_by_saved_model = global_step == total_steps and args.save_model
+        if global_step % args.steps_per_epoch == 0 and args.eval_episodes > 0 and not final_by_saved_model:
+            started = time.time()
+            returns = evaluate_policy(
+                q_values, target_params, args.env_id, args.eval_episodes, env_seed(args.seed, 1, global_step),
+                args.eval_epsilon, args.eval_max_episode_steps,
+            )  # fmt: skip
+            for value in returns:
+                logger.scalar("eval/episodic_return", value, global_step)
+            last_eval_return, last_eval_seconds = float(np.mean(returns)), time.time() - started
+            print(
+                f"epoch {global_step // args.steps_per_epoch}: eval return {last_eval_return:.1f} over "
+                f"{len(returns)} episodes in {last_eval_seconds:.1f}s",
+                flush=True,
+            )
+            window_time = time.time()  # evaluation time is not part of the gradient steps per second
+
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+
+    if next_checkpoint is not None and not finished_before:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model and not finished_before:
+        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+        atomic_write(model_path, flax.serialization.to_bytes(target_params))  # pruned weights are exact zeros
+        print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
+        if args.eval_episodes > 0:
+            video_dir = Path("videos") / run_name if args.capture_video else None
+            returns = evaluate(
+                model_path, args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size,
+                video_dir, args.eval_max_episode_steps,
+            )  # fmt: skip
+            for value in returns:
+                logger.scalar("eval/episodic_return", value, global_step)
+    logger.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main()
