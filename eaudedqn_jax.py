@@ -1,0 +1,931 @@
+"""Eau De Deep Q-Network (EauDeDQN) on classic control: Algorithm 1 of the paper with an MLP, in minutes on a CPU.
+
+The classic-control twin of eaudedqn_atari_jax.py (as CleanRL keeps dqn_jax.py beside dqn_atari_jax.py): the same
+algorithm, code paths, flags, outputs and errors, on the discrete-action classic-control envs of envpool (CartPole-v1,
+Acrobot-v1, LunarLander-v3, MountainCar-v0) with a two-hidden-layer MLP. K online networks with different sparsity
+levels are trained against one shared target network. Every T env steps the online network with the smallest
+cumulated loss becomes the target (Alg. 1 l. 12), a new population is selected by elitist tournaments (l. 14), and
+every duplicated network is pruned to a sparsity drawn from Eq. 3 (l. 15).
+
+    uv run python eaudedqn_jax.py --env-id CartPole-v1
+    uv run python eaudedqn_jax.py --help
+
+Reads top to bottom: arguments, environment, network, replay buffer, pruning, population (Eq. 3, tournaments),
+update, run outputs, evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import envpool
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+# =====================================================================================================================
+# Arguments
+# =====================================================================================================================
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (second part of the run name)"""
+    seed: int = 1
+    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
+    env_id: str = "CartPole-v1"
+    """the envpool discrete-action classic-control id: CartPole-v1, Acrobot-v1, LunarLander-v3, MountainCar-v0"""
+    track: bool = False
+    """log to Weights & Biases (syncs the TensorBoard files)"""
+    wandb_project_name: str = "eaudeqn"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team)"""
+    capture_video: bool = False
+    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
+    save_model: bool = False
+    """save the target network's params to <run_dir>/<exp_name>.cleanrl_model, then evaluate them"""
+    output_dir: str = "runs"
+    """folder that receives one sub-folder per run"""
+    checkpoint_interval: int = 50_000
+    """env steps between checkpoints for --resume (0 disables)"""
+    resume: str | None = None
+    """continue the run saved in this run folder (its config.json decides every other argument)"""
+
+    total_timesteps: int = 100_000
+    """t_final, total env steps (CleanRL's dqn_jax.py uses 500k; EauDeDQN solves CartPole-v1 in far fewer)"""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate (CleanRL's dqn_jax.py)"""
+    adam_eps: float = 1e-8
+    """Adam epsilon (optax's default, as CleanRL's dqn_jax.py)"""
+    num_envs: int = 1
+    """parallel envpool environments; one gradient step per G env steps is kept for any value"""
+    buffer_size: int = 10_000
+    """replay capacity in transitions, FIFO (CleanRL's dqn_jax.py)"""
+    gamma: float = 0.99
+    """discount factor"""
+    target_network_frequency: int = 500
+    """T, env steps between target updates, tournaments and exploration (CleanRL's dqn_jax.py)"""
+    batch_size: int = 128
+    """mini-batch size (CleanRL's dqn_jax.py)"""
+    start_e: float = 1.0
+    """initial epsilon of epsilon-greedy"""
+    end_e: float = 0.05
+    """final epsilon of epsilon-greedy (CleanRL's dqn_jax.py)"""
+    exploration_steps: int = 50_000
+    """env steps over which epsilon decays linearly from start-e to end-e (half the default run, as CleanRL)"""
+    learning_starts: int = 1_000
+    """env steps of experience collected before learning starts (CleanRL: 10k; 1k lets pruning start early)"""
+    train_frequency: int = 4
+    """G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps, see the README)"""
+    eval_episodes: int = 10
+    """greedy episodes played by the saved model at the end (with --save-model)"""
+    eval_epsilon: float = 0.0
+    """epsilon of the evaluation policy (classic control is evaluated greedily)"""
+
+    network_size: Literal["small", "medium", "large"] = "medium"
+    """width of the two hidden layers of the MLP: 64 / 256 / 1024"""
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
+    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+
+    num_networks: int = 5
+    """K, number of online networks"""
+    tournament_size: int = 3
+    """M, networks drawn (without replacement) in each selection tournament"""
+    u_max: float = 3.0
+    """U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)"""
+    s_max: float = 0.01
+    """S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)"""
+    population_layout: Literal["auto", "loop", "vmap"] = "auto"
+    """how the K networks are updated in one jitted step: a loop unrolled in the jit or jax.vmap; auto = the faster
+    one measured for these MLPs (vmap on CPU and GPU)"""
+
+
+class ArgumentError(Exception):
+    """A user mistake in the command line: reported as one `error:` line and exit code 2."""
+
+
+def check_args(args: Args) -> None:
+    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    checks = [
+        (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
+        (args.num_networks >= 1, "--num-networks", "K must be at least 1"),
+        (1 <= args.tournament_size <= args.num_networks, "--tournament-size", "M must be in [1, K]"),
+        (args.u_max > 0, "--u-max", "U_max must be positive"),
+        (0 < args.s_max <= 1, "--s-max", "S_max must be in (0, 1]"),
+        (args.learning_rate > 0, "--learning-rate", "must be positive"),
+        (args.adam_eps > 0, "--adam-eps", "must be positive"),
+        (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
+        (args.num_envs >= 1, "--num-envs", "must be at least 1"),
+        (args.batch_size >= 1, "--batch-size", "must be at least 1"),
+        (args.buffer_size >= 8 * args.num_envs, "--buffer-size", "must hold at least 8 entries per environment"),
+        (args.learning_starts >= 0, "--learning-starts", "must be non-negative"),
+        (args.train_frequency >= 1, "--train-frequency", "G must be at least 1"),
+        (args.target_network_frequency >= 1, "--target-network-frequency", "T must be at least 1"),
+        (0 <= args.end_e <= 1 and 0 <= args.start_e <= 1, "--start-e/--end-e", "must be in [0, 1]"),
+        (args.exploration_steps >= 0, "--exploration-steps", "must be non-negative"),
+        (args.eval_episodes >= 0, "--eval-episodes", "must be non-negative"),
+        (0 <= args.eval_epsilon <= 1, "--eval-epsilon", "must be in [0, 1]"),
+        (args.checkpoint_interval >= 0, "--checkpoint-interval", "must be non-negative (0 disables)"),
+    ]
+    for ok, flag, message in checks:
+        if not ok:
+            raise ArgumentError(f"{flag}: {message}")
+    if args.env_id not in envpool.list_all_envs():
+        raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (try one of {', '.join(CLASSIC_IDS)})")
+    if type(envpool.make_spec(args.env_id)).__name__ not in CLASSIC_SPECS:
+        raise ArgumentError(
+            f"--env-id: {args.env_id!r} is not a discrete-action classic-control env; "
+            f"this script takes {', '.join(CLASSIC_IDS)}"
+        )
+
+
+def check_resume_dir(resume: str) -> Path:
+    run_dir = Path(resume)
+    if not (run_dir / "config.json").is_file():
+        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
+    if checkpoint_dir(run_dir) is None:
+        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
+    return run_dir
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, args=argv)
+    except SystemExit as exit_:
+        if exit_.code:  # tyro draws a box: keep the message between its title and first rule, on one line
+            lines = [line.strip().strip("│").strip() for line in captured.getvalue().splitlines()[1:]]
+            rule = next((i for i, line in enumerate(lines) if line and set(line) == {"─"}), len(lines))
+            message = " ".join(" ".join(lines[:rule]).split()) or "invalid command line"
+            print(f"error: {message} (see --help)", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    try:
+        if args.resume is not None:
+            run_dir = check_resume_dir(args.resume)
+            saved = json.loads((run_dir / "config.json").read_text())["args"]
+            args = Args(**{**saved, "resume": args.resume})
+        check_args(args)
+    except ArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
+# =====================================================================================================================
+# Environment: envpool's discrete-action classic-control envs (their own time limits: 500 / 500 / 1000 / 200 steps)
+# =====================================================================================================================
+
+CLASSIC_IDS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0")
+# envpool spec classes of the discrete-action classic-control envs (older versions such as CartPole-v0 share them);
+# Pendulum, MountainCarContinuous and LunarLanderContinuous have Box actions, which DQN cannot take
+CLASSIC_SPECS = ("CartPoleEnvSpec", "AcrobotEnvSpec", "LunarLanderDiscreteEnvSpec", "MountainCarEnvSpec")
+VIDEO_FPS = 30
+# envpool builds these specs' Box spaces from float64 bounds; gymnasium's cast warning is harmless noise
+warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32", category=UserWarning)
+
+
+def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any:
+    """Vectorised classic-control env. envpool autoresets on the NEXT step: the step that ends an episode returns
+    its true last observation; the following step ignores the action and returns the reset observation with reward
+    0. envpool renders these envs itself (`render()` gives (1, H, W, 3) uint8 frames of env 0)."""
+    return envpool.make(
+        env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode="rgb_array" if render else None
+    )
+
+
+def env_seed(seed: int, purpose: int, step: int = 0) -> int:
+    """A seed per (run seed, purpose, step): envpool gives env i the seed base + i, so consecutive run seeds would
+    share streams; training (purpose 0) and evaluation (purpose 1) streams are also kept apart."""
+    return int(np.random.SeedSequence([seed, purpose, step]).generate_state(1)[0] % 2**30)
+
+
+# =====================================================================================================================
+# Network: MLP with two hidden ReLU layers of 64 / 256 / 1024 units (small / medium / large)
+# =====================================================================================================================
+
+HIDDEN_WIDTHS = {"small": 64, "medium": 256, "large": 1024}
+
+
+class QNetwork(nn.Module):
+    action_dim: int
+    hidden_width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.relu(nn.Dense(self.hidden_width)(x.astype(jnp.float32)))
+        x = nn.relu(nn.Dense(self.hidden_width)(x))
+        return nn.Dense(self.action_dim)(x)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+# =====================================================================================================================
+# Replay buffer: float32 observation vectors, each transition with its own true next observation
+# =====================================================================================================================
+
+
+class ReplayBuffer:
+    """FIFO replay of (o, a, r, o', terminated) transitions with float32 observation vectors.
+
+    The next observation is stored with each transition (a few floats: cheaper and simpler than the Atari buffer's
+    frame sharing). On the step that ends an episode envpool returns the TRUE last observation, which is stored as
+    o': a truncated transition bootstraps from it, never from a reset observation (CleanRL issue 460), and the final
+    transition of every episode is kept with its own terminated flag (Dopamine issue 228). envpool's autoreset step
+    (the step after an episode end) is not a transition and is never stored.
+    """
+
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...]) -> None:
+        self.num_envs = num_envs
+        self.capacity = capacity
+        self.observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
+        self.next_observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros(capacity, dtype=np.int32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=bool)
+        self.cursor = 0  # next slot to write
+        self.size = 0
+
+    def add(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        next_observations: np.ndarray,
+        reset: np.ndarray,
+    ) -> None:
+        """Record one env step of every env whose step was a real interaction. `reset` marks envs whose step was
+        envpool's autoreset step (action ignored, reward 0, o' a reset observation): they are skipped."""
+        live = ~reset
+        index = (self.cursor + np.arange(int(live.sum()))) % self.capacity
+        self.observations[index] = observations[live]
+        self.actions[index] = actions[live]
+        self.rewards[index] = rewards[live]
+        self.terminated[index] = terminated[live]  # truncation is not termination: it bootstraps from o'
+        self.next_observations[index] = next_observations[live]
+        self.cursor = (self.cursor + len(index)) % self.capacity
+        self.size = min(self.size + len(index), self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Uniform mini-batch (with replacement) over the stored transitions."""
+        if self.size == 0:
+            raise RuntimeError("the replay buffer holds no complete transition yet: raise --learning-starts")
+        index = rng.integers(self.size, size=batch_size)
+        return {
+            "observations": self.observations[index],
+            "actions": self.actions[index],
+            "rewards": self.rewards[index],
+            "terminations": self.terminated[index].astype(np.float32),
+            "next_observations": self.next_observations[index],
+        }
+
+    def num_transitions(self) -> int:
+        return self.size
+
+    def state_dict(self) -> dict[str, Any]:
+        names = ("observations", "next_observations", "actions", "rewards", "terminated")
+        return {**{n: getattr(self, n) for n in names}, "cursor": self.cursor, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value if isinstance(value, np.ndarray) and value.ndim else int(value))
+
+
+# =====================================================================================================================
+# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
+# =====================================================================================================================
+
+
+def is_prunable(leaf: Any) -> bool:
+    return leaf.ndim > 1
+
+
+def prunable_shapes(params: Any) -> list[tuple[int, ...]]:
+    return [tuple(leaf.shape) for leaf in jax.tree.leaves(params) if is_prunable(leaf)]
+
+
+def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[float]:
+    """Fraction of weights kept in each prunable layer for an overall `sparsity`.
+
+    uniform: every layer at `sparsity`. erk (Erdos-Renyi-Kernel, as JaxPruner and RigL): density proportional to
+    sum(shape) / prod(shape), scaled so the overall sparsity is met; a layer whose density would exceed 1 is made
+    dense and the remaining budget is re-spread over the others.
+    """
+    if distribution == "uniform" or sparsity == 0.0:
+        return [1.0 - sparsity] * len(shapes)
+    if distribution != "erk":
+        raise ValueError(f"per-layer densities are undefined for {distribution!r}")
+    sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = (1.0 - sparsity) * sizes.sum() - sizes[dense].sum()  # non-zeros left for the non-dense layers
+        scale = budget / np.sum(raw[~dense] * sizes[~dense])
+        densities = np.where(dense, 1.0, scale * raw)
+        if densities.max() <= 1.0:
+            return densities.tolist()
+        dense |= ~dense & (raw == raw[~dense].max())  # make the densest layer dense and re-spread
+
+
+def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
+    """Exact number of weights to zero in each prunable layer."""
+    densities = layer_densities(shapes, sparsity, distribution)
+    return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
+
+
+def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
+    order = jnp.argsort(magnitudes, stable=True)
+    keep = jnp.arange(magnitudes.size) >= num_zeros
+    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+
+
+@jax.jit
+def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
+    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+    leaves, treedef = jax.tree.flatten(params)
+    counts = iter(zero_counts)
+    masks = [
+        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
+        for w in leaves
+    ]
+    return jax.tree.unflatten(treedef, masks)
+
+
+@jax.jit
+def global_masks(params: Any, num_zeros: jax.Array) -> Any:
+    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
+    leaves, treedef = jax.tree.flatten(params)
+    kernels = [w for w in leaves if is_prunable(w)]
+    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
+    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
+    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    return jax.tree.unflatten(treedef, masks)
+
+
+def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
+    """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
+    shapes = prunable_shapes(params)
+    if distribution == "global":
+        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
+    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
+    return layerwise_masks(params, counts)
+
+
+def apply_masks(params: Any, masks: Any) -> Any:
+    return jax.tree.map(lambda w, m: jnp.where(m, w, 0.0), params, masks)
+
+
+def measured_sparsity(params: Any) -> float:
+    """Fraction of zero weights among the prunable weights (the sparsity reported everywhere)."""
+    kernels = [np.asarray(w) for w in jax.tree.leaves(params) if is_prunable(w)]
+    return float(sum((w == 0).sum() for w in kernels) / sum(w.size for w in kernels))
+
+
+# =====================================================================================================================
+# Population: behaviour network (Fig. 3 right), exploitation (Fig. 3 left), exploration (Eq. 3)
+# =====================================================================================================================
+
+
+def behaviour_probabilities(cumulated_losses: jax.Array) -> jax.Array:
+    """p_k proportional to 1 / L_k (Alg. 1 l. 3): uniform when all L are 0; NaN or inf losses get probability 0."""
+    inverse = 1.0 / (cumulated_losses + 1e-6)
+    inverse = jnp.where(jnp.isfinite(inverse) & (cumulated_losses >= 0), inverse, 0.0)
+    total = inverse.sum()
+    return jnp.where(total > 0, inverse / jnp.where(total > 0, total, 1.0), 1.0 / inverse.size)
+
+
+def tournament_selection(losses: np.ndarray, tournament_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Exploitation (Alg. 1 l. 14): slot 0 keeps the network with the lowest cumulated loss; each of the K - 1 other
+    slots is the winner of a tournament among M networks drawn uniformly without replacement."""
+    losses = np.nan_to_num(np.asarray(losses, dtype=np.float64), nan=np.inf)
+    parents = [int(np.argmin(losses))]
+    for _ in range(len(losses) - 1):
+        contenders = rng.choice(len(losses), size=tournament_size, replace=False)
+        parents.append(int(contenders[np.argmin(losses[contenders])]))
+    return np.array(parents)
+
+
+def exploration_sparsity(sparsity: float, step: int, total_steps: int, period: int, u: float, s_max: float) -> float:
+    """Eq. 3: s_t' = s_t + min(U (1 - s_t)(t' - t) / (t_final - t), (1 - s_t) S_max), with t' = t + period.
+
+    The first term follows the line from (t, s_t) to (t_final, 1) scaled by U ~ U(0, U_max); the second caps one step
+    at S_max of the remaining weights (geometric speed cap)."""
+    remaining = 1.0 - sparsity
+    linear = remaining * period / max(total_steps - step, 1)
+    return sparsity + min(u * linear, remaining * s_max)
+
+
+def plan_next_population(
+    losses: np.ndarray,
+    sparsities: np.ndarray,
+    step: int,
+    total_steps: int,
+    period: int,
+    tournament_size: int,
+    u_max: float,
+    s_max: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exploitation then exploration (Alg. 1 l. 14-15). A network chosen c times keeps its original (params, mask,
+    optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
+    keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
+    parents = tournament_selection(losses, tournament_size, rng)
+    new_sparsities = np.empty(len(parents))
+    is_copy = np.zeros(len(parents), dtype=bool)
+    seen: set[int] = set()
+    for slot, parent in enumerate(parents):
+        if parent in seen:
+            is_copy[slot] = True
+            u = rng.uniform(0.0, u_max)
+            new_sparsities[slot] = exploration_sparsity(sparsities[parent], step, total_steps, period, u, s_max)
+        else:
+            seen.add(parent)
+            new_sparsities[slot] = sparsities[parent]
+    return parents, new_sparsities, is_copy
+
+
+def take(tree: Any, index: Any) -> Any:
+    """Network(s) `index` of a population stored as one pytree with a leading axis K."""
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def put(tree: Any, index: int, value: Any) -> Any:
+    return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
+
+
+# =====================================================================================================================
+# Update: one jitted gradient step for all K networks against the shared target (Alg. 1 l. 6-10)
+# =====================================================================================================================
+
+
+def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float, layout: str) -> Any:
+    def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+        q = network.apply(params, observations)
+        q_taken = jnp.take_along_axis(q, actions[:, None], axis=1)[:, 0]
+        return jnp.mean((targets - q_taken) ** 2)  # Alg. 1 l. 9 (mean instead of sum, see README)
+
+    loss_and_grad = jax.value_and_grad(td_loss)
+
+    @jax.jit
+    def train_step(params, opt_states, masks, target_params, cumulated_losses, batch):
+        # Alg. 1 l. 7: the target is computed once and shared by the K online networks
+        next_q = network.apply(target_params, batch["next_observations"]).max(axis=1)
+        targets = batch["rewards"] + gamma * (1.0 - batch["terminations"]) * next_q
+        inputs = (batch["observations"], batch["actions"], targets)
+        if layout == "vmap":
+            losses, grads = jax.vmap(loss_and_grad, in_axes=(0, None, None, None))(params, *inputs)
+        else:  # unrolled: K separate graphs in one program (faster than vmap for convolutions on CPU)
+            outputs = [loss_and_grad(take(params, k), *inputs) for k in range(cumulated_losses.shape[0])]
+            losses = jnp.stack([loss for loss, _ in outputs])
+            grads = jax.tree.map(lambda *g: jnp.stack(g), *[grad for _, grad in outputs])
+        updates, opt_states = jax.vmap(optimizer.update)(grads, opt_states, params)
+        params = apply_masks(optax.apply_updates(params, updates), masks)  # pruned weights stay zero under Adam
+        return params, opt_states, cumulated_losses + losses, losses  # Alg. 1 l. 10: L_k += loss_k
+
+    return train_step
+
+
+def make_act(network: QNetwork) -> Any:
+    @jax.jit
+    def act(params, cumulated_losses, observations, key):
+        """Greedy actions of one online network drawn with probability proportional to 1 / L (Alg. 1 l. 3)."""
+        index = jax.random.choice(key, cumulated_losses.shape[0], p=behaviour_probabilities(cumulated_losses))
+        return jnp.argmax(network.apply(take(params, index), observations), axis=1)
+
+    return act
+
+
+def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
+    return end if duration == 0 else max(end, start + (end - start) * step / duration)
+
+
+# =====================================================================================================================
+# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
+# =====================================================================================================================
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_config(args: Args) -> dict[str, Any]:
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "args": asdict(args),
+        "script": Path(__file__).name,
+        "versions": versions,
+        "jax_backend": jax.default_backend(),
+        "git_commit": commit or None,
+        "command": sys.argv,
+    }
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
+        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+
+
+class RunLogger:
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
+    at the first population event, so only EauDe runs have one)."""
+
+    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.run_dir = run_dir
+        self.start = time.time() - elapsed
+        self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.population = None
+        # purge_step hides events a killed run wrote after its last checkpoint
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.writer.add_scalar(name, float(value), int(step))
+
+    def population_event(self, event: dict[str, Any]) -> None:
+        if self.population is None:
+            self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
+        self.population.write(json.dumps(event) + "\n")
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.population is not None:
+            self.population.close()
+        self.writer.close()
+
+
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (run_dir / name / "state.msgpack").is_file():
+            return run_dir / name
+    return None
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
+    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint."""
+    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, value in replay.state_dict().items():
+        with open(tmp / f"replay_{name}.npy", "wb") as f:
+            np.save(f, np.asarray(value))
+    atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
+    path = checkpoint_dir(run_dir)
+    assert path is not None
+    state = jax.tree.map(jnp.asarray, flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes()))
+    names = replay.state_dict().keys()
+    replay.load_state_dict({name: np.load(path / f"replay_{name}.npy") for name in names})
+    return state, json.loads((path / "meta.json").read_text())
+
+
+# =====================================================================================================================
+# Evaluation of the saved model
+# =====================================================================================================================
+
+
+def evaluate(
+    model_path: Path,
+    env_id: str,
+    eval_episodes: int,
+    seed: int,
+    epsilon: float,
+    network_size: str,
+    video_dir: Path | None = None,
+) -> list[float]:
+    """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; undiscounted returns."""
+    envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
+    network = QNetwork(action_dim=envs.action_space.n, hidden_width=HIDDEN_WIDTHS[network_size])
+    template = network.init(jax.random.PRNGKey(0), np.zeros((1, *envs.observation_space.shape), np.float32))
+    params = flax.serialization.from_bytes(template, model_path.read_bytes())
+    q_values = jax.jit(network.apply)
+    rng = np.random.default_rng(seed)
+    obs, _ = envs.reset()
+    returns, episode_return, frames = [], 0.0, []
+    while len(returns) < eval_episodes:
+        if video_dir is not None:
+            frames.append(envs.render()[0])
+        action = np.asarray(jnp.argmax(q_values(params, obs), axis=1))
+        if rng.random() < epsilon:
+            action = rng.integers(envs.action_space.n, size=1)
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        episode_return += float(reward[0])
+        if terminated[0] or truncated[0]:
+            returns.append(episode_return)
+            print(f"eval episode {len(returns)}/{eval_episodes}: return {episode_return:.1f}", flush=True)
+            if video_dir is not None:
+                frames.append(envs.render()[0])  # the episode's final state
+                write_video(video_dir / f"eval-episode-{len(returns) - 1}.mp4", frames, fps=VIDEO_FPS)
+            episode_return, frames = 0.0, []
+            obs, _, _, _, _ = envs.step(np.zeros(1, np.int32))  # envpool's autoreset step ignores its action
+    envs.close()
+    return returns
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    with warnings.catch_warnings():  # imageio-ffmpeg starts ffmpeg with fork; JAX warns about any fork
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1, format="FFMPEG")
+    os.replace(tmp, path)
+
+
+# =====================================================================================================================
+# Training loop
+# =====================================================================================================================
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.resume:
+        run_dir = Path(args.resume)
+        run_name = run_dir.name
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = Path(args.output_dir) / run_name
+        run_dir.mkdir(parents=True, exist_ok=False)
+        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    K = args.num_networks
+    layout = args.population_layout
+    if layout == "auto":
+        layout = "vmap"  # unlike convolutions, vmapped MLPs are faster than the unrolled loop on CPU too (README)
+
+    # ---- environment, networks, optimizer (Alg. 1 l. 1)
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    num_actions = envs.action_space.n
+    obs_shape = envs.observation_space.shape
+    network = QNetwork(action_dim=num_actions, hidden_width=HIDDEN_WIDTHS[args.network_size])
+    key = jax.random.PRNGKey(args.seed)
+    key, *init_keys = jax.random.split(key, K + 1)
+    dummy = np.zeros((1, *obs_shape), np.float32)
+    params = jax.vmap(network.init, in_axes=(0, None))(jnp.stack(init_keys), dummy)  # K independent networks
+    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
+    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
+    opt_states = jax.vmap(optimizer.init)(params)  # one Adam state per network: copies get a fresh one
+    target_params = take(params, 0)  # psi = 0
+    cumulated_losses = jnp.zeros(K)
+    sparsities = np.zeros(K)  # nominal sparsity level of each online network
+    rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_shape)
+    rng = np.random.default_rng(args.seed)
+    train_step = make_train_step(network, optimizer, args.gamma, layout)
+    act = make_act(network)
+    num_params = count_params(target_params)
+    print(
+        f"{run_name}: K={K} online networks of {num_params:,} parameters ({args.network_size}), "
+        f"{layout} layout on {jax.default_backend()}; outputs in {run_dir}",
+        flush=True,
+    )
+
+    global_step, grad_steps, episodes = 0, 0, 0
+    next_target_update = (args.learning_starts // args.target_network_frequency + 1) * args.target_network_frequency
+    elapsed = 0.0
+    if args.resume:
+        template = {
+            "params": params,
+            "masks": masks,
+            "opt_states": opt_states,
+            "target_params": target_params,
+            "cumulated_losses": cumulated_losses,
+            "key": key,
+        }
+        state, meta = load_checkpoint(run_dir, template, rb)
+        params, masks, opt_states = state["params"], state["masks"], state["opt_states"]
+        target_params, cumulated_losses, key = state["target_params"], state["cumulated_losses"], state["key"]
+        sparsities = np.array(meta["sparsities"])
+        global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+        next_target_update, elapsed = meta["next_target_update"], meta["elapsed"]
+        rng.bit_generator.state = meta["rng_state"]
+        for name in ("metrics.jsonl", "population.jsonl"):
+            truncate_jsonl(run_dir / name, global_step)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
+        print(f"resumed {run_name} at step {global_step:,}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=run_name,
+            id=run_name.replace("/", "-"),
+            resume="allow",
+            save_code=True,
+        )
+    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+    if global_step == 0:
+        logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
+    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
+    if args.checkpoint_interval > 0:
+        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+
+    def checkpoint() -> None:
+        state = {
+            "params": params,
+            "masks": masks,
+            "opt_states": opt_states,
+            "target_params": target_params,
+            "cumulated_losses": cumulated_losses,
+            "key": key,
+        }
+        meta = {
+            "global_step": global_step,
+            "grad_steps": grad_steps,
+            "episodes": episodes,
+            "next_target_update": next_target_update,
+            "sparsities": sparsities.tolist(),
+            "elapsed": logger.elapsed(),
+            "rng_state": rng.bit_generator.state,
+        }
+        save_checkpoint(run_dir, state, rb, meta)
+
+    obs, _ = envs.reset()
+    obs = np.asarray(obs, np.float32)
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_losses = float("nan"), None
+    window_time, window_step, last_print = time.time(), global_step, 0.0
+    target_sparsity = measured_sparsity(target_params)
+
+    while global_step < args.total_timesteps:
+        # ---- act (Alg. 1 l. 3): epsilon-greedy on top of a network drawn proportionally to 1 / L
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
+        actions = rng.integers(num_actions, size=args.num_envs)
+        greedy = rng.random(args.num_envs) >= epsilon
+        if greedy.any():
+            key, act_key = jax.random.split(key)
+            actions = np.where(greedy, np.asarray(act(params, cumulated_losses, obs, act_key)), actions)
+
+        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+        next_obs = np.asarray(next_obs, np.float32)
+        rb.add(obs, actions, rewards, terminated, next_obs, reset=resetting)  # Alg. 1 l. 4
+        live = ~resetting  # autoreset steps are not interactions: they are neither stored nor counted
+        episode_returns += np.where(live, rewards, 0.0)
+        episode_lengths += live
+        previous_step = global_step
+        global_step += int(live.sum())
+        for env in np.flatnonzero(live & (terminated | truncated)):
+            episodes += 1
+            last_return = float(episode_returns[env])
+            logger.scalar("charts/episodic_return", last_return, global_step)
+            logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+        resetting = live & (terminated | truncated)
+        obs = next_obs
+
+        # ---- learn (Alg. 1 l. 5-10): one gradient step per G env steps, for all K networks at once
+        while (global_step - args.learning_starts) // args.train_frequency > grad_steps:
+            batch = rb.sample(args.batch_size, rng)
+            params, opt_states, cumulated_losses, last_losses = train_step(
+                params, opt_states, masks, target_params, cumulated_losses, batch
+            )
+            grad_steps += 1
+
+        # ---- every T steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
+        if global_step >= next_target_update:
+            losses = np.asarray(cumulated_losses, dtype=np.float64)
+            best = int(np.nanargmin(np.nan_to_num(losses, nan=np.inf)))
+            target_params = take(params, best)  # Alg. 1 l. 12: psi = argmin_k L_k
+            parents, new_sparsities, is_copy = plan_next_population(
+                losses,
+                sparsities,
+                global_step,
+                args.total_timesteps,
+                args.target_network_frequency,
+                args.tournament_size,
+                args.u_max,
+                args.s_max,
+                rng,
+            )
+            params, masks, opt_states = take(params, parents), take(masks, parents), take(opt_states, parents)
+            for slot in np.flatnonzero(is_copy):  # exploration: prune copies to their new sparsity, fresh Adam
+                copy = take(params, slot)
+                copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
+                copy = apply_masks(copy, copy_masks)
+                params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
+                opt_states = put(opt_states, slot, optimizer.init(copy))
+            logger.population_event(
+                {
+                    "global_step": global_step,
+                    "losses": losses.tolist(),
+                    "sparsities_before": sparsities.tolist(),
+                    "target_index": best,
+                    "parents": parents.tolist(),
+                    "sparsities_after": new_sparsities.tolist(),
+                }
+            )
+            sparsities = new_sparsities
+            cumulated_losses = jnp.zeros(K)  # Alg. 1 l. 16
+            target_sparsity = measured_sparsity(target_params)
+            logger.scalar("sparsity/target", target_sparsity, global_step)
+            logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
+            next_target_update += args.target_network_frequency
+
+        # ---- periodic logging, progress and checkpoints
+        if global_step // 1000 > previous_step // 1000:
+            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
+            logger.scalar("charts/SPS", sps, global_step)
+            logger.scalar("charts/epsilon", epsilon, global_step)
+            if last_losses is not None:
+                logger.scalar("losses/td_loss", float(jnp.mean(last_losses)), global_step)
+            if time.time() - last_print > 10 or global_step >= args.total_timesteps:
+                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
+                print(
+                    f"step {global_step:,}/{args.total_timesteps:,} ({100 * global_step / args.total_timesteps:.1f}%)"
+                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)} | eps {epsilon:.3f} | episodes {episodes}"
+                    f" | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}",
+                    flush=True,
+                )
+                last_print = time.time()
+            window_time, window_step = time.time(), global_step
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+        atomic_write(model_path, flax.serialization.to_bytes(target_params))  # pruned weights are exact zeros
+        print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
+        video_dir = Path("videos") / run_name if args.capture_video else None
+        returns = evaluate(
+            model_path, args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir
+        )
+        for value in returns:
+            logger.scalar("eval/episodic_return", value, global_step)
+    logger.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main()
