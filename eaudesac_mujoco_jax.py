@@ -1,0 +1,1132 @@
+"""Eau De Soft Actor-Critic (EauDeSAC) on MuJoCo: adaptive dense-to-sparse SAC, Algorithm 2 of the paper.
+
+Two populations of K critics each (2 x K online critics, each with its own Polyak target) are trained against one
+shared target computed with the two critics of lowest cumulated (EMA) loss (Alg. 2 l. 6). The actor follows the min of
+two online critics drawn with probability proportional to 1 / L (l. 11-12). Every P env steps each population is
+renewed separately by elitist tournaments (l. 14) and the duplicated critics are pruned to a sparsity drawn from Eq. 3
+(l. 15), so the critics' sparsity schedule follows the agent's learning pace. The actor stays dense unless
+--prune-actor (then it follows the polynomial schedule of Eq. 2, the paper's future-work suggestion).
+
+    uv run python eaudesac_mujoco_jax.py --env-id HalfCheetah-v5
+    uv run python eaudesac_mujoco_jax.py --help
+
+Reads top to bottom: arguments, environment, networks, replay buffer, pruning, population (Eq. 3, tournaments),
+update, run outputs, evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video (read when mujoco is imported)
+
+import envpool
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+# =====================================================================================================================
+# Arguments
+# =====================================================================================================================
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (second part of the run name)"""
+    seed: int = 1
+    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
+    env_id: str = "HalfCheetah-v5"
+    """the envpool MuJoCo id, e.g. HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5"""
+    track: bool = False
+    """log to Weights & Biases (syncs the TensorBoard files)"""
+    wandb_project_name: str = "eaudeqn"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team)"""
+    capture_video: bool = False
+    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
+    save_model: bool = False
+    """save {"actor", "critics": [q1, q2]} (the selected critics) to <run_dir>/<exp_name>.cleanrl_model, then evaluate"""
+    output_dir: str = "runs"
+    """folder that receives one sub-folder per run"""
+    checkpoint_interval: int = 100_000
+    """env steps between checkpoints for --resume (0 disables)"""
+    resume: str | None = None
+    """continue the run saved in this run folder (its config.json decides every other argument)"""
+
+    total_timesteps: int = 1_000_000
+    """t_final, total env steps (Table 4)"""
+    learning_rate: float = 1e-3
+    """Adam learning rate of the actor, the critics and the temperature (Table 4)"""
+    num_envs: int = 1
+    """parallel envpool environments; one update per env step (UTD 1) is kept for any value"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions, FIFO (Table 4)"""
+    gamma: float = 0.99
+    """discount factor (Table 4)"""
+    tau: float = 0.005
+    """Polyak coefficient of the critic targets and of the EMA cumulated losses (Alg. 2 l. 8, Table 4)"""
+    batch_size: int = 256
+    """mini-batch size (Table 4)"""
+    learning_starts: int = 5_000
+    """env steps of uniform random actions collected before learning starts (Table 4)"""
+    eval_frequency: int = 10_000
+    """env steps between evaluations of the deterministic policy (0 disables)"""
+    eval_episodes: int = 10
+    """episodes of each evaluation, and of the final evaluation of the saved model"""
+
+    network_size: Literal["small", "medium", "large"] = "small"
+    """width of the two hidden critic layers: 256 / 1280 / 2048 (Table 4); the actor is always 256-256"""
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
+    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+
+    num_networks: int = 5
+    """K, number of online critics in each of the two populations"""
+    tournament_size: int = 3
+    """M, critics drawn (without replacement) in each selection tournament"""
+    u_max: float = 3.0
+    """U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)"""
+    s_max: float = 0.01
+    """S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)"""
+    pruning_period: int = 1_000
+    """P, env steps between exploitation/exploration of the critic populations (Alg. 2 l. 13)"""
+    population_layout: Literal["auto", "loop", "vmap"] = "auto"
+    """how the 2 x K critics are updated in one jitted step: jax.vmap or a loop unrolled in the jit; auto = vmap (the
+    faster one measured for these MLPs on CPU, see the README)"""
+    prune_actor: bool = False
+    """also prune the actor on the polynomial schedule of Eq. 2 (the paper prunes only the critics)"""
+    actor_final_sparsity: float = 0.95
+    """s_F of the actor's Eq. 2 schedule with --prune-actor (t_start 0.2, t_end 0.8 of t_final, n 3)"""
+
+
+class ArgumentError(Exception):
+    """A user mistake in the command line: reported as one `error:` line and exit code 2."""
+
+
+def check_args(args: Args) -> None:
+    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    checks = [
+        (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
+        (args.num_networks >= 1, "--num-networks", "K must be at least 1"),
+        (1 <= args.tournament_size <= args.num_networks, "--tournament-size", "M must be in [1, K]"),
+        (args.u_max > 0, "--u-max", "U_max must be positive"),
+        (0 < args.s_max <= 1, "--s-max", "S_max must be in (0, 1]"),
+        (args.pruning_period >= 1, "--pruning-period", "P must be at least 1"),
+        (0 <= args.actor_final_sparsity < 1, "--actor-final-sparsity", "s_F must be in [0, 1)"),
+        (args.learning_rate > 0, "--learning-rate", "must be positive"),
+        (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
+        (0 < args.tau <= 1, "--tau", "must be in (0, 1]"),
+        (args.num_envs >= 1, "--num-envs", "must be at least 1"),
+        (args.batch_size >= 1, "--batch-size", "must be at least 1"),
+        (args.buffer_size >= args.batch_size, "--buffer-size", "must hold at least one mini-batch"),
+        (args.learning_starts >= 1, "--learning-starts", "must be at least 1 (a transition to sample)"),
+        (args.eval_frequency >= 0, "--eval-frequency", "must be non-negative (0 disables)"),
+        (args.eval_episodes >= 0, "--eval-episodes", "must be non-negative"),
+        (args.checkpoint_interval >= 0, "--checkpoint-interval", "must be non-negative (0 disables)"),
+    ]
+    for ok, flag, message in checks:
+        if not ok:
+            raise ArgumentError(f"{flag}: {message}")
+    if args.env_id not in envpool.list_all_envs():
+        raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool MuJoCo ids look like 'Hopper-v5')")
+    if not is_mujoco(args.env_id):
+        raise ArgumentError(f"--env-id: {args.env_id!r} is not a MuJoCo task; this script needs e.g. 'HalfCheetah-v5'")
+
+
+def is_mujoco(env_id: str) -> bool:
+    """Whether envpool registers `env_id` as a gym(nasium) MuJoCo task (without building the environment)."""
+    entry = envpool.registration.registry.specs.get(env_id)
+    return entry is not None and entry[0] == "envpool.mujoco.gym"
+
+
+def check_resume_dir(resume: str) -> Path:
+    run_dir = Path(resume)
+    if not (run_dir / "config.json").is_file():
+        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
+    if checkpoint_dir(run_dir) is None:
+        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
+    return run_dir
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, args=argv)
+    except SystemExit as exit_:
+        if exit_.code:  # tyro draws a box: keep the message between its title and first rule, on one line
+            lines = [line.strip().strip("│").strip() for line in captured.getvalue().splitlines()[1:]]
+            rule = next((i for i, line in enumerate(lines) if line and set(line) == {"─"}), len(lines))
+            message = " ".join(" ".join(lines[:rule]).split()) or "invalid command line"
+            print(f"error: {message} (see --help)", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    try:
+        if args.resume is not None:
+            run_dir = check_resume_dir(args.resume)
+            saved = json.loads((run_dir / "config.json").read_text())["args"]
+            args = Args(**{**saved, "resume": args.resume})
+        check_args(args)
+    except ArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
+# =====================================================================================================================
+# Environment: envpool MuJoCo (gymnasium v5 semantics, horizon 1 000); one action convention
+# =====================================================================================================================
+
+
+def make_env(env_id: str, num_envs: int, seed: int) -> Any:
+    """Vectorised MuJoCo env. envpool autoresets on the NEXT step: the step that ends an episode (terminated or
+    truncated at 1 000 steps) returns its true last observation; the following step ignores the action and returns
+    the reset observation with reward 0. Observations and actions are float64 in envpool."""
+    return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed)
+
+
+def env_seed(seed: int, purpose: int, step: int = 0) -> int:
+    """A seed per (run seed, purpose, step): envpool gives env i the seed base + i, so consecutive run seeds would
+    share streams; training (purpose 0) and evaluation (purpose 1) streams are also kept apart."""
+    return int(np.random.SeedSequence([seed, purpose, step]).generate_state(1)[0] % 2**30)
+
+
+def scale_action(unit_action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """THE action convention: the policy (and the warm-up) acts in [-1, 1]^d, the replay buffer and the critics see
+    that unit action, and only the env receives it mapped linearly onto [low, high] (Humanoid: [-0.4, 0.4]). Applying
+    it once, here, avoids the double rescale of REFERENCE.md section 6."""
+    return low + (np.clip(unit_action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+
+
+# =====================================================================================================================
+# Networks (Table 4): tanh-Gaussian actor 256-256, critics Q(s, a) 256-256 / 1280-1280 / 2048-2048
+# =====================================================================================================================
+
+CRITIC_WIDTHS = {"small": 256, "medium": 1280, "large": 2048}
+ACTOR_WIDTH = 256
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+class Critic(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        x = jnp.concatenate([observations, actions], axis=-1)
+        x = nn.relu(nn.Dense(self.width)(x))
+        x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(1)(x)[..., 0]
+
+
+class Actor(nn.Module):
+    action_dim: int
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = nn.relu(nn.Dense(ACTOR_WIDTH)(observations))
+        x = nn.relu(nn.Dense(ACTOR_WIDTH)(x))
+        mean = nn.Dense(self.action_dim)(x)
+        log_std = jnp.clip(nn.Dense(self.action_dim)(x), LOG_STD_MIN, LOG_STD_MAX)
+        return mean, log_std
+
+
+def sample_action(actor: Actor, params: Any, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a = tanh(u), u ~ N(mean, std); log pi(a|s) with the tanh correction log(1 - tanh(u)^2 + 1e-6)."""
+    mean, log_std = actor.apply(params, observations)
+    std = jnp.exp(log_std)
+    u = mean + std * jax.random.normal(key, mean.shape)
+    log_prob = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    action = jnp.tanh(u)
+    return action, jnp.sum(log_prob - jnp.log(1.0 - action**2 + 1e-6), axis=-1)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+# =====================================================================================================================
+# Replay buffer: (obs, action, reward, terminated, next_obs) float32 arrays, FIFO
+# =====================================================================================================================
+
+
+class ReplayBuffer:
+    """FIFO replay of complete transitions. `next_obs` is the true next observation, also after a time-limit
+    truncation (envpool returns it at the ending step), so truncated transitions bootstrap correctly (CleanRL issue
+    460); `terminated` is 1 only for true terminations. The autoreset step is never stored."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.actions = np.zeros((capacity, action_dim), np.float32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.cursor = 0
+        self.size = 0
+
+    def add(
+        self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, next_obs: np.ndarray
+    ) -> None:
+        """Append a batch of transitions (one per live env)."""
+        index = (self.cursor + np.arange(len(obs))) % self.capacity
+        self.obs[index], self.actions[index], self.rewards[index] = obs, actions, rewards
+        self.terminated[index], self.next_obs[index] = terminated, next_obs
+        self.cursor = int((self.cursor + len(obs)) % self.capacity)
+        self.size = min(self.size + len(obs), self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        index = rng.integers(self.size, size=batch_size)
+        return {
+            "observations": self.obs[index],
+            "actions": self.actions[index],
+            "rewards": self.rewards[index],
+            "terminations": self.terminated[index],
+            "next_observations": self.next_obs[index],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        names = ("obs", "actions", "rewards", "terminated", "next_obs")
+        return {**{n: getattr(self, n)[: self.size] for n in names}, "cursor": self.cursor, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor, self.size = int(state["cursor"]), int(state["size"])
+        for name in ("obs", "actions", "rewards", "terminated", "next_obs"):
+            getattr(self, name)[: self.size] = state[name]
+
+
+# =====================================================================================================================
+# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
+# =====================================================================================================================
+
+
+def is_prunable(leaf: Any) -> bool:
+    return leaf.ndim > 1
+
+
+def prunable_shapes(params: Any) -> list[tuple[int, ...]]:
+    return [tuple(leaf.shape) for leaf in jax.tree.leaves(params) if is_prunable(leaf)]
+
+
+def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[float]:
+    """Fraction of weights kept in each prunable layer for an overall `sparsity`.
+
+    uniform: every layer at `sparsity`. erk (Erdos-Renyi-Kernel, as JaxPruner and RigL): density proportional to
+    sum(shape) / prod(shape), scaled so the overall sparsity is met; a layer whose density would exceed 1 is made
+    dense and the remaining budget is re-spread over the others.
+    """
+    if distribution == "uniform" or sparsity == 0.0:
+        return [1.0 - sparsity] * len(shapes)
+    if distribution != "erk":
+        raise ValueError(f"per-layer densities are undefined for {distribution!r}")
+    sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = (1.0 - sparsity) * sizes.sum() - sizes[dense].sum()  # non-zeros left for the non-dense layers
+        scale = budget / np.sum(raw[~dense] * sizes[~dense])
+        densities = np.where(dense, 1.0, scale * raw)
+        if densities.max() <= 1.0:
+            return densities.tolist()
+        dense |= ~dense & (raw == raw[~dense].max())  # make the densest layer dense and re-spread
+
+
+def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
+    """Exact number of weights to zero in each prunable layer."""
+    densities = layer_densities(shapes, sparsity, distribution)
+    return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
+
+
+def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
+    order = jnp.argsort(magnitudes, stable=True)
+    keep = jnp.arange(magnitudes.size) >= num_zeros
+    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+
+
+@jax.jit
+def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
+    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+    leaves, treedef = jax.tree.flatten(params)
+    counts = iter(zero_counts)
+    masks = [
+        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
+        for w in leaves
+    ]
+    return jax.tree.unflatten(treedef, masks)
+
+
+@jax.jit
+def global_masks(params: Any, num_zeros: jax.Array) -> Any:
+    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
+    leaves, treedef = jax.tree.flatten(params)
+    kernels = [w for w in leaves if is_prunable(w)]
+    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
+    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
+    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    return jax.tree.unflatten(treedef, masks)
+
+
+def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
+    """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
+    shapes = prunable_shapes(params)
+    if distribution == "global":
+        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
+    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
+    return layerwise_masks(params, counts)
+
+
+def apply_masks(params: Any, masks: Any) -> Any:
+    return jax.tree.map(lambda w, m: jnp.where(m, w, 0.0), params, masks)
+
+
+def measured_sparsity(params: Any) -> float:
+    """Fraction of zero weights among the prunable weights (the sparsity reported everywhere)."""
+    kernels = [np.asarray(w) for w in jax.tree.leaves(params) if is_prunable(w)]
+    return float(sum((w == 0).sum() for w in kernels) / sum(w.size for w in kernels))
+
+
+def polynomial_sparsity(step: int, final_sparsity: float, start_step: int, end_step: int, power: float) -> float:
+    """Eq. 2: s_t = s_F (1 - (1 - clip((t - t_start) / (t_end - t_start), 0, 1))^n)."""
+    progress = 1.0 if end_step <= start_step else (step - start_step) / (end_step - start_step)
+    return final_sparsity * (1.0 - (1.0 - min(max(progress, 0.0), 1.0)) ** power)
+
+
+ACTOR_PRUNING_START, ACTOR_PRUNING_END, ACTOR_PRUNING_POWER = 0.2, 0.8, 3.0  # Eq. 2 defaults (--prune-actor)
+
+
+# =====================================================================================================================
+# Population: behaviour critics (Fig. 3 right), exploitation (Fig. 3 left), exploration (Eq. 3)
+# =====================================================================================================================
+
+
+def behaviour_probabilities(cumulated_losses: jax.Array) -> jax.Array:
+    """p_k proportional to 1 / L_k (Alg. 1 l. 3): uniform when all L are 0; NaN or inf losses get probability 0."""
+    inverse = 1.0 / (cumulated_losses + 1e-6)
+    inverse = jnp.where(jnp.isfinite(inverse) & (cumulated_losses >= 0), inverse, 0.0)
+    total = inverse.sum()
+    return jnp.where(total > 0, inverse / jnp.where(total > 0, total, 1.0), 1.0 / inverse.size)
+
+
+def tournament_selection(losses: np.ndarray, tournament_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Exploitation (Alg. 1 l. 14): slot 0 keeps the network with the lowest cumulated loss; each of the K - 1 other
+    slots is the winner of a tournament among M networks drawn uniformly without replacement."""
+    losses = np.nan_to_num(np.asarray(losses, dtype=np.float64), nan=np.inf)
+    parents = [int(np.argmin(losses))]
+    for _ in range(len(losses) - 1):
+        contenders = rng.choice(len(losses), size=tournament_size, replace=False)
+        parents.append(int(contenders[np.argmin(losses[contenders])]))
+    return np.array(parents)
+
+
+def exploration_sparsity(sparsity: float, step: int, total_steps: int, period: int, u: float, s_max: float) -> float:
+    """Eq. 3: s_t' = s_t + min(U (1 - s_t)(t' - t) / (t_final - t), (1 - s_t) S_max), with t' = t + period.
+
+    The first term follows the line from (t, s_t) to (t_final, 1) scaled by U ~ U(0, U_max); the second caps one step
+    at S_max of the remaining weights (geometric speed cap)."""
+    remaining = 1.0 - sparsity
+    linear = remaining * period / max(total_steps - step, 1)
+    return sparsity + min(u * linear, remaining * s_max)
+
+
+def plan_next_population(
+    losses: np.ndarray,
+    sparsities: np.ndarray,
+    step: int,
+    total_steps: int,
+    period: int,
+    tournament_size: int,
+    u_max: float,
+    s_max: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exploitation then exploration (Alg. 1 l. 14-15). A network chosen c times keeps its original (params, mask,
+    optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
+    keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
+    parents = tournament_selection(losses, tournament_size, rng)
+    new_sparsities = np.empty(len(parents))
+    is_copy = np.zeros(len(parents), dtype=bool)
+    seen: set[int] = set()
+    for slot, parent in enumerate(parents):
+        if parent in seen:
+            is_copy[slot] = True
+            u = rng.uniform(0.0, u_max)
+            new_sparsities[slot] = exploration_sparsity(sparsities[parent], step, total_steps, period, u, s_max)
+        else:
+            seen.add(parent)
+            new_sparsities[slot] = sparsities[parent]
+    return parents, new_sparsities, is_copy
+
+
+def take(tree: Any, index: Any) -> Any:
+    """Network(s) `index` of a population stored as one pytree with a leading axis K."""
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def put(tree: Any, index: int, value: Any) -> Any:
+    return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
+
+
+def renew_population(
+    state: dict[str, Any],
+    population: int,
+    parents: np.ndarray,
+    new_sparsities: np.ndarray,
+    is_copy: np.ndarray,
+    optimizer: optax.GradientTransformation,
+    distribution: str,
+) -> dict[str, Any]:
+    """Alg. 2 l. 14-15 for critic population i = `population` (the critic arrays have leading axes (2, K)).
+
+    Slot j takes critic parents[j] of the old population with its online and target params, mask and Adam state.
+    A copy is pruned by magnitude on its online params to its new sparsity; the same mask is applied to its copied
+    target (so the Polyak target never holds weights the online critic lacks) and it gets a fresh Adam state."""
+    names = ("critics", "critic_targets", "critic_masks", "critic_opt_states")
+    state = dict(state)
+    for name in names:
+        state[name] = put(state[name], population, take(take(state[name], population), parents))
+    for slot in np.flatnonzero(is_copy):
+        index = (population, int(slot))
+        online = take(state["critics"], index)
+        masks = magnitude_masks(online, float(new_sparsities[slot]), distribution)
+        online = apply_masks(online, masks)
+        state["critics"] = put(state["critics"], index, online)
+        state["critic_targets"] = put(
+            state["critic_targets"], index, apply_masks(take(state["critic_targets"], index), masks)
+        )
+        state["critic_masks"] = put(state["critic_masks"], index, masks)
+        state["critic_opt_states"] = put(state["critic_opt_states"], index, optimizer.init(online))
+    return state
+
+
+# =====================================================================================================================
+# Update: one jitted step for the 2 x K critics, the actor, the temperature and the Polyak targets (Alg. 2 l. 5-12)
+# =====================================================================================================================
+
+
+def ema_losses(cumulated_losses: jax.Array, losses: jax.Array, tau: float) -> jax.Array:
+    """Alg. 2 l. 8: L <- (1 - tau) L + tau loss."""
+    return (1.0 - tau) * cumulated_losses + tau * losses
+
+
+def selected_indices(cumulated_losses: jax.Array) -> jax.Array:
+    """Alg. 2 l. 10: psi_i = argmin_k L_i^k for each population i (after a reset all L are 0: slot 0, the best)."""
+    return jnp.argmin(cumulated_losses, axis=1)
+
+
+def shared_target(
+    critic: Critic,
+    critic_targets: Any,
+    psi: jax.Array,
+    rewards: jax.Array,
+    terminations: jax.Array,
+    next_observations: jax.Array,
+    next_actions: jax.Array,
+    next_log_probs: jax.Array,
+    alpha: jax.Array,
+    gamma: float,
+) -> jax.Array:
+    """Alg. 2 l. 6: y = r + gamma (1 - terminated) (min(Qbar_1^psi1, Qbar_2^psi2)(s', a') - alpha log pi(a'|s')),
+    computed once and shared by the 2 x K critics."""
+    q1 = critic.apply(take(critic_targets, (0, psi[0])), next_observations, next_actions)
+    q2 = critic.apply(take(critic_targets, (1, psi[1])), next_observations, next_actions)
+    return rewards + gamma * (1.0 - terminations) * (jnp.minimum(q1, q2) - alpha * next_log_probs)
+
+
+def make_train_step(
+    actor: Actor,
+    critic: Critic,
+    optimizer: optax.GradientTransformation,
+    gamma: float,
+    tau: float,
+    target_entropy: float,
+    layout: str,
+) -> Any:
+    def critic_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+        return jnp.mean((targets - critic.apply(params, observations, actions)) ** 2)  # Alg. 2 l. 8 (mean, see README)
+
+    critic_loss_and_grad = jax.value_and_grad(critic_loss)
+
+    def loss_and_grad(critics: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> Any:
+        """(loss, grads) of the 2 x K critics, with leading axes (2, K)."""
+        inputs = (observations, actions, targets)
+        if layout == "vmap":  # one batched program over the population axis i and the member axis k
+            per_member = jax.vmap(critic_loss_and_grad, in_axes=(0, None, None, None))
+            return jax.vmap(per_member, in_axes=(0, None, None, None))(critics, *inputs)
+        num_members = jax.tree.leaves(critics)[0].shape[1]  # loop: 2 x K separate graphs in one program
+        outputs = [critic_loss_and_grad(take(critics, (i, k)), *inputs) for i in range(2) for k in range(num_members)]
+        stack = lambda *xs: jnp.stack(xs).reshape(2, num_members, *xs[0].shape)  # noqa: E731
+        return jax.tree.map(stack, *outputs)
+
+    optimizer_update = jax.vmap(jax.vmap(optimizer.update))
+
+    @jax.jit
+    def train_step(state, batch, key):
+        target_key, actor_key, behaviour_key = jax.random.split(key, 3)
+        alpha = jnp.exp(state["log_alpha"])
+        # ---- critics (l. 5-9): the shared target with the psi critics, then one step for every critic
+        psi = selected_indices(state["cumulated_losses"])
+        next_actions, next_log_probs = sample_action(actor, state["actor"], batch["next_observations"], target_key)
+        targets = shared_target(
+            critic,
+            state["critic_targets"],
+            psi,
+            batch["rewards"],
+            batch["terminations"],
+            batch["next_observations"],
+            next_actions,
+            next_log_probs,
+            alpha,
+            gamma,
+        )
+        targets = jax.lax.stop_gradient(targets)
+        losses, grads = loss_and_grad(state["critics"], batch["observations"], batch["actions"], targets)
+        updates, critic_opt_states = optimizer_update(grads, state["critic_opt_states"], state["critics"])
+        critics = apply_masks(optax.apply_updates(state["critics"], updates), state["critic_masks"])
+        cumulated_losses = ema_losses(state["cumulated_losses"], losses, tau)
+
+        # ---- actor (l. 11-12): min of two online critics drawn proportionally to 1 / L, one per population
+        keys = jax.random.split(behaviour_key, 2)
+        psi_b = jnp.stack(
+            [
+                jax.random.choice(keys[i], cumulated_losses.shape[1], p=behaviour_probabilities(cumulated_losses[i]))
+                for i in range(2)
+            ]
+        )
+
+        def actor_loss(actor_params):
+            actions, log_probs = sample_action(actor, actor_params, batch["observations"], actor_key)
+            q1 = critic.apply(take(critics, (0, psi_b[0])), batch["observations"], actions)
+            q2 = critic.apply(take(critics, (1, psi_b[1])), batch["observations"], actions)
+            return jnp.mean(alpha * log_probs - jnp.minimum(q1, q2)), log_probs
+
+        (actor_loss_value, log_probs), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(state["actor"])
+        actor_updates, actor_opt_state = optimizer.update(actor_grads, state["actor_opt_state"], state["actor"])
+        actor_params = apply_masks(optax.apply_updates(state["actor"], actor_updates), state["actor_masks"])
+
+        # ---- temperature: match the entropy to -action_dim (SAC, Haarnoja et al. 2018)
+        def alpha_loss(log_alpha):
+            return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
+
+        alpha_loss_value, alpha_grad = jax.value_and_grad(alpha_loss)(state["log_alpha"])
+        alpha_update, alpha_opt_state = optimizer.update(alpha_grad, state["alpha_opt_state"], state["log_alpha"])
+
+        # ---- Polyak (l. 8) for all 2 x K targets: masked online weights are 0, so masked target weights stay 0
+        critic_targets = optax.incremental_update(critics, state["critic_targets"], tau)
+        new_state = {
+            **state,
+            "actor": actor_params,
+            "actor_opt_state": actor_opt_state,
+            "critics": critics,
+            "critic_opt_states": critic_opt_states,
+            "critic_targets": critic_targets,
+            "log_alpha": optax.apply_updates(state["log_alpha"], alpha_update),
+            "alpha_opt_state": alpha_opt_state,
+            "cumulated_losses": cumulated_losses,
+        }
+        metrics = {"qf_loss": losses, "actor_loss": actor_loss_value, "alpha_loss": alpha_loss_value, "alpha": alpha}
+        return new_state, metrics
+
+    return train_step
+
+
+def make_act(actor: Actor) -> Any:
+    @jax.jit
+    def act(params, observations, key):
+        """Stochastic unit actions tanh(u) in [-1, 1] (Alg. 2 l. 3)."""
+        return sample_action(actor, params, observations, key)[0]
+
+    return act
+
+
+def make_deterministic_act(actor: Actor) -> Any:
+    @jax.jit
+    def act(params, observations):
+        """The evaluation policy: tanh of the mean."""
+        return jnp.tanh(actor.apply(params, observations)[0])
+
+    return act
+
+
+# =====================================================================================================================
+# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
+# =====================================================================================================================
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_config(args: Args) -> dict[str, Any]:
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "args": asdict(args),
+        "script": Path(__file__).name,
+        "versions": versions,
+        "jax_backend": jax.default_backend(),
+        "git_commit": commit or None,
+        "command": sys.argv,
+    }
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
+        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+
+
+class RunLogger:
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
+    at the first population event, so only EauDe runs have one)."""
+
+    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.run_dir = run_dir
+        self.start = time.time() - elapsed
+        self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.population = None
+        # purge_step hides events a killed run wrote after its last checkpoint
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.writer.add_scalar(name, float(value), int(step))
+
+    def population_event(self, event: dict[str, Any]) -> None:
+        if self.population is None:
+            self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
+        self.population.write(json.dumps(event) + "\n")
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.population is not None:
+            self.population.close()
+        self.writer.close()
+
+
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (run_dir / name / "state.msgpack").is_file():
+            return run_dir / name
+    return None
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
+    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint."""
+    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, value in replay.state_dict().items():
+        with open(tmp / f"replay_{name}.npy", "wb") as f:
+            np.save(f, np.asarray(value))
+    atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
+    path = checkpoint_dir(run_dir)
+    assert path is not None
+    state = flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes())
+    names = replay.state_dict().keys()
+    replay.load_state_dict({name: np.load(path / f"replay_{name}.npy") for name in names})
+    return state, json.loads((path / "meta.json").read_text())
+
+
+# =====================================================================================================================
+# Evaluation: the deterministic policy tanh(mean), periodically and on the saved model
+# =====================================================================================================================
+
+
+def evaluate_policy(
+    act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, step: int = 0
+) -> list[float]:
+    """Returns of `eval_episodes` episodes, played in parallel (one env each) on a separate env (seed purpose 1)."""
+    if eval_episodes == 0:
+        return []
+    envs = make_env(env_id, eval_episodes, env_seed(seed, purpose=1, step=step))
+    low, high = envs.action_space.low, envs.action_space.high
+    obs, _ = envs.reset()
+    returns, done = np.zeros(eval_episodes), np.zeros(eval_episodes, dtype=bool)
+    while not done.all():
+        actions = scale_action(np.asarray(act(actor_params, obs.astype(np.float32))), low, high)
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        returns += np.where(done, 0.0, rewards)  # each env plays one episode; later ones are ignored
+        done |= terminated | truncated
+    envs.close()
+    return returns.tolist()
+
+
+def record_videos(act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, video_dir: Path) -> None:
+    """envpool's MuJoCo renderer needs an OpenGL context it cannot create headless, so the videos are rendered by
+    gymnasium's identical v5 task (MuJoCo's own EGL renderer). Skipped with a warning when that is unavailable."""
+    try:
+        import gymnasium as gym
+
+        env = gym.make(env_id, render_mode="rgb_array")
+    except Exception as error:  # no gymnasium twin (e.g. v2/v3 ids) or no renderer
+        print(f"warning: --capture-video skipped, cannot render {env_id}: {error}", file=sys.stderr)
+        return
+    low, high = env.action_space.low, env.action_space.high
+    for episode in range(eval_episodes):
+        obs, _ = env.reset(seed=env_seed(seed, purpose=2, step=episode))
+        frames, done = [env.render()], False
+        while not done:
+            action = scale_action(np.asarray(act(actor_params, obs[None].astype(np.float32)))[0], low, high)
+            obs, _, terminated, truncated, _ = env.step(action)
+            frames.append(env.render())
+            done = terminated or truncated
+        write_video(video_dir / f"eval-episode-{episode}.mp4", frames, fps=env.metadata.get("render_fps", 30))
+    env.close()
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    with warnings.catch_warnings():  # imageio-ffmpeg starts ffmpeg with fork; JAX warns about any fork
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1, format="FFMPEG")
+    os.replace(tmp, path)
+
+
+# =====================================================================================================================
+# Training loop
+# =====================================================================================================================
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def init_state(
+    actor: Actor,
+    critic: Critic,
+    optimizer: optax.GradientTransformation,
+    obs_dim: int,
+    action_dim: int,
+    num_networks: int,
+    key: jax.Array,
+) -> dict[str, Any]:
+    """Alg. 2 l. 1: policy phi, 2 x K independent critics with targets equal to them, cumulated losses 0."""
+    actor_key, critic_key = jax.random.split(key)
+    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
+    actor_params = actor.init(actor_key, obs)
+    critic_keys = jax.random.split(critic_key, 2 * num_networks).reshape(2, num_networks, -1)
+    critics = jax.vmap(jax.vmap(critic.init, in_axes=(0, None, None)), in_axes=(0, None, None))(
+        critic_keys, obs, action
+    )
+    log_alpha = jnp.zeros((), jnp.float32)  # alpha = 1 initially (SBX); not weak-typed: one compilation
+    return {
+        "actor": actor_params,
+        "actor_opt_state": optimizer.init(actor_params),
+        "actor_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), actor_params),
+        "critics": critics,
+        "critic_targets": critics,
+        "critic_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), critics),
+        "critic_opt_states": jax.vmap(jax.vmap(optimizer.init))(critics),
+        "log_alpha": log_alpha,
+        "alpha_opt_state": optimizer.init(log_alpha),
+        "cumulated_losses": jnp.zeros((2, num_networks)),
+        "key": key,
+    }
+
+
+def selected_critics(state: dict[str, Any]) -> list[Any]:
+    """The online critics (psi_1, psi_2): the ones the agent currently stands on."""
+    psi = np.asarray(selected_indices(state["cumulated_losses"]))
+    return [take(state["critics"], (i, int(psi[i]))) for i in range(2)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.resume:
+        run_dir = Path(args.resume)
+        run_name = run_dir.name
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = Path(args.output_dir) / run_name
+        run_dir.mkdir(parents=True, exist_ok=False)
+        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    K = args.num_networks
+    # ---- environment, networks, optimizers (Alg. 2 l. 1)
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    obs_dim, action_dim = envs.observation_space.shape[0], envs.action_space.shape[0]
+    low, high = envs.action_space.low, envs.action_space.high
+    actor, critic = Actor(action_dim=action_dim), Critic(width=CRITIC_WIDTHS[args.network_size])
+    optimizer = optax.adam(args.learning_rate)
+    key = jax.random.PRNGKey(args.seed)
+    key, init_key = jax.random.split(key)
+    state = init_state(actor, critic, optimizer, obs_dim, action_dim, K, init_key)
+    state["key"] = key
+    sparsities = np.zeros((2, K))  # nominal sparsity level of each online critic
+    actor_sparsity = 0.0
+    rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim)
+    rng = np.random.default_rng(args.seed)
+    layout = args.population_layout
+    if layout == "auto":
+        layout = "vmap"
+    train_step = make_train_step(
+        actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim), layout=layout
+    )
+    act, deterministic_act = make_act(actor), make_deterministic_act(actor)
+    actor_params_count, critic_params_count = count_params(state["actor"]), count_params(take(state["critics"], (0, 0)))
+    print(
+        f"{run_name}: actor {actor_params_count:,} parameters, 2 x K={K} critics of {critic_params_count:,} parameters "
+        f"({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run_dir}",
+        flush=True,
+    )
+
+    global_step, grad_steps, episodes = 0, 0, 0
+    next_population = (args.learning_starts // args.pruning_period + 1) * args.pruning_period
+    next_eval = args.eval_frequency if args.eval_frequency > 0 else None
+    elapsed = 0.0
+    if args.resume:
+        state, meta = load_checkpoint(run_dir, state, rb)
+        sparsities, actor_sparsity = np.array(meta["sparsities"]), meta["actor_sparsity"]
+        global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+        next_population, next_eval, elapsed = meta["next_population"], meta["next_eval"], meta["elapsed"]
+        rng.bit_generator.state = meta["rng_state"]
+        for name in ("metrics.jsonl", "population.jsonl"):
+            truncate_jsonl(run_dir / name, global_step)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
+        print(f"resumed {run_name} at step {global_step:,}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=run_name,
+            id=run_name.replace("/", "-"),
+            resume="allow",
+            save_code=True,
+        )
+    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+    target_sparsity = float(np.mean([measured_sparsity(q) for q in selected_critics(state)]))
+    if global_step == 0:
+        logger.scalar("sparsity/target", target_sparsity, 0)
+    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
+    if args.checkpoint_interval > 0:
+        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+
+    def checkpoint() -> None:
+        meta = {
+            "global_step": global_step,
+            "grad_steps": grad_steps,
+            "episodes": episodes,
+            "next_population": next_population,
+            "next_eval": next_eval,
+            "sparsities": sparsities.tolist(),
+            "actor_sparsity": actor_sparsity,
+            "elapsed": logger.elapsed(),
+            "rng_state": rng.bit_generator.state,
+        }
+        save_checkpoint(run_dir, state, rb, meta)
+
+    obs, _ = envs.reset()
+    obs = obs.astype(np.float32)
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_metrics = float("nan"), None
+    window_time, window_step, last_print = time.time(), global_step, 0.0
+
+    while global_step < args.total_timesteps:
+        # ---- act (Alg. 2 l. 3): uniform unit actions during the warm-up, then the stochastic policy
+        if global_step < args.learning_starts:
+            unit_actions = rng.uniform(-1.0, 1.0, size=(args.num_envs, action_dim)).astype(np.float32)
+        else:
+            state["key"], act_key = jax.random.split(state["key"])
+            unit_actions = np.asarray(act(state["actor"], obs, act_key))
+        next_obs, rewards, terminated, truncated, _ = envs.step(scale_action(unit_actions, low, high))
+        next_obs = next_obs.astype(np.float32)
+        live = ~resetting  # autoreset steps are not interactions: they are neither stored nor counted
+        rb.add(obs[live], unit_actions[live], rewards[live], terminated[live], next_obs[live])
+        episode_returns += np.where(live, rewards, 0.0)
+        episode_lengths += live
+        previous_step = global_step
+        global_step += int(live.sum())
+        for env in np.flatnonzero(live & (terminated | truncated)):
+            episodes += 1
+            last_return = float(episode_returns[env])
+            logger.scalar("charts/episodic_return", last_return, global_step)
+            logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+        resetting = live & (terminated | truncated)
+        obs = next_obs
+
+        # ---- learn (Alg. 2 l. 4-12): UTD 1, one jitted update of critics, actor, temperature and targets
+        while global_step - args.learning_starts > grad_steps:
+            batch = rb.sample(args.batch_size, rng)
+            state["key"], step_key = jax.random.split(state["key"])
+            state, last_metrics = train_step(state, batch, step_key)
+            grad_steps += 1
+
+        # ---- every P steps (Alg. 2 l. 13-16): exploitation and exploration per critic population, loss reset
+        if global_step >= next_population:
+            losses = np.asarray(state["cumulated_losses"], dtype=np.float64)
+            for i in range(2):
+                parents, new_sparsities, is_copy = plan_next_population(
+                    losses[i],
+                    sparsities[i],
+                    global_step,
+                    args.total_timesteps,
+                    args.pruning_period,
+                    args.tournament_size,
+                    args.u_max,
+                    args.s_max,
+                    rng,
+                )
+                state = renew_population(
+                    state, i, parents, new_sparsities, is_copy, optimizer, args.sparsity_distribution
+                )
+                logger.population_event(
+                    {
+                        "global_step": global_step,
+                        "critic": i + 1,
+                        "losses": losses[i].tolist(),
+                        "sparsities_before": sparsities[i].tolist(),
+                        "target_index": int(parents[0]),
+                        "parents": parents.tolist(),
+                        "sparsities_after": new_sparsities.tolist(),
+                    }
+                )
+                sparsities[i] = new_sparsities
+            state["cumulated_losses"] = jnp.zeros((2, K))  # Alg. 2 l. 16: psi_i = 0, the best critic of each
+            if args.prune_actor:  # Eq. 2 on the actor; its Adam state is kept (Ceron et al. 2024)
+                new_actor_sparsity = polynomial_sparsity(
+                    global_step,
+                    args.actor_final_sparsity,
+                    int(ACTOR_PRUNING_START * args.total_timesteps),
+                    int(ACTOR_PRUNING_END * args.total_timesteps),
+                    ACTOR_PRUNING_POWER,
+                )
+                if new_actor_sparsity != actor_sparsity:
+                    state["actor_masks"] = magnitude_masks(
+                        state["actor"], new_actor_sparsity, args.sparsity_distribution
+                    )
+                    state["actor"] = apply_masks(state["actor"], state["actor_masks"])
+                    actor_sparsity = new_actor_sparsity
+            target_sparsity = float(np.mean([measured_sparsity(q) for q in selected_critics(state)]))
+            logger.scalar("sparsity/target", target_sparsity, global_step)
+            logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
+            if args.prune_actor:
+                logger.scalar("sparsity/actor", measured_sparsity(state["actor"]), global_step)
+            next_population += args.pruning_period
+
+        # ---- periodic evaluation of the deterministic policy on its own env
+        final = global_step >= args.total_timesteps and args.save_model  # the saved model is evaluated instead
+        if next_eval is not None and global_step >= next_eval and not final:
+            returns = evaluate_policy(
+                deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed, global_step
+            )
+            for value in returns:
+                logger.scalar("eval/episodic_return", value, global_step)
+            if returns:
+                print(f"eval at step {global_step:,}: mean return {np.mean(returns):.1f}", flush=True)
+            next_eval += args.eval_frequency
+
+        # ---- periodic logging, progress and checkpoints
+        if global_step // 1000 > previous_step // 1000:
+            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
+            logger.scalar("charts/SPS", sps, global_step)
+            if last_metrics is not None:
+                logger.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
+                logger.scalar("losses/actor_loss", float(last_metrics["actor_loss"]), global_step)
+                logger.scalar("losses/alpha", float(last_metrics["alpha"]), global_step)
+                logger.scalar("losses/alpha_loss", float(last_metrics["alpha_loss"]), global_step)
+            if time.time() - last_print > 10 or global_step >= args.total_timesteps:
+                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
+                print(
+                    f"step {global_step:,}/{args.total_timesteps:,} ({100 * global_step / args.total_timesteps:.1f}%)"
+                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)} | episodes {episodes}"
+                    f" | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}",
+                    flush=True,
+                )
+                last_print = time.time()
+            window_time, window_step = time.time(), global_step
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+        model = {"actor": state["actor"], "critics": selected_critics(state)}  # pruned weights are exact zeros
+        atomic_write(model_path, flax.serialization.to_bytes(model))
+        print(f"model saved to {model_path} (critic sparsity {target_sparsity:.4f})", flush=True)
+        template = {"actor": state["actor"], "critics": [take(state["critics"], (0, 0))] * 2}
+        loaded = flax.serialization.from_bytes(template, model_path.read_bytes())
+        returns = evaluate_policy(deterministic_act, loaded["actor"], args.env_id, args.eval_episodes, args.seed)
+        for value in returns:
+            logger.scalar("eval/episodic_return", value, global_step)
+        print(f"saved model: mean evaluation return {np.mean(returns) if returns else float('nan'):.1f}", flush=True)
+        if args.capture_video:
+            record_videos(
+                deterministic_act,
+                loaded["actor"],
+                args.env_id,
+                args.eval_episodes,
+                args.seed,
+                Path("videos") / run_name,
+            )
+    logger.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main()

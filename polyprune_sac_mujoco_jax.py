@@ -1,0 +1,944 @@
+"""PolyPruneSAC on MuJoCo: SAC whose critics are pruned by magnitude on the polynomial schedule of Eq. 2.
+
+Every pruning period P the masks of the two critics are recomputed so that the smallest-magnitude weights reach the
+sparsity s_t = s_F (1 - (1 - clip((t - t_start) / (t_end - t_start), 0, 1))^n) (Ceron et al. 2024); the same masks
+are applied to the Polyak targets. The paper prunes only the critics; --prune-actor also prunes the actor on the same
+schedule (the paper's future-work suggestion). Baselines of the paper, all from this one file:
+
+    uv run python polyprune_sac_mujoco_jax.py --env-id HalfCheetah-v5                      # PolyPruneSAC (s_F 0.95)
+    uv run python polyprune_sac_mujoco_jax.py --env-id HalfCheetah-v5 --final-sparsity 0   # dense SAC
+
+Reads top to bottom: arguments, environment, networks, replay buffer, pruning (Eq. 2), update, run outputs,
+evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video (read when mujoco is imported)
+
+import envpool
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+# =====================================================================================================================
+# Arguments
+# =====================================================================================================================
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (second part of the run name)"""
+    seed: int = 1
+    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
+    env_id: str = "HalfCheetah-v5"
+    """the envpool MuJoCo id, e.g. HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5"""
+    track: bool = False
+    """log to Weights & Biases (syncs the TensorBoard files)"""
+    wandb_project_name: str = "eaudeqn"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team)"""
+    capture_video: bool = False
+    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
+    save_model: bool = False
+    """save {"actor", "critics": [q1, q2]} to <run_dir>/<exp_name>.cleanrl_model, then evaluate it"""
+    output_dir: str = "runs"
+    """folder that receives one sub-folder per run"""
+    checkpoint_interval: int = 100_000
+    """env steps between checkpoints for --resume (0 disables)"""
+    resume: str | None = None
+    """continue the run saved in this run folder (its config.json decides every other argument)"""
+
+    total_timesteps: int = 1_000_000
+    """t_final, total env steps (Table 4)"""
+    learning_rate: float = 1e-3
+    """Adam learning rate of the actor, the critics and the temperature (Table 4)"""
+    num_envs: int = 1
+    """parallel envpool environments; one update per env step (UTD 1) is kept for any value"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions, FIFO (Table 4)"""
+    gamma: float = 0.99
+    """discount factor (Table 4)"""
+    tau: float = 0.005
+    """Polyak coefficient of the critic targets and of the EMA cumulated losses (Alg. 2 l. 8, Table 4)"""
+    batch_size: int = 256
+    """mini-batch size (Table 4)"""
+    learning_starts: int = 5_000
+    """env steps of uniform random actions collected before learning starts (Table 4)"""
+    eval_frequency: int = 10_000
+    """env steps between evaluations of the deterministic policy (0 disables)"""
+    eval_episodes: int = 10
+    """episodes of each evaluation, and of the final evaluation of the saved model"""
+
+    network_size: Literal["small", "medium", "large"] = "small"
+    """width of the two hidden critic layers: 256 / 1280 / 2048 (Table 4); the actor is always 256-256"""
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
+    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+
+    final_sparsity: float = 0.95
+    """s_F, sparsity of the critics at the end of the schedule (Eq. 2); 0 gives the dense SAC baseline"""
+    pruning_start: float = 0.2
+    """t_start as a fraction of --total-timesteps (Eq. 2)"""
+    pruning_end: float = 0.8
+    """t_end as a fraction of --total-timesteps (Eq. 2)"""
+    pruning_power: float = 3.0
+    """n, steepness of the polynomial schedule (Eq. 2)"""
+    pruning_period: int = 1_000
+    """P, env steps between mask updates"""
+    prune_actor: bool = False
+    """also prune the actor on the same schedule (the paper prunes only the critics)"""
+
+
+class ArgumentError(Exception):
+    """A user mistake in the command line: reported as one `error:` line and exit code 2."""
+
+
+def check_args(args: Args) -> None:
+    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    checks = [
+        (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
+        (0 <= args.final_sparsity < 1, "--final-sparsity", "s_F must be in [0, 1)"),
+        (
+            0 <= args.pruning_start <= args.pruning_end <= 1,
+            "--pruning-start/--pruning-end",
+            "need 0 <= start <= end <= 1",
+        ),
+        (args.pruning_power > 0, "--pruning-power", "n must be positive"),
+        (args.pruning_period >= 1, "--pruning-period", "P must be at least 1"),
+        (args.learning_rate > 0, "--learning-rate", "must be positive"),
+        (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
+        (0 < args.tau <= 1, "--tau", "must be in (0, 1]"),
+        (args.num_envs >= 1, "--num-envs", "must be at least 1"),
+        (args.batch_size >= 1, "--batch-size", "must be at least 1"),
+        (args.buffer_size >= args.batch_size, "--buffer-size", "must hold at least one mini-batch"),
+        (args.learning_starts >= 1, "--learning-starts", "must be at least 1 (a transition to sample)"),
+        (args.eval_frequency >= 0, "--eval-frequency", "must be non-negative (0 disables)"),
+        (args.eval_episodes >= 0, "--eval-episodes", "must be non-negative"),
+        (args.checkpoint_interval >= 0, "--checkpoint-interval", "must be non-negative (0 disables)"),
+    ]
+    for ok, flag, message in checks:
+        if not ok:
+            raise ArgumentError(f"{flag}: {message}")
+    if args.env_id not in envpool.list_all_envs():
+        raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool MuJoCo ids look like 'Hopper-v5')")
+    if not is_mujoco(args.env_id):
+        raise ArgumentError(f"--env-id: {args.env_id!r} is not a MuJoCo task; this script needs e.g. 'HalfCheetah-v5'")
+
+
+def is_mujoco(env_id: str) -> bool:
+    """Whether envpool registers `env_id` as a gym(nasium) MuJoCo task (without building the environment)."""
+    entry = envpool.registration.registry.specs.get(env_id)
+    return entry is not None and entry[0] == "envpool.mujoco.gym"
+
+
+def check_resume_dir(resume: str) -> Path:
+    run_dir = Path(resume)
+    if not (run_dir / "config.json").is_file():
+        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
+    if checkpoint_dir(run_dir) is None:
+        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
+    return run_dir
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, args=argv)
+    except SystemExit as exit_:
+        if exit_.code:  # tyro draws a box: keep the message between its title and first rule, on one line
+            lines = [line.strip().strip("│").strip() for line in captured.getvalue().splitlines()[1:]]
+            rule = next((i for i, line in enumerate(lines) if line and set(line) == {"─"}), len(lines))
+            message = " ".join(" ".join(lines[:rule]).split()) or "invalid command line"
+            print(f"error: {message} (see --help)", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    try:
+        if args.resume is not None:
+            run_dir = check_resume_dir(args.resume)
+            saved = json.loads((run_dir / "config.json").read_text())["args"]
+            args = Args(**{**saved, "resume": args.resume})
+        check_args(args)
+    except ArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
+# =====================================================================================================================
+# Environment: envpool MuJoCo (gymnasium v5 semantics, horizon 1 000); one action convention
+# =====================================================================================================================
+
+
+def make_env(env_id: str, num_envs: int, seed: int) -> Any:
+    """Vectorised MuJoCo env. envpool autoresets on the NEXT step: the step that ends an episode (terminated or
+    truncated at 1 000 steps) returns its true last observation; the following step ignores the action and returns
+    the reset observation with reward 0. Observations and actions are float64 in envpool."""
+    return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed)
+
+
+def env_seed(seed: int, purpose: int, step: int = 0) -> int:
+    """A seed per (run seed, purpose, step): envpool gives env i the seed base + i, so consecutive run seeds would
+    share streams; training (purpose 0) and evaluation (purpose 1) streams are also kept apart."""
+    return int(np.random.SeedSequence([seed, purpose, step]).generate_state(1)[0] % 2**30)
+
+
+def scale_action(unit_action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """THE action convention: the policy (and the warm-up) acts in [-1, 1]^d, the replay buffer and the critics see
+    that unit action, and only the env receives it mapped linearly onto [low, high] (Humanoid: [-0.4, 0.4]). Applying
+    it once, here, avoids the double rescale of REFERENCE.md section 6."""
+    return low + (np.clip(unit_action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+
+
+# =====================================================================================================================
+# Networks (Table 4): tanh-Gaussian actor 256-256, critics Q(s, a) 256-256 / 1280-1280 / 2048-2048
+# =====================================================================================================================
+
+CRITIC_WIDTHS = {"small": 256, "medium": 1280, "large": 2048}
+ACTOR_WIDTH = 256
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+class Critic(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        x = jnp.concatenate([observations, actions], axis=-1)
+        x = nn.relu(nn.Dense(self.width)(x))
+        x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(1)(x)[..., 0]
+
+
+class Actor(nn.Module):
+    action_dim: int
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = nn.relu(nn.Dense(ACTOR_WIDTH)(observations))
+        x = nn.relu(nn.Dense(ACTOR_WIDTH)(x))
+        mean = nn.Dense(self.action_dim)(x)
+        log_std = jnp.clip(nn.Dense(self.action_dim)(x), LOG_STD_MIN, LOG_STD_MAX)
+        return mean, log_std
+
+
+def sample_action(actor: Actor, params: Any, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a = tanh(u), u ~ N(mean, std); log pi(a|s) with the tanh correction log(1 - tanh(u)^2 + 1e-6)."""
+    mean, log_std = actor.apply(params, observations)
+    std = jnp.exp(log_std)
+    u = mean + std * jax.random.normal(key, mean.shape)
+    log_prob = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    action = jnp.tanh(u)
+    return action, jnp.sum(log_prob - jnp.log(1.0 - action**2 + 1e-6), axis=-1)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+# =====================================================================================================================
+# Replay buffer: (obs, action, reward, terminated, next_obs) float32 arrays, FIFO
+# =====================================================================================================================
+
+
+class ReplayBuffer:
+    """FIFO replay of complete transitions. `next_obs` is the true next observation, also after a time-limit
+    truncation (envpool returns it at the ending step), so truncated transitions bootstrap correctly (CleanRL issue
+    460); `terminated` is 1 only for true terminations. The autoreset step is never stored."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.actions = np.zeros((capacity, action_dim), np.float32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.cursor = 0
+        self.size = 0
+
+    def add(
+        self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, next_obs: np.ndarray
+    ) -> None:
+        """Append a batch of transitions (one per live env)."""
+        index = (self.cursor + np.arange(len(obs))) % self.capacity
+        self.obs[index], self.actions[index], self.rewards[index] = obs, actions, rewards
+        self.terminated[index], self.next_obs[index] = terminated, next_obs
+        self.cursor = int((self.cursor + len(obs)) % self.capacity)
+        self.size = min(self.size + len(obs), self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        index = rng.integers(self.size, size=batch_size)
+        return {
+            "observations": self.obs[index],
+            "actions": self.actions[index],
+            "rewards": self.rewards[index],
+            "terminations": self.terminated[index],
+            "next_observations": self.next_obs[index],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        names = ("obs", "actions", "rewards", "terminated", "next_obs")
+        return {**{n: getattr(self, n)[: self.size] for n in names}, "cursor": self.cursor, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor, self.size = int(state["cursor"]), int(state["size"])
+        for name in ("obs", "actions", "rewards", "terminated", "next_obs"):
+            getattr(self, name)[: self.size] = state[name]
+
+
+# =====================================================================================================================
+# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
+# =====================================================================================================================
+
+
+def is_prunable(leaf: Any) -> bool:
+    return leaf.ndim > 1
+
+
+def prunable_shapes(params: Any) -> list[tuple[int, ...]]:
+    return [tuple(leaf.shape) for leaf in jax.tree.leaves(params) if is_prunable(leaf)]
+
+
+def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[float]:
+    """Fraction of weights kept in each prunable layer for an overall `sparsity`.
+
+    uniform: every layer at `sparsity`. erk (Erdos-Renyi-Kernel, as JaxPruner and RigL): density proportional to
+    sum(shape) / prod(shape), scaled so the overall sparsity is met; a layer whose density would exceed 1 is made
+    dense and the remaining budget is re-spread over the others.
+    """
+    if distribution == "uniform" or sparsity == 0.0:
+        return [1.0 - sparsity] * len(shapes)
+    if distribution != "erk":
+        raise ValueError(f"per-layer densities are undefined for {distribution!r}")
+    sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = (1.0 - sparsity) * sizes.sum() - sizes[dense].sum()  # non-zeros left for the non-dense layers
+        scale = budget / np.sum(raw[~dense] * sizes[~dense])
+        densities = np.where(dense, 1.0, scale * raw)
+        if densities.max() <= 1.0:
+            return densities.tolist()
+        dense |= ~dense & (raw == raw[~dense].max())  # make the densest layer dense and re-spread
+
+
+def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
+    """Exact number of weights to zero in each prunable layer."""
+    densities = layer_densities(shapes, sparsity, distribution)
+    return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
+
+
+def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
+    order = jnp.argsort(magnitudes, stable=True)
+    keep = jnp.arange(magnitudes.size) >= num_zeros
+    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+
+
+@jax.jit
+def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
+    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+    leaves, treedef = jax.tree.flatten(params)
+    counts = iter(zero_counts)
+    masks = [
+        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
+        for w in leaves
+    ]
+    return jax.tree.unflatten(treedef, masks)
+
+
+@jax.jit
+def global_masks(params: Any, num_zeros: jax.Array) -> Any:
+    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
+    leaves, treedef = jax.tree.flatten(params)
+    kernels = [w for w in leaves if is_prunable(w)]
+    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
+    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
+    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    return jax.tree.unflatten(treedef, masks)
+
+
+def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
+    """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
+    shapes = prunable_shapes(params)
+    if distribution == "global":
+        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
+    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
+    return layerwise_masks(params, counts)
+
+
+def apply_masks(params: Any, masks: Any) -> Any:
+    return jax.tree.map(lambda w, m: jnp.where(m, w, 0.0), params, masks)
+
+
+def measured_sparsity(params: Any) -> float:
+    """Fraction of zero weights among the prunable weights (the sparsity reported everywhere)."""
+    kernels = [np.asarray(w) for w in jax.tree.leaves(params) if is_prunable(w)]
+    return float(sum((w == 0).sum() for w in kernels) / sum(w.size for w in kernels))
+
+
+def polynomial_sparsity(step: int, final_sparsity: float, start_step: int, end_step: int, power: float) -> float:
+    """Eq. 2: s_t = s_F (1 - (1 - clip((t - t_start) / (t_end - t_start), 0, 1))^n)."""
+    progress = 1.0 if end_step <= start_step else (step - start_step) / (end_step - start_step)
+    return final_sparsity * (1.0 - (1.0 - min(max(progress, 0.0), 1.0)) ** power)
+
+
+def take(tree: Any, index: Any) -> Any:
+    """Critic(s) `index` of the pair stored as one pytree with a leading axis 2."""
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+# =====================================================================================================================
+# Update: one jitted step for the two critics, the actor, the temperature and the Polyak targets
+# =====================================================================================================================
+
+
+def soft_target(
+    critic: Critic,
+    critic_targets: Any,
+    rewards: jax.Array,
+    terminations: jax.Array,
+    next_observations: jax.Array,
+    next_actions: jax.Array,
+    next_log_probs: jax.Array,
+    alpha: jax.Array,
+    gamma: float,
+) -> jax.Array:
+    """y = r + gamma (1 - terminated) (min(Qbar_1, Qbar_2)(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s')."""
+    q = jax.vmap(critic.apply, in_axes=(0, None, None))(critic_targets, next_observations, next_actions)
+    return rewards + gamma * (1.0 - terminations) * (jnp.min(q, axis=0) - alpha * next_log_probs)
+
+
+def make_train_step(
+    actor: Actor,
+    critic: Critic,
+    optimizer: optax.GradientTransformation,
+    gamma: float,
+    tau: float,
+    target_entropy: float,
+) -> Any:
+    def critic_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+        return jnp.mean((targets - critic.apply(params, observations, actions)) ** 2)  # mean, see README
+
+    loss_and_grad = jax.vmap(jax.value_and_grad(critic_loss), in_axes=(0, None, None, None))  # the two critics
+
+    @jax.jit
+    def train_step(state, batch, key):
+        target_key, actor_key = jax.random.split(key)
+        alpha = jnp.exp(state["log_alpha"])
+        # ---- critics
+        next_actions, next_log_probs = sample_action(actor, state["actor"], batch["next_observations"], target_key)
+        targets = soft_target(
+            critic,
+            state["critic_targets"],
+            batch["rewards"],
+            batch["terminations"],
+            batch["next_observations"],
+            next_actions,
+            next_log_probs,
+            alpha,
+            gamma,
+        )
+        targets = jax.lax.stop_gradient(targets)
+        losses, grads = loss_and_grad(state["critics"], batch["observations"], batch["actions"], targets)
+        updates, critic_opt_states = jax.vmap(optimizer.update)(grads, state["critic_opt_states"], state["critics"])
+        critics = apply_masks(optax.apply_updates(state["critics"], updates), state["critic_masks"])
+
+        # ---- actor: min of the two online critics
+        def actor_loss(actor_params):
+            actions, log_probs = sample_action(actor, actor_params, batch["observations"], actor_key)
+            q = jax.vmap(critic.apply, in_axes=(0, None, None))(critics, batch["observations"], actions)
+            return jnp.mean(alpha * log_probs - jnp.min(q, axis=0)), log_probs
+
+        (actor_loss_value, log_probs), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(state["actor"])
+        actor_updates, actor_opt_state = optimizer.update(actor_grads, state["actor_opt_state"], state["actor"])
+        actor_params = apply_masks(optax.apply_updates(state["actor"], actor_updates), state["actor_masks"])
+
+        # ---- temperature: match the entropy to -action_dim (SAC, Haarnoja et al. 2018)
+        def alpha_loss(log_alpha):
+            return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
+
+        alpha_loss_value, alpha_grad = jax.value_and_grad(alpha_loss)(state["log_alpha"])
+        alpha_update, alpha_opt_state = optimizer.update(alpha_grad, state["alpha_opt_state"], state["log_alpha"])
+
+        # ---- Polyak: masked online weights are 0, so masked target weights stay 0
+        critic_targets = optax.incremental_update(critics, state["critic_targets"], tau)
+        new_state = {
+            **state,
+            "actor": actor_params,
+            "actor_opt_state": actor_opt_state,
+            "critics": critics,
+            "critic_opt_states": critic_opt_states,
+            "critic_targets": critic_targets,
+            "log_alpha": optax.apply_updates(state["log_alpha"], alpha_update),
+            "alpha_opt_state": alpha_opt_state,
+        }
+        metrics = {"qf_loss": losses, "actor_loss": actor_loss_value, "alpha_loss": alpha_loss_value, "alpha": alpha}
+        return new_state, metrics
+
+    return train_step
+
+
+def make_act(actor: Actor) -> Any:
+    @jax.jit
+    def act(params, observations, key):
+        """Stochastic unit actions tanh(u) in [-1, 1] (Alg. 2 l. 3)."""
+        return sample_action(actor, params, observations, key)[0]
+
+    return act
+
+
+def make_deterministic_act(actor: Actor) -> Any:
+    @jax.jit
+    def act(params, observations):
+        """The evaluation policy: tanh of the mean."""
+        return jnp.tanh(actor.apply(params, observations)[0])
+
+    return act
+
+
+# =====================================================================================================================
+# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
+# =====================================================================================================================
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_config(args: Args) -> dict[str, Any]:
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "args": asdict(args),
+        "script": Path(__file__).name,
+        "versions": versions,
+        "jax_backend": jax.default_backend(),
+        "git_commit": commit or None,
+        "command": sys.argv,
+    }
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
+        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+
+
+class RunLogger:
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
+    at the first population event, so only EauDe runs have one)."""
+
+    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.run_dir = run_dir
+        self.start = time.time() - elapsed
+        self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.population = None
+        # purge_step hides events a killed run wrote after its last checkpoint
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.writer.add_scalar(name, float(value), int(step))
+
+    def population_event(self, event: dict[str, Any]) -> None:
+        if self.population is None:
+            self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
+        self.population.write(json.dumps(event) + "\n")
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.population is not None:
+            self.population.close()
+        self.writer.close()
+
+
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (run_dir / name / "state.msgpack").is_file():
+            return run_dir / name
+    return None
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
+    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint."""
+    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, value in replay.state_dict().items():
+        with open(tmp / f"replay_{name}.npy", "wb") as f:
+            np.save(f, np.asarray(value))
+    atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
+    path = checkpoint_dir(run_dir)
+    assert path is not None
+    state = flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes())
+    names = replay.state_dict().keys()
+    replay.load_state_dict({name: np.load(path / f"replay_{name}.npy") for name in names})
+    return state, json.loads((path / "meta.json").read_text())
+
+
+# =====================================================================================================================
+# Evaluation: the deterministic policy tanh(mean), periodically and on the saved model
+# =====================================================================================================================
+
+
+def evaluate_policy(
+    act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, step: int = 0
+) -> list[float]:
+    """Returns of `eval_episodes` episodes, played in parallel (one env each) on a separate env (seed purpose 1)."""
+    if eval_episodes == 0:
+        return []
+    envs = make_env(env_id, eval_episodes, env_seed(seed, purpose=1, step=step))
+    low, high = envs.action_space.low, envs.action_space.high
+    obs, _ = envs.reset()
+    returns, done = np.zeros(eval_episodes), np.zeros(eval_episodes, dtype=bool)
+    while not done.all():
+        actions = scale_action(np.asarray(act(actor_params, obs.astype(np.float32))), low, high)
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        returns += np.where(done, 0.0, rewards)  # each env plays one episode; later ones are ignored
+        done |= terminated | truncated
+    envs.close()
+    return returns.tolist()
+
+
+def record_videos(act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, video_dir: Path) -> None:
+    """envpool's MuJoCo renderer needs an OpenGL context it cannot create headless, so the videos are rendered by
+    gymnasium's identical v5 task (MuJoCo's own EGL renderer). Skipped with a warning when that is unavailable."""
+    try:
+        import gymnasium as gym
+
+        env = gym.make(env_id, render_mode="rgb_array")
+    except Exception as error:  # no gymnasium twin (e.g. v2/v3 ids) or no renderer
+        print(f"warning: --capture-video skipped, cannot render {env_id}: {error}", file=sys.stderr)
+        return
+    low, high = env.action_space.low, env.action_space.high
+    for episode in range(eval_episodes):
+        obs, _ = env.reset(seed=env_seed(seed, purpose=2, step=episode))
+        frames, done = [env.render()], False
+        while not done:
+            action = scale_action(np.asarray(act(actor_params, obs[None].astype(np.float32)))[0], low, high)
+            obs, _, terminated, truncated, _ = env.step(action)
+            frames.append(env.render())
+            done = terminated or truncated
+        write_video(video_dir / f"eval-episode-{episode}.mp4", frames, fps=env.metadata.get("render_fps", 30))
+    env.close()
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    with warnings.catch_warnings():  # imageio-ffmpeg starts ffmpeg with fork; JAX warns about any fork
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1, format="FFMPEG")
+    os.replace(tmp, path)
+
+
+# =====================================================================================================================
+# Training loop
+# =====================================================================================================================
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def init_state(
+    actor: Actor,
+    critic: Critic,
+    optimizer: optax.GradientTransformation,
+    obs_dim: int,
+    action_dim: int,
+    key: jax.Array,
+) -> dict[str, Any]:
+    """Policy, two independent critics with targets equal to them, Adam states and the temperature."""
+    actor_key, critic_key = jax.random.split(key)
+    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
+    actor_params = actor.init(actor_key, obs)
+    critics = jax.vmap(critic.init, in_axes=(0, None, None))(jax.random.split(critic_key, 2), obs, action)
+    log_alpha = jnp.zeros((), jnp.float32)  # alpha = 1 initially (SBX); not weak-typed: one compilation
+    return {
+        "actor": actor_params,
+        "actor_opt_state": optimizer.init(actor_params),
+        "actor_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), actor_params),
+        "critics": critics,
+        "critic_targets": critics,
+        "critic_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), critics),
+        "critic_opt_states": jax.vmap(optimizer.init)(critics),
+        "log_alpha": log_alpha,
+        "alpha_opt_state": optimizer.init(log_alpha),
+        "key": key,
+    }
+
+
+def prune_pair(state: dict[str, Any], sparsity: float, distribution: str) -> dict[str, Any]:
+    """Eq. 2 step for both critics: magnitude masks of the online critic, applied to it and to its Polyak target.
+    Adam states are kept (Ceron et al. 2024)."""
+    state = dict(state)
+    masks = [magnitude_masks(take(state["critics"], i), sparsity, distribution) for i in range(2)]
+    state["critic_masks"] = jax.tree.map(lambda *m: jnp.stack(m), *masks)
+    state["critics"] = apply_masks(state["critics"], state["critic_masks"])
+    state["critic_targets"] = apply_masks(state["critic_targets"], state["critic_masks"])
+    return state
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.resume:
+        run_dir = Path(args.resume)
+        run_name = run_dir.name
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = Path(args.output_dir) / run_name
+        run_dir.mkdir(parents=True, exist_ok=False)
+        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    # ---- environment, networks, optimizers (Alg. 2 l. 1)
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    obs_dim, action_dim = envs.observation_space.shape[0], envs.action_space.shape[0]
+    low, high = envs.action_space.low, envs.action_space.high
+    actor, critic = Actor(action_dim=action_dim), Critic(width=CRITIC_WIDTHS[args.network_size])
+    optimizer = optax.adam(args.learning_rate)
+    key = jax.random.PRNGKey(args.seed)
+    key, init_key = jax.random.split(key)
+    state = init_state(actor, critic, optimizer, obs_dim, action_dim, init_key)
+    state["key"] = key
+    sparsity, actor_sparsity = 0.0, 0.0  # nominal sparsity of the current masks
+    start_step = int(args.pruning_start * args.total_timesteps)
+    end_step = int(args.pruning_end * args.total_timesteps)
+    rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim)
+    rng = np.random.default_rng(args.seed)
+    train_step = make_train_step(actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim))
+    act, deterministic_act = make_act(actor), make_deterministic_act(actor)
+    actor_params_count, critic_params_count = count_params(state["actor"]), count_params(take(state["critics"], 0))
+    print(
+        f"{run_name}: actor {actor_params_count:,} parameters, 2 critics of {critic_params_count:,} parameters "
+        f"({args.network_size}), final sparsity {args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
+        flush=True,
+    )
+
+    global_step, grad_steps, episodes = 0, 0, 0
+    next_pruning = args.pruning_period
+    next_eval = args.eval_frequency if args.eval_frequency > 0 else None
+    elapsed = 0.0
+    if args.resume:
+        state, meta = load_checkpoint(run_dir, state, rb)
+        sparsity, actor_sparsity = meta["sparsity"], meta["actor_sparsity"]
+        global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+        next_pruning, next_eval, elapsed = meta["next_pruning"], meta["next_eval"], meta["elapsed"]
+        rng.bit_generator.state = meta["rng_state"]
+        truncate_jsonl(run_dir / "metrics.jsonl", global_step)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
+        print(f"resumed {run_name} at step {global_step:,}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=run_name,
+            id=run_name.replace("/", "-"),
+            resume="allow",
+            save_code=True,
+        )
+    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+    target_sparsity = float(np.mean([measured_sparsity(take(state["critics"], i)) for i in range(2)]))
+    if global_step == 0:
+        logger.scalar("sparsity/target", target_sparsity, 0)
+    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
+    if args.checkpoint_interval > 0:
+        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+
+    def checkpoint() -> None:
+        meta = {
+            "global_step": global_step,
+            "grad_steps": grad_steps,
+            "episodes": episodes,
+            "next_pruning": next_pruning,
+            "next_eval": next_eval,
+            "sparsity": sparsity,
+            "actor_sparsity": actor_sparsity,
+            "elapsed": logger.elapsed(),
+            "rng_state": rng.bit_generator.state,
+        }
+        save_checkpoint(run_dir, state, rb, meta)
+
+    obs, _ = envs.reset()
+    obs = obs.astype(np.float32)
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_metrics = float("nan"), None
+    window_time, window_step, last_print = time.time(), global_step, 0.0
+
+    while global_step < args.total_timesteps:
+        # ---- act: uniform unit actions during the warm-up, then the stochastic policy
+        if global_step < args.learning_starts:
+            unit_actions = rng.uniform(-1.0, 1.0, size=(args.num_envs, action_dim)).astype(np.float32)
+        else:
+            state["key"], act_key = jax.random.split(state["key"])
+            unit_actions = np.asarray(act(state["actor"], obs, act_key))
+        next_obs, rewards, terminated, truncated, _ = envs.step(scale_action(unit_actions, low, high))
+        next_obs = next_obs.astype(np.float32)
+        live = ~resetting  # autoreset steps are not interactions: they are neither stored nor counted
+        rb.add(obs[live], unit_actions[live], rewards[live], terminated[live], next_obs[live])
+        episode_returns += np.where(live, rewards, 0.0)
+        episode_lengths += live
+        previous_step = global_step
+        global_step += int(live.sum())
+        for env in np.flatnonzero(live & (terminated | truncated)):
+            episodes += 1
+            last_return = float(episode_returns[env])
+            logger.scalar("charts/episodic_return", last_return, global_step)
+            logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+        resetting = live & (terminated | truncated)
+        obs = next_obs
+
+        # ---- learn: UTD 1, one jitted update of critics, actor, temperature and targets (in that order)
+        while global_step - args.learning_starts > grad_steps:
+            batch = rb.sample(args.batch_size, rng)
+            state["key"], step_key = jax.random.split(state["key"])
+            state, last_metrics = train_step(state, batch, step_key)
+            grad_steps += 1
+
+        # ---- every pruning period: recompute the critics' masks at the Eq. 2 sparsity (and the actor's)
+        if global_step >= next_pruning:
+            new_sparsity = polynomial_sparsity(
+                global_step, args.final_sparsity, start_step, end_step, args.pruning_power
+            )
+            if new_sparsity != sparsity:
+                state = prune_pair(state, new_sparsity, args.sparsity_distribution)
+                sparsity = new_sparsity
+                target_sparsity = float(np.mean([measured_sparsity(take(state["critics"], i)) for i in range(2)]))
+                logger.scalar("sparsity/target", target_sparsity, global_step)
+            if args.prune_actor and new_sparsity != actor_sparsity:
+                state["actor_masks"] = magnitude_masks(state["actor"], new_sparsity, args.sparsity_distribution)
+                state["actor"] = apply_masks(state["actor"], state["actor_masks"])
+                actor_sparsity = new_sparsity
+                logger.scalar("sparsity/actor", measured_sparsity(state["actor"]), global_step)
+            next_pruning += args.pruning_period
+
+        # ---- periodic evaluation of the deterministic policy on its own env
+        final = global_step >= args.total_timesteps and args.save_model  # the saved model is evaluated instead
+        if next_eval is not None and global_step >= next_eval and not final:
+            returns = evaluate_policy(
+                deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed, global_step
+            )
+            for value in returns:
+                logger.scalar("eval/episodic_return", value, global_step)
+            if returns:
+                print(f"eval at step {global_step:,}: mean return {np.mean(returns):.1f}", flush=True)
+            next_eval += args.eval_frequency
+
+        # ---- periodic logging, progress and checkpoints
+        if global_step // 1000 > previous_step // 1000:
+            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
+            logger.scalar("charts/SPS", sps, global_step)
+            if last_metrics is not None:
+                logger.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
+                logger.scalar("losses/actor_loss", float(last_metrics["actor_loss"]), global_step)
+                logger.scalar("losses/alpha", float(last_metrics["alpha"]), global_step)
+                logger.scalar("losses/alpha_loss", float(last_metrics["alpha_loss"]), global_step)
+            if time.time() - last_print > 10 or global_step >= args.total_timesteps:
+                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
+                print(
+                    f"step {global_step:,}/{args.total_timesteps:,} ({100 * global_step / args.total_timesteps:.1f}%)"
+                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)} | episodes {episodes}"
+                    f" | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}",
+                    flush=True,
+                )
+                last_print = time.time()
+            window_time, window_step = time.time(), global_step
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+        model = {"actor": state["actor"], "critics": [take(state["critics"], i) for i in range(2)]}  # exact zeros
+        atomic_write(model_path, flax.serialization.to_bytes(model))
+        print(f"model saved to {model_path} (critic sparsity {target_sparsity:.4f})", flush=True)
+        template = {"actor": state["actor"], "critics": [take(state["critics"], 0)] * 2}
+        loaded = flax.serialization.from_bytes(template, model_path.read_bytes())
+        returns = evaluate_policy(deterministic_act, loaded["actor"], args.env_id, args.eval_episodes, args.seed)
+        for value in returns:
+            logger.scalar("eval/episodic_return", value, global_step)
+        print(f"saved model: mean evaluation return {np.mean(returns) if returns else float('nan'):.1f}", flush=True)
+        if args.capture_video:
+            record_videos(
+                deterministic_act,
+                loaded["actor"],
+                args.env_id,
+                args.eval_episodes,
+                args.seed,
+                Path("videos") / run_name,
+            )
+    logger.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main()
