@@ -1,0 +1,139 @@
+"""CONTRACTS.md across scripts: shared code kept identical, common flags, documentation of every flag.
+
+Single-file scripts duplicate code on purpose; these tests make sure the copies never diverge."""
+
+import dataclasses
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EAUDE = ["eaudedqn_atari_jax", "eaudedqn_jax", "eaudecql_atari_jax", "eaudesac_mujoco_jax"]
+POLYPRUNE = ["polyprune_dqn_atari_jax", "polyprune_cql_atari_jax", "polyprune_sac_mujoco_jax"]
+SCRIPTS = EAUDE + POLYPRUNE
+
+# functions every script (or every script of a family) carries verbatim
+SHARED_EVERYWHERE = [
+    "env_seed",
+    "is_prunable",
+    "prunable_shapes",
+    "layer_densities",
+    "layer_zero_counts",
+    "_keep_largest",
+    "magnitude_masks",
+    "apply_masks",
+    "measured_sparsity",
+    "atomic_write",
+    "truncate_jsonl",
+    "RunLogger",
+    "checkpoint_dir",
+    "format_duration",
+]
+SHARED_EAUDE = ["tournament_selection", "exploration_sparsity", "plan_next_population"]
+SHARED_POLYPRUNE = ["polynomial_sparsity"]
+SHARED_ATARI = ["MACHADO_PROTOCOL", "zero_fill_reset_frames", "QNetwork", "HEAD_WIDTHS"]
+ONLINE_DISCRETE = ["eaudedqn_atari_jax", "polyprune_dqn_atari_jax", "eaudedqn_jax"]
+ATARI = ["eaudedqn_atari_jax", "polyprune_dqn_atari_jax", "eaudecql_atari_jax", "polyprune_cql_atari_jax"]
+
+
+def load(name: str):
+    return importlib.import_module(name)
+
+
+def source(module, name: str) -> str:
+    value = getattr(module, name)
+    if isinstance(value, dict):
+        return repr(value)
+    return inspect.getsource(getattr(value, "__wrapped__", value))
+
+
+def pairs(group: list[str], names: list[str]):
+    return [(script, name) for script in group[1:] for name in names]
+
+
+@pytest.mark.parametrize("script, name", pairs(SCRIPTS, SHARED_EVERYWHERE))
+def test_shared_code_is_identical_everywhere(script: str, name: str) -> None:
+    assert source(load(script), name) == source(load(SCRIPTS[0]), name), f"{script}.{name} diverged"
+
+
+@pytest.mark.parametrize("script, name", pairs(EAUDE, SHARED_EAUDE))
+def test_population_code_is_identical_in_eaude_scripts(script: str, name: str) -> None:
+    assert source(load(script), name) == source(load(EAUDE[0]), name)
+
+
+@pytest.mark.parametrize("script, name", pairs(POLYPRUNE, SHARED_POLYPRUNE))
+def test_schedule_is_identical_in_polyprune_scripts(script: str, name: str) -> None:
+    assert source(load(script), name) == source(load(POLYPRUNE[0]), name)
+
+
+@pytest.mark.parametrize("script, name", pairs(ATARI, SHARED_ATARI))
+def test_atari_environment_and_network_are_identical(script: str, name: str) -> None:
+    assert source(load(script), name) == source(load(ATARI[0]), name)
+
+
+@pytest.mark.parametrize("script", ["eaudedqn_jax", "eaudesac_mujoco_jax"])
+def test_behaviour_sampling_is_identical_in_online_eaude_scripts(script: str) -> None:
+    reference = source(load("eaudedqn_atari_jax"), "behaviour_probabilities")
+    assert source(load(script), "behaviour_probabilities") == reference
+
+
+@pytest.mark.parametrize("script", ONLINE_DISCRETE[1:])
+def test_epsilon_schedule_is_identical_in_online_discrete_scripts(script: str) -> None:
+    assert source(load(script), "linear_schedule") == source(load(ONLINE_DISCRETE[0]), "linear_schedule")
+
+
+COMMON_DEFAULTS = {
+    "seed": 1,
+    "track": False,
+    "wandb_project_name": "eaudeqn",
+    "wandb_entity": None,
+    "capture_video": False,
+    "save_model": False,
+    "output_dir": "runs",
+    "resume": None,
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_common_flags_and_defaults(script: str) -> None:
+    args = load(script).Args()
+    for name, default in COMMON_DEFAULTS.items():
+        assert getattr(args, name) == default, f"{script} --{name}"
+    assert args.exp_name == script
+    fields = {f.name for f in dataclasses.fields(args)}
+    assert {"env_id", "checkpoint_interval", "network_size", "sparsity_distribution", "eval_episodes"} <= fields
+    if script in EAUDE:
+        assert (args.num_networks, args.tournament_size, args.u_max, args.s_max) == (5, 3, 3.0, 0.01)
+    else:
+        assert (args.final_sparsity, args.pruning_start, args.pruning_end, args.pruning_power) == (0.95, 0.2, 0.8, 3)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_flag_is_documented_in_the_readme(script: str) -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"`{script}.py`" in readme
+    missing = [
+        f"--{f.name.replace('_', '-')}"
+        for f in dataclasses.fields(load(script).Args)
+        if f"`--{f.name.replace('_', '-')}`" not in readme
+    ]
+    assert not missing, f"README does not document {missing} of {script}.py"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_flag_has_a_docstring(script: str) -> None:
+    lines = [line.strip() for line in inspect.getsource(load(script).Args).splitlines()]
+    for field in dataclasses.fields(load(script).Args):
+        (at,) = [i for i, line in enumerate(lines) if line.startswith(f"{field.name}:")]
+        assert lines[at + 1].startswith('"""') and len(lines[at + 1]) > 10, f"{script} --{field.name}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_unknown_flag_is_one_error_line_with_exit_code_2(script: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        load(script).parse_args(["--no-such-flag", "1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--no-such-flag" in err[0]
