@@ -264,3 +264,14 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert analyze.main(["--runs-dir", str(tmp_path / "missing")]) == 2
     assert analyze.main(["--runs-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_setting_comes_from_the_script_in_config(tmp_path: Path) -> None:
+    """A classic-control run named by hand (exp name = the file name) is not mistaken for online Atari."""
+    make_run(tmp_path, "CartPole-v1", "eaudedqn_jax", 1, 200.0, 0.3, config={"script": "eaudedqn_jax.py"})
+    make_run(tmp_path, "Pong-v5", "eaudedqn_atari_jax", 1, 10.0, 0.5, config={"script": "eaudedqn_atari_jax.py"})
+    make_run(tmp_path, "Hopper-v5", "mine", 1, 10.0, 0.5, config={"script": "polyprune_sac_mujoco_jax.py"})
+    runs = {run.env_id: run for run in map(analyze.load_run, sorted(tmp_path.iterdir()))}
+    assert runs["CartPole-v1"].family == "dqn_classic" and runs["CartPole-v1"].is_eaude
+    assert runs["Pong-v5"].family == "dqn" and runs["Pong-v5"].is_eaude
+    assert runs["Hopper-v5"].family == "sac" and not runs["Hopper-v5"].is_eaude

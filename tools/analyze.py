@@ -210,6 +210,18 @@ def parse_exp_name(exp_name: str) -> dict[str, str | float | None]:
     }
 
 
+# The script recorded in config.json decides the setting; exp names are the fallback (runs named by hand).
+SCRIPT_FAMILIES = {
+    "eaudedqn_atari_jax.py": "dqn",
+    "polyprune_dqn_atari_jax.py": "dqn",
+    "eaudedqn_jax.py": "dqn_classic",
+    "eaudecql_atari_jax.py": "cql",
+    "polyprune_cql_atari_jax.py": "cql",
+    "eaudesac_mujoco_jax.py": "sac",
+    "polyprune_sac_mujoco_jax.py": "sac",
+}
+
+
 def family_of(algo: str) -> str:
     """Setting of an algorithm: dqn (online Atari), cql (offline Atari), sac (MuJoCo), dqn_classic."""
     for prefix in ("eaude", "polyprune_"):
@@ -235,11 +247,12 @@ class Run:
 
     @property
     def family(self) -> str:
-        return family_of(self.algo)
+        return SCRIPT_FAMILIES.get(str(self.config.get("script")), family_of(self.algo))
 
     @property
     def is_eaude(self) -> bool:
-        return self.algo.startswith("eaude")
+        script = str(self.config.get("script", ""))
+        return script.startswith("eaude") if script in SCRIPT_FAMILIES else self.algo.startswith("eaude")
 
     @property
     def last_step(self) -> int:
