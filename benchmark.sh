@@ -10,7 +10,8 @@ set -euo pipefail
 SMOKE_ATARI_ARGS=(--total-timesteps 2000 --learning-starts 500 --buffer-size 2000 --target-network-frequency 500
     --eval-episodes 1)
 SMOKE_CLASSIC_ARGS=(--total-timesteps 2000 --learning-starts 500 --target-network-frequency 100 --eval-episodes 1)
-SMOKE_OFFLINE_ARGS=(--num-epochs 2 --steps-per-epoch 100 --target-network-frequency 50 --eval-episodes 1)
+SMOKE_OFFLINE_ARGS=(--num-epochs 2 --steps-per-epoch 100 --target-network-frequency 50 --eval-episodes 1
+    --transitions-per-checkpoint 1000 --eval-max-episode-steps 2000)
 SMOKE_MUJOCO_ARGS=(--total-timesteps 2000 --learning-starts 500 --eval-episodes 1)
 # Arguments of tools/write_dqn_replay_dataset.py for the smoke preset's tiny offline dataset.
 SMOKE_DATASET_ARGS=(--num-checkpoints 2 --transitions-per-checkpoint 1000)
