@@ -743,8 +743,10 @@ def main(argv: list[str] | None = None) -> None:
     global_step, grad_steps, episodes = 0, 0, 0
     next_target_update = (args.learning_starts // args.target_network_frequency + 1) * args.target_network_frequency
     elapsed = 0.0
-    if args.resume:
-        template = {
+
+    def learner_state() -> dict[str, Any]:
+        """The JAX side of a checkpoint (also the template its bytes are restored into)."""
+        return {
             "params": params,
             "masks": masks,
             "opt_states": opt_states,
@@ -752,7 +754,9 @@ def main(argv: list[str] | None = None) -> None:
             "cumulated_losses": cumulated_losses,
             "key": key,
         }
-        state, meta = load_checkpoint(run_dir, template, rb)
+
+    if args.resume:
+        state, meta = load_checkpoint(run_dir, learner_state(), rb)
         params, masks, opt_states = state["params"], state["masks"], state["opt_states"]
         target_params, cumulated_losses, key = state["target_params"], state["cumulated_losses"], state["key"]
         sparsities = np.array(meta["sparsities"])
@@ -785,14 +789,7 @@ def main(argv: list[str] | None = None) -> None:
         next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
 
     def checkpoint() -> None:
-        state = {
-            "params": params,
-            "masks": masks,
-            "opt_states": opt_states,
-            "target_params": target_params,
-            "cumulated_losses": cumulated_losses,
-            "key": key,
-        }
+        state = learner_state()
         meta = {
             "global_step": global_step,
             "grad_steps": grad_steps,

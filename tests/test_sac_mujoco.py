@@ -400,14 +400,14 @@ def best_eval(run_dir: Path) -> float:
     return max(float(np.mean(v)) for v in by_step.values())
 
 
-# An untrained policy scores about 20 on InvertedPendulum-v5 (seen at the first evaluation); 4 000 steps (3 000
-# updates) bring SAC to 80-95 on seeds 1-2, far from the maximum of 1 000 (see the README: a "solved" threshold needs
-# about 10-20k steps, more than this suite's CPU budget).
-LEARNED = 60.0
+# An untrained policy scores about 20 on InvertedPendulum-v5 and the maximum is 1 000. With batch 64 and evaluations
+# every 2 000 steps, SAC reached 1 000 at 16k (dense, seed 1) and 14k (dense, seed 2) steps, and EauDeSAC (K = 3,
+# M = 2, P = 250, U_max = 30, seed 1) at 12k steps with a final critic sparsity of 0.26 (measured before committing).
+LEARNED = 900.0
 
 
-LEARN = ["--env-id", "InvertedPendulum-v5", "--batch-size", "64", "--learning-starts", "1000", "--total-timesteps", "4000",
-         "--eval-frequency", "1000", "--eval-episodes", "3", "--checkpoint-interval", "0", "--seed", "1"]  # fmt: skip
+LEARN = ["--env-id", "InvertedPendulum-v5", "--batch-size", "64", "--learning-starts", "1000", "--total-timesteps", "20000",
+         "--eval-frequency", "2000", "--eval-episodes", "3", "--checkpoint-interval", "0", "--seed", "1"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -424,4 +424,4 @@ def test_eaudesac_learns_inverted_pendulum_and_prunes(tmp_path):
     )  # fmt: skip
     assert best_eval(run_dir) >= LEARNED
     sparsity = [m["value"] for m in read_metrics(run_dir) if m["name"] == "sparsity/target"]
-    assert sparsity[-1] > 0.0
+    assert sparsity[-1] > 0.1  # 0.26 measured
