@@ -161,8 +161,11 @@ def main() -> None:
         print(f"measuring {algo} ...", file=sys.stderr, flush=True)
         rows.append(measure(algo, common, args.learning_starts))
     base = next((r["learning_sps"] for r in rows if not r["algo"].startswith("eaude")), None)
+    device = (
+        rows[0]["backend"] if rows[0]["device"] == rows[0]["backend"] else f"{rows[0]['backend']} {rows[0]['device']}"
+    )
     print(f"\n{args.env_id}, {args.network_size} network, {args.total_timesteps} steps "
-          f"(learning from {args.learning_starts}); {rows[0]['backend']} {rows[0]['device']} ({machine()})\n")  # fmt: skip
+          f"(learning from {args.learning_starts}); {device} ({machine()})\n")  # fmt: skip
     print("| algorithm | learning-phase SPS | time vs PolyPrune | peak RSS (MB) | peak device (MB) |")
     print("|---|---|---|---|---|")
     for row in rows:
