@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -116,11 +117,15 @@ def make_run(
 ) -> Path:
     run = root / f"{env}__{exp}__{seed}__{stamp}"
     run.mkdir(parents=True)
-    if config is not None:
-        (run / "config.json").write_text(json.dumps({"exp_name": exp, "env_id": env, "seed": seed, **config}))
+    if config is not None:  # the scripts keep their arguments, the budget among them, under "args"
+        args = {"total_timesteps": TOTAL}
+        (run / "config.json").write_text(
+            json.dumps({"exp_name": exp, "env_id": env, "seed": seed, "args": args, **config})
+        )
     rows = []
     for step in range(100, last + 1, 100):
         rows.append({"global_step": step, "name": return_metric, "value": returns, "time": 0.0})
+        rows.append({"global_step": step, "name": "losses/td_loss", "value": 0.5, "time": 0.0})
         if return_metric != "charts/episodic_return":  # training returns that must be ignored for this setting
             rows.append({"global_step": step, "name": "charts/episodic_return", "value": -1e6, "time": 0.0})
         if sparsity is not None:
@@ -209,6 +214,8 @@ def test_load_runs(runs_dir: Path) -> None:
     large = next(r for r in runs if r.exp_name == "eaudedqn_large")
     assert (large.size, large.method, large.algo) == ("large", "eaudedqn", "eaudedqn")
     assert {r.u_max for r in runs if r.method == "eaudedqn_umax10"} == {10.0}
+    # Every chosen folder reached its budget (the shorter restarted folder was unfinished, and is not chosen).
+    assert all(r.problem is None for r in runs)
 
 
 def test_analysis_known_answers(runs_dir: Path) -> None:
@@ -256,6 +263,7 @@ def test_cli_writes_figures_and_summary(runs_dir: Path, tmp_path: Path) -> None:
     assert "| SpaceInvaders-v5 | 0.800 | 0.900 | 0.950 |" in summary  # final sparsity per env: small, large, umax10
     assert "| eaudesac | small | 2 | 4 | 2000.0 [2000.0, 2000.0] |" in summary
     assert "![dqn_population](dqn_population.png)" in summary
+    assert "Excluded runs" not in summary
     data = json.loads((out / "summary.json").read_text())  # strict JSON
     assert set(data["settings"]) == {"dqn", "sac"}
 
@@ -263,7 +271,8 @@ def test_cli_writes_figures_and_summary(runs_dir: Path, tmp_path: Path) -> None:
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert analyze.main(["--runs-dir", str(tmp_path / "missing")]) == 2
     assert analyze.main(["--runs-dir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("error:")
+    assert analyze.main(["--runs-dir", str(tmp_path), "--finish-slack", "-1"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "error: --finish-slack must be a step count >= 0"
 
 
 def test_setting_comes_from_the_script_in_config(tmp_path: Path) -> None:
@@ -275,3 +284,124 @@ def test_setting_comes_from_the_script_in_config(tmp_path: Path) -> None:
     assert runs["CartPole-v1"].family == "dqn_classic" and runs["CartPole-v1"].is_eaude
     assert runs["Pong-v5"].family == "dqn" and runs["Pong-v5"].is_eaude
     assert runs["Hopper-v5"].family == "sac" and not runs["Hopper-v5"].is_eaude
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Diverged and unfinished runs
+# ----------------------------------------------------------------------------------------------------------------------
+def _append_lines(path: Path, *lines: str) -> None:
+    with path.open("a") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def test_finished_follows_the_benchmark_rule(tmp_path: Path) -> None:
+    """Finished = last logged step >= budget - slack, slack 1% of the budget by default (benchmark.sh); the budget is
+    total_timesteps, or num_epochs * steps_per_epoch for offline CQL. Every run here logs up to step 4000."""
+
+    def problem(seed: int, args: dict | None, finish_slack: int | None = None, model: bool = False) -> str | None:
+        config = None if args is None else {"args": args}
+        run = make_run(tmp_path, "Pong-v5", "dqn_small", seed, 0.0, None, config)
+        if model:
+            (run / "dqn_small.cleanrl_model").write_bytes(b"")
+        return analyze.load_run(run, finish_slack).problem
+
+    assert problem(1, {"total_timesteps": 4040}) is None  # finished from 4040 - 40 = 4000
+    assert (
+        problem(2, {"total_timesteps": 4141})
+        == "unfinished: last logged step 4000 of 4141 (counted finished from step 4100)"
+    )
+    assert problem(3, {"num_epochs": 4, "steps_per_epoch": 1010}) is None  # 4040 again
+    assert problem(4, {"num_epochs": 2, "steps_per_epoch": 2100}) == (
+        "unfinished: last logged step 4000 of 4200 (counted finished from step 4158)"
+    )
+    assert problem(5, {"num_epochs": 2, "steps_per_epoch": 2100}, finish_slack=200) is None
+    assert problem(6, {"total_timesteps": 4040}, finish_slack=0) is not None
+    assert problem(7, {"total_timesteps": 4141}, model=True) is None  # saved its final model: finished
+    assert problem(8, None) is None  # no config.json: no budget to judge by
+
+
+def test_diverged_and_unfinished_runs_are_excluded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep with a diverged run (null loss, as the scripts write now), an older run with a bare NaN loss, a run
+    whose population lost every network, an unfinished run, a diverged restart and torn last lines gives the same
+    numbers, figures and tables as the sweep without them, and names each left-out folder with its reason."""
+    clean = tmp_path / "clean"
+    for env in ("Pong-v5", "Breakout-v5"):
+        random, human = analyze.ATARI_SCORES[analyze.atari_game(env)]
+        for seed in (1, 2, 3):
+            score = random + seed / 4 * (human - random)
+            make_run(clean, env, "eaudedqn_small", seed, score, 0.6, {"network_size": "small"}, population=True)
+            make_run(clean, env, "dqn_small", seed, score, 0.0, {"network_size": "small"})
+    # One NaN network only loses the target choice: the run counts.
+    one_nan = clean / "Pong-v5__eaudedqn_small__1__1700000000" / "population.jsonl"
+    events = [json.loads(line) for line in one_nan.read_text().splitlines()]
+    events[1]["losses"] = [None, 1.0, 1.0, 1.0, 1.0]
+    one_nan.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+    dirty = tmp_path / "dirty"
+    shutil.copytree(clean, dirty)
+    small = {"network_size": "small"}
+    # Diverged at step 2000: the script logged the loss as null and stopped (exit code 3); a kill tore a line.
+    null_run = make_run(dirty, "Pong-v5", "eaudedqn_small", 4, 0.0, 0.3, small, last=2000, population=True)
+    _append_lines(
+        null_run / "metrics.jsonl",
+        '{"global_step": 2000, "name": "losses/td_loss", "value": null, "time": 0.0}',
+        '{"global_step": 20',
+    )
+    # An older script kept going after its loss became NaN, and wrote it bare.
+    nan_run = make_run(dirty, "Breakout-v5", "dqn_small", 5, 0.0, 0.0, small)
+    _append_lines(nan_run / "metrics.jsonl", '{"global_step": 1500, "name": "losses/td_loss", "value": NaN}')
+    # Every network's cumulated loss is non-finite at one population event.
+    population_run = make_run(dirty, "Pong-v5", "eaudedqn_small", 0, 0.0, 0.3, small, population=True)
+    events = [json.loads(line) for line in (population_run / "population.jsonl").read_text().splitlines()]
+    events[4]["losses"] = [None, math.nan, math.inf, None, None]  # step 2500; written as null, NaN, Infinity
+    (population_run / "population.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    # Stopped at step 3000 of 4000 (finished from 3960).
+    make_run(dirty, "Breakout-v5", "dqn_small", 4, 0.0, 0.0, small, last=3000)
+    # A newer folder of a finished run that diverged: the finished folder is kept, the other one is not a run of its own.
+    restart = make_run(dirty, "Pong-v5", "dqn_small", 1, 0.0, 0.0, small, stamp=1800000000)
+    _append_lines(restart / "metrics.jsonl", '{"global_step": 4000, "name": "losses/td_loss", "value": null}')
+    # Torn last lines in runs that count.
+    _append_lines(dirty / "Pong-v5__dqn_small__2__1700000000" / "metrics.jsonl", '{"global_step": 4100, "name": "cha')
+    _append_lines(dirty / "Pong-v5__eaudedqn_small__2__1700000000" / "population.jsonl", '{"global_step": 45')
+
+    def run_analyze(runs: Path) -> tuple[Path, str, str]:
+        out = tmp_path / f"{runs.name}_figures"
+        assert (
+            analyze.main(["--runs-dir", str(runs), "--output-dir", str(out), "--num-points", "8", "--reps", "100"]) == 0
+        )
+        captured = capsys.readouterr()
+        return out, captured.out, captured.err
+
+    clean_out, clean_stdout, clean_stderr = run_analyze(clean)
+    dirty_out, dirty_stdout, dirty_stderr = run_analyze(dirty)
+    expected = {
+        "Pong-v5__eaudedqn_small__4__1700000000": "diverged: losses/td_loss is null at step 2000",
+        "Breakout-v5__dqn_small__5__1700000000": "diverged: losses/td_loss is NaN at step 1500",
+        "Pong-v5__eaudedqn_small__0__1700000000": (
+            "diverged: every network's loss is non-finite at the population event of step 2500"
+        ),
+        "Breakout-v5__dqn_small__4__1700000000": (
+            "unfinished: last logged step 3000 of 4000 (counted finished from step 3960)"
+        ),
+    }
+    # One line per excluded run on stderr, the same list in the summary; the superseded restart is in neither.
+    assert clean_stderr == ""
+    assert sorted(dirty_stderr.splitlines()) == sorted(f"excluded {run}: {why}" for run, why in expected.items())
+    assert "12 runs (0 excluded)" in clean_stdout and "12 runs (4 excluded)" in dirty_stdout
+    summary = (dirty_out / "summary.md").read_text()
+    section = summary[summary.index("## Excluded runs") : summary.index("## Atari")].splitlines()
+    assert sorted(line for line in section if line.startswith("* ")) == sorted(
+        f"* `{run}`: {why}" for run, why in expected.items()
+    )
+    assert "1800000000" not in summary
+    clean_summary = (clean_out / "summary.md").read_text()
+    assert "Excluded runs" not in clean_summary
+    # The aggregates, tables and every figure are those of the sweep without the left-out runs.
+    clean_json, dirty_json = (json.loads((out / "summary.json").read_text()) for out in (clean_out, dirty_out))
+    assert dirty_json["settings"] == clean_json["settings"]
+    assert {e["run"]: e["reason"] for e in dirty_json["excluded"]} == expected and clean_json["excluded"] == []
+    assert summary[summary.index("## Atari") :] == clean_summary[clean_summary.index("## Atari") :]
+    figures = sorted(p.name for p in clean_out.glob("*.png"))
+    assert "dqn_population.png" in figures and sorted(p.name for p in dirty_out.glob("*.png")) == figures
+    for name in figures:
+        assert (dirty_out / name).read_bytes() == (clean_out / name).read_bytes(), name

@@ -18,6 +18,13 @@ Runs are identified from config.json (exp_name, env_id, seed, network_size, u_ma
 missing, from the exp name that benchmark.sh writes: `<algo>[_<size>][_umax<U>][_sf<s_F>]`, algo one of eaudedqn,
 polyprune_dqn, dqn, eaudedqn_classic, eaudecql, polyprune_cql, cql, eaudesac, polyprune_sac, sac. A method is the exp
 name without its size token, so `eaudedqn_small_umax10` is method `eaudedqn_umax10` at size `small`.
+
+Diverged and unfinished runs are left out of every aggregate and figure, listed in summary.md ("Excluded runs") and
+printed one per line on stderr. Diverged: a `losses/*` metric is null (the scripts write a non-finite value as null and
+stop with exit code 3) or NaN/inf (older runs), or every network's loss of a population.jsonl event is. Unfinished: the
+last logged global_step is below budget - slack, the rule of benchmark.sh: budget = total_timesteps (online, MuJoCo) or
+num_epochs * steps_per_epoch (offline CQL) from config.json, slack = `--finish-slack` (default 1% of the budget); a run
+that saved its `<exp_name>.cleanrl_model` is finished, and a run without a budget in config.json is not judged.
 """
 
 from __future__ import annotations
@@ -244,6 +251,8 @@ class Run:
     config: dict
     metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     population: list[dict] = field(default_factory=list)
+    problem: str | None = None
+    """why the run stays out of the aggregates ("diverged: ..." or "unfinished: ..."), None when it counts"""
 
     @property
     def family(self) -> str:
@@ -262,16 +271,67 @@ class Run:
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     if path.exists():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)  # Python's json reads the bare NaN / Infinity of older runs as floats
             except json.JSONDecodeError:
                 continue  # a run killed mid-write leaves a partial last line
+            if isinstance(row, dict):
+                rows.append(row)
     return rows
 
 
-def load_run(path: Path) -> Run | None:
-    """One run folder, or None when it is not a run (no metrics.jsonl or an unparsable folder name)."""
+def _is_finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _budget(config: dict) -> int | None:
+    """Steps a run was asked for, as benchmark.sh reads them: total_timesteps (online, MuJoCo), else
+    num_epochs * steps_per_epoch (offline CQL); None when config.json has neither."""
+    if isinstance(config.get("total_timesteps"), int):
+        return config["total_timesteps"]
+    if isinstance(config.get("num_epochs"), int) and isinstance(config.get("steps_per_epoch"), int):
+        return config["num_epochs"] * config["steps_per_epoch"]
+    return None
+
+
+def run_problem(
+    path: Path, config: dict, exp_name: str, rows: list[dict], population: list[dict], finish_slack: int | None
+) -> str | None:
+    """Why a run must stay out of the aggregates, None when it counts. Diverged: a non-finite or null `losses/*`
+    value, or a population event where no network has a finite loss (one NaN network only loses the target choice).
+    Unfinished: benchmark.sh's rule, last logged step < budget - slack (default slack: 1% of the budget)."""
+    faults = [
+        (row["global_step"], f"{row['name']} is {json.dumps(row.get('value'))} at step {row['global_step']}")
+        for row in rows
+        if str(row["name"]).startswith("losses/") and not _is_finite(row.get("value"))
+    ]
+    faults += [
+        (
+            event["global_step"],
+            f"every network's loss is non-finite at the population event of step {event['global_step']}",
+        )
+        for event in population
+        if isinstance(event.get("global_step"), int)
+        and isinstance(event.get("losses"), list)
+        and event["losses"]
+        and not any(map(_is_finite, event["losses"]))
+    ]
+    if faults:
+        return "diverged: " + min(faults)[1]
+    budget = _budget(config)
+    if budget is None or (path / f"{exp_name}.cleanrl_model").exists():
+        return None
+    slack = budget // 100 if finish_slack is None else finish_slack
+    last = max((row["global_step"] for row in rows), default=0)
+    if last < budget - slack:
+        return f"unfinished: last logged step {last} of {budget} (counted finished from step {budget - slack})"
+    return None
+
+
+def load_run(path: Path, finish_slack: int | None = None) -> Run | None:
+    """One run folder, or None when it is not a run (no metrics.jsonl or an unparsable folder name); its `problem`
+    says whether it diverged or stopped short of its budget (`finish_slack` steps of slack, default 1%)."""
     parts = path.name.split("__")
     if not (path / "metrics.jsonl").exists() or len(parts) < 4:
         return None
@@ -291,10 +351,14 @@ def load_run(path: Path) -> Run | None:
     if size != "none":
         method = re.sub(rf"_{size}(?=_|$)", "", method, count=1)
     series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-    for row in _read_jsonl(path / "metrics.jsonl"):
-        if "name" in row and "global_step" in row and row.get("value") is not None:
+    rows = [
+        row for row in _read_jsonl(path / "metrics.jsonl") if "name" in row and isinstance(row.get("global_step"), int)
+    ]
+    for row in rows:
+        if row.get("value") is not None:
             series[row["name"]][0].append(int(row["global_step"]))
             series[row["name"]][1].append(float(row["value"]))
+    population = _read_jsonl(path / "population.jsonl")
     metrics = {}
     for name, (steps, values) in series.items():
         order = np.argsort(np.asarray(steps), kind="stable")
@@ -311,20 +375,25 @@ def load_run(path: Path) -> Run | None:
         final_sparsity_arg=float(sf) if sf is not None else None,
         config=config,
         metrics=metrics,
-        population=_read_jsonl(path / "population.jsonl"),
+        population=population,
+        problem=run_problem(path, config, exp_name, rows, population, finish_slack),
     )
 
 
-def load_runs(runs_dir: Path) -> list[Run]:
-    """All runs under runs_dir; when a run (env, exp, seed) has several folders (restarted), keep the one that got
-    furthest, then the newest."""
+def load_runs(runs_dir: Path, finish_slack: int | None = None) -> list[Run]:
+    """All runs under runs_dir; when a run (env, exp, seed) has several folders (restarted), keep a finished one that
+    did not diverge if there is one, then the one that got furthest, then the newest."""
     best: dict[tuple[str, str, int], Run] = {}
+
+    def rank(run: Run) -> tuple[bool, int, str]:
+        return run.problem is None, run.last_step, run.path.name
+
     for path in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()):
-        run = load_run(path)
+        run = load_run(path, finish_slack)
         if run is None:
             continue
         key = (run.env_id, run.exp_name, run.seed)
-        if key not in best or (run.last_step, path.name) > (best[key].last_step, best[key].path.name):
+        if key not in best or rank(run) > rank(best[key]):
             best[key] = run
     return sorted(best.values(), key=lambda r: (r.family, r.method, r.size, r.env_id, r.seed))
 
@@ -410,11 +479,16 @@ def _method_order(method: str) -> tuple[int, str]:
 
 
 def analyze(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> dict:
-    """All numbers behind the figures, grouped by setting. Returns a JSON-serialisable dict."""
-    result: dict = {"settings": {}}
+    """All numbers behind the figures, grouped by setting, from the runs without a `problem`; the others are listed
+    under "excluded". Returns a JSON-serialisable dict."""
+    result: dict = {
+        "settings": {},
+        "excluded": [{"run": run.path.name, "reason": run.problem} for run in runs if run.problem is not None],
+    }
     by_setting: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        by_setting[run.family].append(run)
+        if run.problem is None:
+            by_setting[run.family].append(run)
     for setting, sruns in sorted(by_setting.items()):
         normalize = all(atari_game(r.env_id) is not None for r in sruns)
         budget = max(r.last_step for r in sruns)
@@ -596,7 +670,7 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
         save(fig, f"{setting}_return_vs_sparsity.png")
         # Population trajectories (Fig. 14): rows = sizes, columns = envs; dots = every member after each update
         # (first seed), line = the target's sparsity averaged over seeds; colour = U_max regime.
-        pruns = [r for r in runs if r.family == setting and r.population]
+        pruns = [r for r in runs if r.family == setting and r.population and r.problem is None]
         if pruns:
             envs = sorted({r.env_id for r in pruns})
             psizes = sorted({r.size for r in pruns}, key=_size_order)
@@ -656,6 +730,15 @@ def write_summary(result: dict, figures: Sequence[Path], out: Path, runs_dir: Pa
         "last logged `sparsity/target`.",
         "",
     ]
+    if result["excluded"]:
+        lines += [
+            "## Excluded runs",
+            "",
+            f"{len(result['excluded'])} run(s) left out of every aggregate, curve and figure below (diverged: a "
+            "non-finite loss; unfinished: stopped before its budget, the rule of benchmark.sh's `--finish-slack`):",
+            "",
+        ]
+        lines += [f"* `{e['run']}`: {e['reason']}" for e in result["excluded"]] + [""]
     for setting, s in result["settings"].items():
         digits = 3 if s["normalized"] else 1
         lines += [f"## {s['title']}", "", f"Budget: {s['grid'][-1]:.0f} {s['x_label']}.", ""]
@@ -709,6 +792,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per confidence interval")
     parser.add_argument("--env-ids", default=None, help="comma list: only these env ids")
     parser.add_argument("--methods", default=None, help="comma list: only these methods (exp names without size)")
+    parser.add_argument(
+        "--finish-slack",
+        type=int,
+        default=None,
+        help="a run counts as finished when its metrics reach budget - N steps (default: 1%% of budget, as benchmark.sh)",
+    )
     args = parser.parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"error: --runs-dir {args.runs_dir} is not a folder", file=sys.stderr)
@@ -716,7 +805,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.num_points < 1 or args.reps < 1:
         print("error: --num-points and --reps must be positive", file=sys.stderr)
         return 2
-    runs = load_runs(args.runs_dir)
+    if args.finish_slack is not None and args.finish_slack < 0:
+        print("error: --finish-slack must be a step count >= 0", file=sys.stderr)
+        return 2
+    runs = load_runs(args.runs_dir, args.finish_slack)
     if args.env_ids:
         runs = [r for r in runs if r.env_id in args.env_ids.split(",")]
     if args.methods:
@@ -726,10 +818,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     result = analyze(runs, num_points=args.num_points, reps=args.reps)
+    for excluded in result["excluded"]:
+        print(f"excluded {excluded['run']}: {excluded['reason']}", file=sys.stderr)
     figures = make_figures(result, runs, args.output_dir)
     (args.output_dir / "summary.json").write_text(json.dumps(_nan_to_none(result), indent=1))
     summary = write_summary(result, figures, args.output_dir, args.runs_dir, args.reps)
-    print(f"{len(runs)} runs -> {len(figures)} figures and {summary}")
+    counted = len(runs) - len(result["excluded"])
+    print(f"{counted} runs ({len(result['excluded'])} excluded) -> {len(figures)} figures and {summary}")
     return 0
 
 
