@@ -88,7 +88,7 @@ class Args:
     end_e: float = 0.05
     """final epsilon of epsilon-greedy (CleanRL's dqn_jax.py)"""
     exploration_steps: int = 50_000
-    """env steps over which epsilon decays linearly from start-e to end-e (half the default run, as CleanRL)"""
+    """env steps over which epsilon decays linearly from start-e to end-e after the warm-up (half the run, as CleanRL)"""
     learning_starts: int = 1_000
     """env steps of experience collected before learning starts (CleanRL: 10k; 1k lets pruning start early)"""
     train_frequency: int = 4
@@ -466,6 +466,52 @@ def plan_next_population(
     return parents, new_sparsities, is_copy
 
 
+def population_step(
+    learner: dict[str, Any],
+    sparsities: np.ndarray,
+    step: int,
+    total_steps: int,
+    args: Args,
+    optimizer: optax.GradientTransformation,
+    rng: np.random.Generator,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Alg. 1 l. 12-16, every T steps: the target becomes the online network with the smallest cumulated loss
+    (l. 12, NaN counts as the worst loss), the population is renewed by tournaments (l. 14), every copy is pruned to
+    its Eq. 3 sparsity with a fresh Adam state (l. 15, paper appendix), and the cumulated losses are reset (l. 16).
+    Slot 0 is the new target network itself, with its params, mask and Adam state. `total_steps` is t_final of
+    Eq. 3. Returns the new learner state, the new nominal sparsities and the population.jsonl event."""
+    losses = np.asarray(learner["cumulated_losses"], dtype=np.float64)
+    best = int(np.argmin(np.nan_to_num(losses, nan=np.inf)))
+    parents, new_sparsities, is_copy = plan_next_population(
+        losses, sparsities, step, total_steps, args.target_network_frequency, args.tournament_size,
+        args.u_max, args.s_max, rng,
+    )  # fmt: skip
+    params, masks, opt_states = (take(learner[name], parents) for name in ("params", "masks", "opt_states"))
+    for slot in np.flatnonzero(is_copy):
+        copy = take(params, slot)
+        copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
+        copy = apply_masks(copy, copy_masks)
+        params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
+        opt_states = put(opt_states, slot, optimizer.init(copy))
+    learner = {
+        **learner,
+        "params": params,
+        "masks": masks,
+        "opt_states": opt_states,
+        "target_params": take(learner["params"], best),
+        "cumulated_losses": jnp.zeros_like(learner["cumulated_losses"]),
+    }
+    event = {
+        "global_step": step,
+        "losses": losses.tolist(),
+        "sparsities_before": np.asarray(sparsities).tolist(),
+        "target_index": best,
+        "parents": parents.tolist(),
+        "sparsities_after": new_sparsities.tolist(),
+    }
+    return learner, new_sparsities, event
+
+
 def take(tree: Any, index: Any) -> Any:
     """Network(s) `index` of a population stored as one pytree with a leading axis K."""
     return jax.tree.map(lambda x: x[index], tree)
@@ -489,9 +535,10 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
     loss_and_grad = jax.value_and_grad(td_loss)
 
     @jax.jit
-    def train_step(params, opt_states, masks, target_params, cumulated_losses, batch):
+    def train_step(learner, batch):
+        params, opt_states, cumulated_losses = learner["params"], learner["opt_states"], learner["cumulated_losses"]
         # Alg. 1 l. 7: the target is computed once and shared by the K online networks
-        next_q = network.apply(target_params, batch["next_observations"]).max(axis=1)
+        next_q = network.apply(learner["target_params"], batch["next_observations"]).max(axis=1)
         targets = batch["rewards"] + gamma * (1.0 - batch["terminations"]) * next_q
         inputs = (batch["observations"], batch["actions"], targets)
         if layout == "vmap":
@@ -501,10 +548,28 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
             losses = jnp.stack([loss for loss, _ in outputs])
             grads = jax.tree.map(lambda *g: jnp.stack(g), *[grad for _, grad in outputs])
         updates, opt_states = jax.vmap(optimizer.update)(grads, opt_states, params)
-        params = apply_masks(optax.apply_updates(params, updates), masks)  # pruned weights stay zero under Adam
-        return params, opt_states, cumulated_losses + losses, losses  # Alg. 1 l. 10: L_k += loss_k
+        params = apply_masks(optax.apply_updates(params, updates), learner["masks"])  # pruned weights stay zero
+        learner = {**learner, "params": params, "opt_states": opt_states, "cumulated_losses": cumulated_losses + losses}
+        return learner, losses  # Alg. 1 l. 10: L_k += loss_k
 
     return train_step
+
+
+def init_learner(
+    network: nn.Module, optimizer: optax.GradientTransformation, key: jax.Array, num_networks: int, dummy: np.ndarray
+) -> dict[str, Any]:
+    """Alg. 1 l. 1: K independently initialised online networks (dense: all-True masks), one Adam state each, psi = 0
+    so the target is a copy of network 0, and L_k = 0. The learner state is everything JAX-side a checkpoint holds."""
+    key, *init_keys = jax.random.split(key, num_networks + 1)
+    params = jax.vmap(network.init, in_axes=(0, None))(jnp.stack(init_keys), dummy)
+    return {
+        "params": params,
+        "masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params),
+        "opt_states": jax.vmap(optimizer.init)(params),
+        "target_params": take(params, 0),
+        "cumulated_losses": jnp.zeros(num_networks),
+        "key": key,
+    }
 
 
 def make_act(network: QNetwork) -> Any:
@@ -517,8 +582,28 @@ def make_act(network: QNetwork) -> Any:
     return act
 
 
-def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
-    return end if duration == 0 else max(end, start + (end - start) * step / duration)
+def epsilon_greedy(
+    epsilon: float, num_actions: int, num_envs: int, greedy_actions: Any, rng: np.random.Generator
+) -> np.ndarray:
+    """Alg. 1 l. 3: a uniformly random action with probability epsilon, else the greedy action of the behaviour
+    network (`greedy_actions()`, only called when some env acts greedily)."""
+    actions = rng.integers(num_actions, size=num_envs)
+    greedy = rng.random(num_envs) >= epsilon
+    return np.where(greedy, greedy_actions(), actions) if greedy.any() else actions
+
+
+def gradient_steps_due(step: int, args: Args) -> int:
+    """Alg. 1 l. 5: one gradient step per G env steps once the --learning-starts warm-up is over."""
+    return max(step - args.learning_starts, 0) // args.train_frequency
+
+
+def epsilon_schedule(step: int, args: Args) -> float:
+    """Dopamine's linearly decaying epsilon with warm-up: start-e during the --learning-starts warm-up, then linear
+    to end-e over --exploration-steps (the paper's code base, built on Dopamine, acts so)."""
+    if args.exploration_steps == 0:
+        return args.end_e if step >= args.learning_starts else args.start_e
+    fraction = min(max((step - args.learning_starts) / args.exploration_steps, 0.0), 1.0)
+    return args.start_e + fraction * (args.end_e - args.start_e)
 
 
 # =====================================================================================================================
@@ -719,21 +804,15 @@ def main(argv: list[str] | None = None) -> None:
     num_actions = envs.action_space.n
     obs_shape = envs.observation_space.shape
     network = QNetwork(action_dim=num_actions, hidden_width=HIDDEN_WIDTHS[args.network_size])
-    key = jax.random.PRNGKey(args.seed)
-    key, *init_keys = jax.random.split(key, K + 1)
-    dummy = np.zeros((1, *obs_shape), np.float32)
-    params = jax.vmap(network.init, in_axes=(0, None))(jnp.stack(init_keys), dummy)  # K independent networks
-    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
     optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    opt_states = jax.vmap(optimizer.init)(params)  # one Adam state per network: copies get a fresh one
-    target_params = take(params, 0)  # psi = 0
-    cumulated_losses = jnp.zeros(K)
+    dummy = np.zeros((1, *obs_shape), np.float32)
+    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, dummy)
     sparsities = np.zeros(K)  # nominal sparsity level of each online network
     rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_shape)
     rng = np.random.default_rng(args.seed)
     train_step = make_train_step(network, optimizer, args.gamma, layout)
     act = make_act(network)
-    num_params = count_params(target_params)
+    num_params = count_params(learner["target_params"])
     print(
         f"{run_name}: K={K} online networks of {num_params:,} parameters ({args.network_size}), "
         f"{layout} layout on {jax.default_backend()}; outputs in {run_dir}",
@@ -744,21 +823,8 @@ def main(argv: list[str] | None = None) -> None:
     next_target_update = (args.learning_starts // args.target_network_frequency + 1) * args.target_network_frequency
     elapsed = 0.0
 
-    def learner_state() -> dict[str, Any]:
-        """The JAX side of a checkpoint (also the template its bytes are restored into)."""
-        return {
-            "params": params,
-            "masks": masks,
-            "opt_states": opt_states,
-            "target_params": target_params,
-            "cumulated_losses": cumulated_losses,
-            "key": key,
-        }
-
     if args.resume:
-        state, meta = load_checkpoint(run_dir, learner_state(), rb)
-        params, masks, opt_states = state["params"], state["masks"], state["opt_states"]
-        target_params, cumulated_losses, key = state["target_params"], state["cumulated_losses"], state["key"]
+        learner, meta = load_checkpoint(run_dir, learner, rb)
         sparsities = np.array(meta["sparsities"])
         global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
         next_target_update, elapsed = meta["next_target_update"], meta["elapsed"]
@@ -783,13 +849,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
     if global_step == 0:
-        logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
+        logger.scalar("sparsity/target", measured_sparsity(learner["target_params"]), 0)
     next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
     if args.checkpoint_interval > 0:
         next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
 
     def checkpoint() -> None:
-        state = learner_state()
         meta = {
             "global_step": global_step,
             "grad_steps": grad_steps,
@@ -799,7 +864,7 @@ def main(argv: list[str] | None = None) -> None:
             "elapsed": logger.elapsed(),
             "rng_state": rng.bit_generator.state,
         }
-        save_checkpoint(run_dir, state, rb, meta)
+        save_checkpoint(run_dir, learner, rb, meta)
 
     obs, _ = envs.reset()
     obs = np.asarray(obs, np.float32)
@@ -807,16 +872,17 @@ def main(argv: list[str] | None = None) -> None:
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_losses = float("nan"), None
     window_time, window_step, last_print = time.time(), global_step, 0.0
-    target_sparsity = measured_sparsity(target_params)
+    target_sparsity = measured_sparsity(learner["target_params"])
+
+    def behaviour_actions() -> np.ndarray:
+        """Greedy actions of one online network drawn with probability proportional to 1 / L (Alg. 1 l. 3)."""
+        learner["key"], act_key = jax.random.split(learner["key"])
+        return np.asarray(act(learner["params"], learner["cumulated_losses"], obs, act_key))
 
     while global_step < args.total_timesteps:
         # ---- act (Alg. 1 l. 3): epsilon-greedy on top of a network drawn proportionally to 1 / L
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
-        actions = rng.integers(num_actions, size=args.num_envs)
-        greedy = rng.random(args.num_envs) >= epsilon
-        if greedy.any():
-            key, act_key = jax.random.split(key)
-            actions = np.where(greedy, np.asarray(act(params, cumulated_losses, obs, act_key)), actions)
+        epsilon = epsilon_schedule(global_step, args)
+        actions = epsilon_greedy(epsilon, num_actions, args.num_envs, behaviour_actions, rng)
 
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
         next_obs = np.asarray(next_obs, np.float32)
@@ -836,49 +902,18 @@ def main(argv: list[str] | None = None) -> None:
         obs = next_obs
 
         # ---- learn (Alg. 1 l. 5-10): one gradient step per G env steps, for all K networks at once
-        while (global_step - args.learning_starts) // args.train_frequency > grad_steps:
+        while grad_steps < gradient_steps_due(global_step, args):
             batch = rb.sample(args.batch_size, rng)
-            params, opt_states, cumulated_losses, last_losses = train_step(
-                params, opt_states, masks, target_params, cumulated_losses, batch
-            )
+            learner, last_losses = train_step(learner, batch)
             grad_steps += 1
 
         # ---- every T steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
         if global_step >= next_target_update:
-            losses = np.asarray(cumulated_losses, dtype=np.float64)
-            best = int(np.nanargmin(np.nan_to_num(losses, nan=np.inf)))
-            target_params = take(params, best)  # Alg. 1 l. 12: psi = argmin_k L_k
-            parents, new_sparsities, is_copy = plan_next_population(
-                losses,
-                sparsities,
-                global_step,
-                args.total_timesteps,
-                args.target_network_frequency,
-                args.tournament_size,
-                args.u_max,
-                args.s_max,
-                rng,
+            learner, sparsities, event = population_step(
+                learner, sparsities, global_step, args.total_timesteps, args, optimizer, rng
             )
-            params, masks, opt_states = take(params, parents), take(masks, parents), take(opt_states, parents)
-            for slot in np.flatnonzero(is_copy):  # exploration: prune copies to their new sparsity, fresh Adam
-                copy = take(params, slot)
-                copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
-                copy = apply_masks(copy, copy_masks)
-                params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
-                opt_states = put(opt_states, slot, optimizer.init(copy))
-            logger.population_event(
-                {
-                    "global_step": global_step,
-                    "losses": losses.tolist(),
-                    "sparsities_before": sparsities.tolist(),
-                    "target_index": best,
-                    "parents": parents.tolist(),
-                    "sparsities_after": new_sparsities.tolist(),
-                }
-            )
-            sparsities = new_sparsities
-            cumulated_losses = jnp.zeros(K)  # Alg. 1 l. 16
-            target_sparsity = measured_sparsity(target_params)
+            logger.population_event(event)
+            target_sparsity = measured_sparsity(learner["target_params"])
             logger.scalar("sparsity/target", target_sparsity, global_step)
             logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
             next_target_update += args.target_network_frequency
@@ -909,7 +944,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model:
         model_path = run_dir / f"{args.exp_name}.cleanrl_model"
-        atomic_write(model_path, flax.serialization.to_bytes(target_params))  # pruned weights are exact zeros
+        target_params = learner["target_params"]  # pruned weights are exact zeros
+        atomic_write(model_path, flax.serialization.to_bytes(target_params))
         print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
         video_dir = Path("videos") / run_name if args.capture_video else None
         returns = evaluate(
