@@ -15,8 +15,10 @@ update, run outputs, evaluation, training loop. Outputs and flags follow CONTRAC
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -86,7 +88,7 @@ class Args:
     end_e: float = 0.01
     """final epsilon of epsilon-greedy"""
     exploration_steps: int = 250_000
-    """env steps over which epsilon decays linearly from start-e to end-e (Table 3)"""
+    """env steps over which epsilon decays linearly from start-e to end-e, after the warm-up (Table 3)"""
     learning_starts: int = 20_000
     """env steps of experience collected before learning starts (Table 3)"""
     train_frequency: int = 4
@@ -121,17 +123,20 @@ class ArgumentError(Exception):
 def check_args(args: Args) -> None:
     """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
     checks = [
+        (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
         (args.num_networks >= 1, "--num-networks", "K must be at least 1"),
         (1 <= args.tournament_size <= args.num_networks, "--tournament-size", "M must be in [1, K]"),
         (args.u_max > 0, "--u-max", "U_max must be positive"),
         (0 < args.s_max <= 1, "--s-max", "S_max must be in (0, 1]"),
-        (args.learning_rate > 0, "--learning-rate", "must be positive"),
-        (args.adam_eps > 0, "--adam-eps", "must be positive"),
+        (0 < args.learning_rate < math.inf, "--learning-rate", "must be a positive finite number"),
+        (0 < args.adam_eps < math.inf, "--adam-eps", "must be a positive finite number"),
         (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
         (args.num_envs >= 1, "--num-envs", "must be at least 1"),
         (args.batch_size >= 1, "--batch-size", "must be at least 1"),
         (args.buffer_size >= 8 * args.num_envs, "--buffer-size", "must hold at least 8 entries per environment"),
+        (args.buffer_size >= args.batch_size, "--buffer-size", "must hold at least one --batch-size of transitions"),
+        (args.buffer_size >= args.learning_starts, "--buffer-size", "must hold the --learning-starts warm-up"),
         (args.learning_starts >= 0, "--learning-starts", "must be non-negative"),
         (args.train_frequency >= 1, "--train-frequency", "G must be at least 1"),
         (args.target_network_frequency >= 1, "--target-network-frequency", "T must be at least 1"),
@@ -148,6 +153,17 @@ def check_args(args: Args) -> None:
         raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool Atari ids look like 'Pong-v5')")
     if type(envpool.make_spec(args.env_id)).__name__ != "AtariEnvSpec":
         raise ArgumentError(f"--env-id: {args.env_id!r} is not an Atari game; this script needs e.g. 'Pong-v5'")
+
+
+def check_output_dir(output_dir: str) -> None:
+    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
+    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
+            return
 
 
 def check_resume_dir(resume: str) -> Path:
@@ -178,6 +194,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = check_resume_dir(args.resume)
             saved = json.loads((run_dir / "config.json").read_text())["args"]
             args = Args(**{**saved, "resume": args.resume})
+        else:
+            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -525,6 +543,52 @@ def plan_next_population(
     return parents, new_sparsities, is_copy
 
 
+def population_step(
+    learner: dict[str, Any],
+    sparsities: np.ndarray,
+    step: int,
+    total_steps: int,
+    args: Args,
+    optimizer: optax.GradientTransformation,
+    rng: np.random.Generator,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Alg. 1 l. 12-16, every T steps: the target becomes the online network with the smallest cumulated loss
+    (l. 12, NaN counts as the worst loss), the population is renewed by tournaments (l. 14), every copy is pruned to
+    its Eq. 3 sparsity with a fresh Adam state (l. 15, paper appendix), and the cumulated losses are reset (l. 16).
+    Slot 0 is the new target network itself, with its params, mask and Adam state. `total_steps` is t_final of
+    Eq. 3. Returns the new learner state, the new nominal sparsities and the population.jsonl event."""
+    losses = np.asarray(learner["cumulated_losses"], dtype=np.float64)
+    best = int(np.argmin(np.nan_to_num(losses, nan=np.inf)))
+    parents, new_sparsities, is_copy = plan_next_population(
+        losses, sparsities, step, total_steps, args.target_network_frequency, args.tournament_size,
+        args.u_max, args.s_max, rng,
+    )  # fmt: skip
+    params, masks, opt_states = (take(learner[name], parents) for name in ("params", "masks", "opt_states"))
+    for slot in np.flatnonzero(is_copy):
+        copy = take(params, slot)
+        copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
+        copy = apply_masks(copy, copy_masks)
+        params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
+        opt_states = put(opt_states, slot, optimizer.init(copy))
+    learner = {
+        **learner,
+        "params": params,
+        "masks": masks,
+        "opt_states": opt_states,
+        "target_params": take(learner["params"], best),
+        "cumulated_losses": jnp.zeros_like(learner["cumulated_losses"]),
+    }
+    event = {
+        "global_step": step,
+        "losses": losses.tolist(),
+        "sparsities_before": np.asarray(sparsities).tolist(),
+        "target_index": best,
+        "parents": parents.tolist(),
+        "sparsities_after": new_sparsities.tolist(),
+    }
+    return learner, new_sparsities, event
+
+
 def take(tree: Any, index: Any) -> Any:
     """Network(s) `index` of a population stored as one pytree with a leading axis K."""
     return jax.tree.map(lambda x: x[index], tree)
@@ -548,9 +612,10 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
     loss_and_grad = jax.value_and_grad(td_loss)
 
     @jax.jit
-    def train_step(params, opt_states, masks, target_params, cumulated_losses, batch):
+    def train_step(learner, batch):
+        params, opt_states, cumulated_losses = learner["params"], learner["opt_states"], learner["cumulated_losses"]
         # Alg. 1 l. 7: the target is computed once and shared by the K online networks
-        next_q = network.apply(target_params, batch["next_observations"]).max(axis=1)
+        next_q = network.apply(learner["target_params"], batch["next_observations"]).max(axis=1)
         targets = batch["rewards"] + gamma * (1.0 - batch["terminations"]) * next_q
         inputs = (batch["observations"], batch["actions"], targets)
         if layout == "vmap":
@@ -560,10 +625,28 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
             losses = jnp.stack([loss for loss, _ in outputs])
             grads = jax.tree.map(lambda *g: jnp.stack(g), *[grad for _, grad in outputs])
         updates, opt_states = jax.vmap(optimizer.update)(grads, opt_states, params)
-        params = apply_masks(optax.apply_updates(params, updates), masks)  # pruned weights stay zero under Adam
-        return params, opt_states, cumulated_losses + losses, losses  # Alg. 1 l. 10: L_k += loss_k
+        params = apply_masks(optax.apply_updates(params, updates), learner["masks"])  # pruned weights stay zero
+        learner = {**learner, "params": params, "opt_states": opt_states, "cumulated_losses": cumulated_losses + losses}
+        return learner, losses  # Alg. 1 l. 10: L_k += loss_k
 
     return train_step
+
+
+def init_learner(
+    network: nn.Module, optimizer: optax.GradientTransformation, key: jax.Array, num_networks: int, dummy: np.ndarray
+) -> dict[str, Any]:
+    """Alg. 1 l. 1: K independently initialised online networks (dense: all-True masks), one Adam state each, psi = 0
+    so the target is a copy of network 0, and L_k = 0. The learner state is everything JAX-side a checkpoint holds."""
+    key, *init_keys = jax.random.split(key, num_networks + 1)
+    params = jax.vmap(network.init, in_axes=(0, None))(jnp.stack(init_keys), dummy)
+    return {
+        "params": params,
+        "masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params),
+        "opt_states": jax.vmap(optimizer.init)(params),
+        "target_params": take(params, 0),
+        "cumulated_losses": jnp.zeros(num_networks),
+        "key": key,
+    }
 
 
 def make_act(network: QNetwork) -> Any:
@@ -576,8 +659,28 @@ def make_act(network: QNetwork) -> Any:
     return act
 
 
-def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
-    return end if duration == 0 else max(end, start + (end - start) * step / duration)
+def epsilon_greedy(
+    epsilon: float, num_actions: int, num_envs: int, greedy_actions: Any, rng: np.random.Generator
+) -> np.ndarray:
+    """Alg. 1 l. 3: a uniformly random action with probability epsilon, else the greedy action of the behaviour
+    network (`greedy_actions()`, only called when some env acts greedily)."""
+    actions = rng.integers(num_actions, size=num_envs)
+    greedy = rng.random(num_envs) >= epsilon
+    return np.where(greedy, greedy_actions(), actions) if greedy.any() else actions
+
+
+def gradient_steps_due(step: int, args: Args) -> int:
+    """Alg. 1 l. 5: one gradient step per G env steps once the --learning-starts warm-up is over."""
+    return max(step - args.learning_starts, 0) // args.train_frequency
+
+
+def epsilon_schedule(step: int, args: Args) -> float:
+    """Dopamine's linearly decaying epsilon with warm-up: start-e during the --learning-starts warm-up, then linear
+    to end-e over --exploration-steps (the paper's code base, built on Dopamine, acts so)."""
+    if args.exploration_steps == 0:
+        return args.end_e if step >= args.learning_starts else args.start_e
+    fraction = min(max((step - args.learning_starts) / args.exploration_steps, 0.0), 1.0)
+    return args.start_e + fraction * (args.end_e - args.start_e)
 
 
 # =====================================================================================================================
@@ -618,11 +721,46 @@ def run_config(args: Args) -> dict[str, Any]:
     }
 
 
-def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
-        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+def create_run_dir(output_dir: Path, run_name: str) -> Path:
+    """A new run folder; runs of the same name started in the same second get the suffix -2, -3, ..."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_dir = output_dir / (run_name if attempt == 1 else f"{run_name}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{output_dir / run_name} and 998 suffixed folders exist")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
+
+
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the lines logged after the checkpoint being resumed (no step is repeated) and a line that a kill tore in
+    half; returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    lines, kept = path.read_text().splitlines(), []
+    for line in lines:
+        try:
+            if json.loads(line)["global_step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write(path, "".join(line + "\n" for line in kept).encode())
+    return len(lines) - len(kept)
 
 
 class RunLogger:
@@ -644,13 +782,14 @@ class RunLogger:
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
-        self.metrics.write(json.dumps(record) + "\n")
-        self.writer.add_scalar(name, float(value), int(step))
+        self.metrics.write(json_line(record))
+        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
+            self.writer.add_scalar(name, float(value), int(step))
 
     def population_event(self, event: dict[str, Any]) -> None:
         if self.population is None:
             self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
-        self.population.write(json.dumps(event) + "\n")
+        self.population.write(json_line(event))
 
     def close(self) -> None:
         self.metrics.close()
@@ -659,16 +798,18 @@ class RunLogger:
         self.writer.close()
 
 
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
+
+
 def checkpoint_dir(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
-    for name in ("checkpoint", "checkpoint.old"):
-        if (run_dir / name / "state.msgpack").is_file():
-            return run_dir / name
-    return None
+    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
-    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint."""
+    """Write into checkpoint.tmp/, then swap it in with renames, keeping the previous checkpoint as checkpoint.old/: a
+    crash at any point leaves a complete checkpoint, and a checkpoint damaged later still has one to fall back to."""
     tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -676,21 +817,53 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, 
         with open(tmp / f"replay_{name}.npy", "wb") as f:
             np.save(f, np.asarray(value))
     atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
-    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
-    shutil.rmtree(old, ignore_errors=True)
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+
+
+class CheckpointError(Exception):
+    """No checkpoint of the run reads back whole: reported as one `error:` line naming the damaged file."""
 
 
 def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
-    path = checkpoint_dir(run_dir)
-    assert path is not None
-    state = jax.tree.map(jnp.asarray, flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes()))
-    names = replay.state_dict().keys()
-    replay.load_state_dict({name: np.load(path / f"replay_{name}.npy") for name in names})
-    return state, json.loads((path / "meta.json").read_text())
+    """Restore the newest checkpoint that reads back whole; a damaged newest one falls back to the previous one."""
+    damaged = []
+    for path in checkpoint_dirs(run_dir):
+        file = path / "state.msgpack"
+        try:
+            state = flax.serialization.from_bytes(template, file.read_bytes())
+            replay_state = {}
+            for name in replay.state_dict():
+                file = path / f"replay_{name}.npy"
+                replay_state[name] = np.load(file)
+            file = path / "meta.json"
+            meta = json.loads(file.read_text())
+        except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
+            damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
+            continue
+        if damaged:
+            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
+        replay.load_state_dict(replay_state)
+        return jax.tree.map(jnp.asarray, state), meta
+    raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
+
+
+def stop_on_signals() -> dict[str, int]:
+    """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) asks the training loop to stop after the current step,
+    save a checkpoint and exit with 128 + the signal number; a second Ctrl-C stops at once."""
+    received: dict[str, int] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received["signal"] = signum
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return received
 
 
 # =====================================================================================================================
@@ -764,8 +937,12 @@ def main(argv: list[str] | None = None) -> None:
         run_name = run_dir.name
     else:
         run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = Path(args.output_dir) / run_name
-        run_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            run_dir = create_run_dir(Path(args.output_dir), run_name)
+        except OSError as error:
+            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+            raise SystemExit(2) from None
+        run_name = run_dir.name
         atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
 
     K = args.num_networks
@@ -777,21 +954,15 @@ def main(argv: list[str] | None = None) -> None:
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
     num_actions = envs.action_space.n
     network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
-    key = jax.random.PRNGKey(args.seed)
-    key, *init_keys = jax.random.split(key, K + 1)
-    dummy = np.zeros((1, 4, 84, 84), np.uint8)
-    params = jax.vmap(network.init, in_axes=(0, None))(jnp.stack(init_keys), dummy)  # K independent networks
-    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
     optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    opt_states = jax.vmap(optimizer.init)(params)  # one Adam state per network: copies get a fresh one
-    target_params = take(params, 0)  # psi = 0
-    cumulated_losses = jnp.zeros(K)
+    dummy = np.zeros((1, 4, 84, 84), np.uint8)
+    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, dummy)
     sparsities = np.zeros(K)  # nominal sparsity level of each online network
     rb = ReplayBuffer(args.buffer_size, args.num_envs)
     rng = np.random.default_rng(args.seed)
     train_step = make_train_step(network, optimizer, args.gamma, layout)
     act = make_act(network)
-    num_params = count_params(target_params)
+    num_params = count_params(learner["target_params"])
     print(
         f"{run_name}: K={K} online networks of {num_params:,} parameters ({args.network_size}), "
         f"{layout} layout on {jax.default_backend()}; outputs in {run_dir}",
@@ -802,28 +973,20 @@ def main(argv: list[str] | None = None) -> None:
     next_target_update = (args.learning_starts // args.target_network_frequency + 1) * args.target_network_frequency
     elapsed = 0.0
 
-    def learner_state() -> dict[str, Any]:
-        """The JAX side of a checkpoint (also the template its bytes are restored into)."""
-        return {
-            "params": params,
-            "masks": masks,
-            "opt_states": opt_states,
-            "target_params": target_params,
-            "cumulated_losses": cumulated_losses,
-            "key": key,
-        }
-
     if args.resume:
-        state, meta = load_checkpoint(run_dir, learner_state(), rb)
-        params, masks, opt_states = state["params"], state["masks"], state["opt_states"]
-        target_params, cumulated_losses, key = state["target_params"], state["cumulated_losses"], state["key"]
+        try:
+            learner, meta = load_checkpoint(run_dir, learner, rb)
+        except CheckpointError as error:
+            print(f"error: --resume: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         sparsities = np.array(meta["sparsities"])
         global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
         next_target_update, elapsed = meta["next_target_update"], meta["elapsed"]
         rng.bit_generator.state = meta["rng_state"]
         rb.end_partial_episodes()
-        for name in ("metrics.jsonl", "population.jsonl"):
-            truncate_jsonl(run_dir / name, global_step)
+        dropped = sum(truncate_jsonl(run_dir / name, global_step) for name in ("metrics.jsonl", "population.jsonl"))
+        if dropped:
+            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
         envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
         print(f"resumed {run_name} at step {global_step:,}", flush=True)
 
@@ -842,13 +1005,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
     if global_step == 0:
-        logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
+        logger.scalar("sparsity/target", measured_sparsity(learner["target_params"]), 0)
     next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
     if args.checkpoint_interval > 0:
         next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
 
     def checkpoint() -> None:
-        state = learner_state()
         meta = {
             "global_step": global_step,
             "grad_steps": grad_steps,
@@ -858,7 +1020,7 @@ def main(argv: list[str] | None = None) -> None:
             "elapsed": logger.elapsed(),
             "rng_state": rng.bit_generator.state,
         }
-        save_checkpoint(run_dir, state, rb, meta)
+        save_checkpoint(run_dir, learner, rb, meta)
 
     obs, info = envs.reset()
     obs = zero_fill_reset_frames(obs, info["elapsed_step"])
@@ -867,16 +1029,19 @@ def main(argv: list[str] | None = None) -> None:
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_losses = float("nan"), None
     window_time, window_step, last_print = time.time(), global_step, 0.0
-    target_sparsity = measured_sparsity(target_params)
+    target_sparsity = measured_sparsity(learner["target_params"])
+
+    stop = stop_on_signals()
+
+    def behaviour_actions() -> np.ndarray:
+        """Greedy actions of one online network drawn with probability proportional to 1 / L (Alg. 1 l. 3)."""
+        learner["key"], act_key = jax.random.split(learner["key"])
+        return np.asarray(act(learner["params"], learner["cumulated_losses"], obs, act_key))
 
     while global_step < args.total_timesteps:
         # ---- act (Alg. 1 l. 3): epsilon-greedy on top of a network drawn proportionally to 1 / L
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
-        actions = rng.integers(num_actions, size=args.num_envs)
-        greedy = rng.random(args.num_envs) >= epsilon
-        if greedy.any():
-            key, act_key = jax.random.split(key)
-            actions = np.where(greedy, np.asarray(act(params, cumulated_losses, obs, act_key)), actions)
+        epsilon = epsilon_schedule(global_step, args)
+        actions = epsilon_greedy(epsilon, num_actions, args.num_envs, behaviour_actions, rng)
 
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
         next_obs = zero_fill_reset_frames(next_obs, info["elapsed_step"])
@@ -896,49 +1061,27 @@ def main(argv: list[str] | None = None) -> None:
         obs = next_obs
 
         # ---- learn (Alg. 1 l. 5-10): one gradient step per G env steps, for all K networks at once
-        while (global_step - args.learning_starts) // args.train_frequency > grad_steps:
+        while grad_steps < gradient_steps_due(global_step, args):
             batch = rb.sample(args.batch_size, rng)
-            params, opt_states, cumulated_losses, last_losses = train_step(
-                params, opt_states, masks, target_params, cumulated_losses, batch
-            )
+            learner, last_losses = train_step(learner, batch)
             grad_steps += 1
+            if not np.isfinite(np.asarray(learner["cumulated_losses"])).any():  # one NaN network only loses l. 12
+                logger.scalar("losses/td_loss", float(jnp.mean(last_losses)), global_step)
+                logger.close()
+                print(
+                    f"error: every network's loss is non-finite at step {global_step:,}: the run diverged (try a lower"
+                    f" --learning-rate); its last checkpoint is kept",
+                    file=sys.stderr,
+                )
+                raise SystemExit(3)
 
         # ---- every T steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
         if global_step >= next_target_update:
-            losses = np.asarray(cumulated_losses, dtype=np.float64)
-            best = int(np.nanargmin(np.nan_to_num(losses, nan=np.inf)))
-            target_params = take(params, best)  # Alg. 1 l. 12: psi = argmin_k L_k
-            parents, new_sparsities, is_copy = plan_next_population(
-                losses,
-                sparsities,
-                global_step,
-                args.total_timesteps,
-                args.target_network_frequency,
-                args.tournament_size,
-                args.u_max,
-                args.s_max,
-                rng,
+            learner, sparsities, event = population_step(
+                learner, sparsities, global_step, args.total_timesteps, args, optimizer, rng
             )
-            params, masks, opt_states = take(params, parents), take(masks, parents), take(opt_states, parents)
-            for slot in np.flatnonzero(is_copy):  # exploration: prune copies to their new sparsity, fresh Adam
-                copy = take(params, slot)
-                copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
-                copy = apply_masks(copy, copy_masks)
-                params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
-                opt_states = put(opt_states, slot, optimizer.init(copy))
-            logger.population_event(
-                {
-                    "global_step": global_step,
-                    "losses": losses.tolist(),
-                    "sparsities_before": sparsities.tolist(),
-                    "target_index": best,
-                    "parents": parents.tolist(),
-                    "sparsities_after": new_sparsities.tolist(),
-                }
-            )
-            sparsities = new_sparsities
-            cumulated_losses = jnp.zeros(K)  # Alg. 1 l. 16
-            target_sparsity = measured_sparsity(target_params)
+            logger.population_event(event)
+            target_sparsity = measured_sparsity(learner["target_params"])
             logger.scalar("sparsity/target", target_sparsity, global_step)
             logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
             next_target_update += args.target_network_frequency
@@ -963,13 +1106,23 @@ def main(argv: list[str] | None = None) -> None:
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
             next_checkpoint += args.checkpoint_interval
+        if stop:
+            checkpoint()
+            logger.close()
+            print(
+                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
+                f" python {Path(__file__).name} --resume {run_dir}",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + stop["signal"])
 
     envs.close()
     if next_checkpoint is not None:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model:
         model_path = run_dir / f"{args.exp_name}.cleanrl_model"
-        atomic_write(model_path, flax.serialization.to_bytes(target_params))  # pruned weights are exact zeros
+        target_params = learner["target_params"]  # pruned weights are exact zeros
+        atomic_write(model_path, flax.serialization.to_bytes(target_params))
         print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
         video_dir = Path("videos") / run_name if args.capture_video else None
         returns = evaluate(
@@ -985,4 +1138,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -15,8 +15,10 @@ evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -86,7 +88,7 @@ class Args:
     end_e: float = 0.01
     """final epsilon of epsilon-greedy"""
     exploration_steps: int = 250_000
-    """env steps over which epsilon decays linearly from start-e to end-e (Table 3)"""
+    """env steps over which epsilon decays linearly from start-e to end-e, after the warm-up (Table 3)"""
     learning_starts: int = 20_000
     """env steps of experience collected before learning starts (Table 3)"""
     train_frequency: int = 4
@@ -120,6 +122,7 @@ class ArgumentError(Exception):
 def check_args(args: Args) -> None:
     """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
     checks = [
+        (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
         (0 <= args.final_sparsity < 1, "--final-sparsity", "s_F must be in [0, 1)"),
         (
@@ -129,12 +132,14 @@ def check_args(args: Args) -> None:
         ),
         (args.pruning_power > 0, "--pruning-power", "n must be positive"),
         (args.pruning_period >= 1, "--pruning-period", "must be at least 1"),
-        (args.learning_rate > 0, "--learning-rate", "must be positive"),
-        (args.adam_eps > 0, "--adam-eps", "must be positive"),
+        (0 < args.learning_rate < math.inf, "--learning-rate", "must be a positive finite number"),
+        (0 < args.adam_eps < math.inf, "--adam-eps", "must be a positive finite number"),
         (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
         (args.num_envs >= 1, "--num-envs", "must be at least 1"),
         (args.batch_size >= 1, "--batch-size", "must be at least 1"),
         (args.buffer_size >= 8 * args.num_envs, "--buffer-size", "must hold at least 8 entries per environment"),
+        (args.buffer_size >= args.batch_size, "--buffer-size", "must hold at least one --batch-size of transitions"),
+        (args.buffer_size >= args.learning_starts, "--buffer-size", "must hold the --learning-starts warm-up"),
         (args.learning_starts >= 0, "--learning-starts", "must be non-negative"),
         (args.train_frequency >= 1, "--train-frequency", "G must be at least 1"),
         (args.target_network_frequency >= 1, "--target-network-frequency", "T must be at least 1"),
@@ -151,6 +156,17 @@ def check_args(args: Args) -> None:
         raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool Atari ids look like 'Pong-v5')")
     if type(envpool.make_spec(args.env_id)).__name__ != "AtariEnvSpec":
         raise ArgumentError(f"--env-id: {args.env_id!r} is not an Atari game; this script needs e.g. 'Pong-v5'")
+
+
+def check_output_dir(output_dir: str) -> None:
+    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
+    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
+            return
 
 
 def check_resume_dir(resume: str) -> Path:
@@ -181,6 +197,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = check_resume_dir(args.resume)
             saved = json.loads((run_dir / "config.json").read_text())["args"]
             args = Args(**{**saved, "resume": args.resume})
+        else:
+            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -502,8 +520,28 @@ def make_act(network: QNetwork) -> Any:
     return act
 
 
-def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
-    return end if duration == 0 else max(end, start + (end - start) * step / duration)
+def epsilon_greedy(
+    epsilon: float, num_actions: int, num_envs: int, greedy_actions: Any, rng: np.random.Generator
+) -> np.ndarray:
+    """Alg. 1 l. 3: a uniformly random action with probability epsilon, else the greedy action of the behaviour
+    network (`greedy_actions()`, only called when some env acts greedily)."""
+    actions = rng.integers(num_actions, size=num_envs)
+    greedy = rng.random(num_envs) >= epsilon
+    return np.where(greedy, greedy_actions(), actions) if greedy.any() else actions
+
+
+def gradient_steps_due(step: int, args: Args) -> int:
+    """Alg. 1 l. 5: one gradient step per G env steps once the --learning-starts warm-up is over."""
+    return max(step - args.learning_starts, 0) // args.train_frequency
+
+
+def epsilon_schedule(step: int, args: Args) -> float:
+    """Dopamine's linearly decaying epsilon with warm-up: start-e during the --learning-starts warm-up, then linear
+    to end-e over --exploration-steps (the paper's code base, built on Dopamine, acts so)."""
+    if args.exploration_steps == 0:
+        return args.end_e if step >= args.learning_starts else args.start_e
+    fraction = min(max((step - args.learning_starts) / args.exploration_steps, 0.0), 1.0)
+    return args.start_e + fraction * (args.end_e - args.start_e)
 
 
 # =====================================================================================================================
@@ -544,11 +582,46 @@ def run_config(args: Args) -> dict[str, Any]:
     }
 
 
-def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
-        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+def create_run_dir(output_dir: Path, run_name: str) -> Path:
+    """A new run folder; runs of the same name started in the same second get the suffix -2, -3, ..."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_dir = output_dir / (run_name if attempt == 1 else f"{run_name}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{output_dir / run_name} and 998 suffixed folders exist")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
+
+
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the lines logged after the checkpoint being resumed (no step is repeated) and a line that a kill tore in
+    half; returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    lines, kept = path.read_text().splitlines(), []
+    for line in lines:
+        try:
+            if json.loads(line)["global_step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write(path, "".join(line + "\n" for line in kept).encode())
+    return len(lines) - len(kept)
 
 
 class RunLogger:
@@ -570,13 +643,14 @@ class RunLogger:
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
-        self.metrics.write(json.dumps(record) + "\n")
-        self.writer.add_scalar(name, float(value), int(step))
+        self.metrics.write(json_line(record))
+        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
+            self.writer.add_scalar(name, float(value), int(step))
 
     def population_event(self, event: dict[str, Any]) -> None:
         if self.population is None:
             self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
-        self.population.write(json.dumps(event) + "\n")
+        self.population.write(json_line(event))
 
     def close(self) -> None:
         self.metrics.close()
@@ -585,16 +659,18 @@ class RunLogger:
         self.writer.close()
 
 
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
+
+
 def checkpoint_dir(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
-    for name in ("checkpoint", "checkpoint.old"):
-        if (run_dir / name / "state.msgpack").is_file():
-            return run_dir / name
-    return None
+    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
-    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint."""
+    """Write into checkpoint.tmp/, then swap it in with renames, keeping the previous checkpoint as checkpoint.old/: a
+    crash at any point leaves a complete checkpoint, and a checkpoint damaged later still has one to fall back to."""
     tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -602,21 +678,53 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, 
         with open(tmp / f"replay_{name}.npy", "wb") as f:
             np.save(f, np.asarray(value))
     atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
-    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
-    shutil.rmtree(old, ignore_errors=True)
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+
+
+class CheckpointError(Exception):
+    """No checkpoint of the run reads back whole: reported as one `error:` line naming the damaged file."""
+
+
+def stop_on_signals() -> dict[str, int]:
+    """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) asks the training loop to stop after the current step,
+    save a checkpoint and exit with 128 + the signal number; a second Ctrl-C stops at once."""
+    received: dict[str, int] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received["signal"] = signum
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return received
 
 
 def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
-    path = checkpoint_dir(run_dir)
-    assert path is not None
-    state = jax.tree.map(jnp.asarray, flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes()))
-    names = replay.state_dict().keys()
-    replay.load_state_dict({name: np.load(path / f"replay_{name}.npy") for name in names})
-    return state, json.loads((path / "meta.json").read_text())
+    """Restore the newest checkpoint that reads back whole; a damaged newest one falls back to the previous one."""
+    damaged = []
+    for path in checkpoint_dirs(run_dir):
+        file = path / "state.msgpack"
+        try:
+            state = flax.serialization.from_bytes(template, file.read_bytes())
+            replay_state = {}
+            for name in replay.state_dict():
+                file = path / f"replay_{name}.npy"
+                replay_state[name] = np.load(file)
+            file = path / "meta.json"
+            meta = json.loads(file.read_text())
+        except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
+            damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
+            continue
+        if damaged:
+            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
+        replay.load_state_dict(replay_state)
+        return jax.tree.map(jnp.asarray, state), meta
+    raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
 
 
 # =====================================================================================================================
@@ -690,8 +798,12 @@ def main(argv: list[str] | None = None) -> None:
         run_name = run_dir.name
     else:
         run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = Path(args.output_dir) / run_name
-        run_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            run_dir = create_run_dir(Path(args.output_dir), run_name)
+        except OSError as error:
+            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+            raise SystemExit(2) from None
+        run_name = run_dir.name
         atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
 
     # ---- environment, network, optimizer
@@ -724,7 +836,11 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = 0.0
     if args.resume:
         template = {"params": params, "masks": masks, "opt_state": opt_state, "target_params": target_params}
-        state, meta = load_checkpoint(run_dir, template, rb)
+        try:
+            state, meta = load_checkpoint(run_dir, template, rb)
+        except CheckpointError as error:
+            print(f"error: --resume: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         params, masks, opt_state = state["params"], state["masks"], state["opt_state"]
         target_params = state["target_params"]
         sparsity = meta["sparsity"]
@@ -733,7 +849,9 @@ def main(argv: list[str] | None = None) -> None:
         elapsed = meta["elapsed"]
         rng.bit_generator.state = meta["rng_state"]
         rb.end_partial_episodes()
-        truncate_jsonl(run_dir / "metrics.jsonl", global_step)
+        dropped = sum(truncate_jsonl(run_dir / name, global_step) for name in ("metrics.jsonl", "population.jsonl"))
+        if dropped:
+            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
         envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
         print(f"resumed {run_name} at step {global_step:,}", flush=True)
 
@@ -780,13 +898,15 @@ def main(argv: list[str] | None = None) -> None:
     window_time, window_step, last_print = time.time(), global_step, 0.0
     target_sparsity = measured_sparsity(target_params)
 
+    stop = stop_on_signals()
+
+    def greedy_actions() -> np.ndarray:
+        return np.asarray(act(params, obs))
+
     while global_step < args.total_timesteps:
         # ---- act: epsilon-greedy on the online network
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
-        actions = rng.integers(num_actions, size=args.num_envs)
-        greedy = rng.random(args.num_envs) >= epsilon
-        if greedy.any():
-            actions = np.where(greedy, np.asarray(act(params, obs)), actions)
+        epsilon = epsilon_schedule(global_step, args)
+        actions = epsilon_greedy(epsilon, num_actions, args.num_envs, greedy_actions, rng)
 
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
         next_obs = zero_fill_reset_frames(next_obs, info["elapsed_step"])
@@ -806,10 +926,19 @@ def main(argv: list[str] | None = None) -> None:
         obs = next_obs
 
         # ---- learn: one gradient step per G env steps
-        while (global_step - args.learning_starts) // args.train_frequency > grad_steps:
+        while grad_steps < gradient_steps_due(global_step, args):
             batch = rb.sample(args.batch_size, rng)
             params, opt_state, last_loss = train_step(params, opt_state, masks, target_params, batch)
             grad_steps += 1
+            if not np.isfinite(np.asarray(last_loss)):
+                logger.scalar("losses/td_loss", float(last_loss), global_step)
+                logger.close()
+                print(
+                    f"error: the loss is non-finite at step {global_step:,}: the run diverged (try a lower"
+                    f" --learning-rate); its last checkpoint is kept",
+                    file=sys.stderr,
+                )
+                raise SystemExit(3)
 
         # ---- every T steps: the target copies the (masked) online network
         if global_step >= next_target_update:
@@ -851,6 +980,15 @@ def main(argv: list[str] | None = None) -> None:
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
             next_checkpoint += args.checkpoint_interval
+        if stop:
+            checkpoint()
+            logger.close()
+            print(
+                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
+                f" python {Path(__file__).name} --resume {run_dir}",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + stop["signal"])
 
     envs.close()
     if next_checkpoint is not None:
@@ -873,4 +1011,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -193,3 +193,151 @@ def test_user_error_exits_2_without_traceback_and_writes_nothing(tmp_path: Path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: --num-networks: K must be at least 1"]
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Crash safety: Ctrl-C, torn logs, damaged checkpoints, divergence, kills at random moments
+# ---------------------------------------------------------------------------------------------------------------------
+
+EAUDE_TINY = [
+    *TINY, "--target-network-frequency", "200", "--num-networks", "2", "--tournament-size", "2", "--u-max", "30",
+    "--s-max", "0.2",
+]  # fmt: skip
+
+
+POLY_TINY = [*TINY, "--target-network-frequency", "200", "--pruning-period", "200"]
+
+
+def start(tmp_path: Path, *argv: str, script: str = "eaudedqn_atari_jax.py") -> subprocess.Popen:
+    tiny = EAUDE_TINY if script.startswith("eaudedqn") else POLY_TINY
+    command = [sys.executable, str(ROOT / script), *tiny, "--output-dir", "runs", *argv]
+    return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path_glob: str, root: Path, process: subprocess.Popen, timeout: float = 300) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = sorted(root.glob(path_glob))
+        if found:
+            return found[0]
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    raise AssertionError(f"{path_glob} never appeared")
+
+
+def resume(run_dir: Path, tmp_path: Path, script: str = "eaudedqn_atari_jax.py") -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / script), "--resume", str(run_dir)]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def assert_logs_complete(run_dir: Path, total: int) -> None:
+    """Every logging step once, none missing: SPS every 1000 steps, population events every T = 200 after 400."""
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    for name in {m["name"] for m in metrics}:
+        steps = [m["global_step"] for m in metrics if m["name"] == name and name != "charts/episodic_return"]
+        assert steps == sorted(set(steps)), f"{name} repeats a step"
+    assert [m["global_step"] for m in metrics if m["name"] == "charts/SPS"] == list(range(1000, total + 1, 1000))
+    if not (run_dir / "population.jsonl").exists():  # PolyPrune: the target is updated every T = 200 after 400
+        assert [s for s, _ in metric(run_dir, "sparsity/target")] == [0, *range(600, total + 1, 200)]
+        return
+    events = [e["global_step"] for e in read_jsonl(run_dir / "population.jsonl")]
+    assert events == list(range(600, total + 1, 200))
+    assert [s for s, _ in metric(run_dir, "sparsity/target")] == [0, *events]
+
+
+@pytest.mark.parametrize("script", ["eaudedqn_atari_jax.py", "polyprune_dqn_atari_jax.py"])
+def test_ctrl_c_checkpoints_and_a_torn_log_and_a_damaged_checkpoint_still_resume(tmp_path: Path, script: str) -> None:
+    process = start(tmp_path, "--total-timesteps", "2000", "--checkpoint-interval", "500", script=script)
+    wait_for("runs/*/checkpoint/meta.json", tmp_path, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume" in stderr.strip().splitlines()[-1]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    interrupted_at = json.loads((run_dir / "checkpoint" / "meta.json").read_text())["global_step"]
+    assert json.loads((run_dir / "checkpoint.old" / "meta.json").read_text())["global_step"] == 500
+    assert f"interrupted at step {interrupted_at:,}" in stderr
+
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"global_step": 99999, "name": "charts/SP')  # a kill in the middle of a log write
+    state = run_dir / "checkpoint" / "state.msgpack"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a checkpoint cut in half
+    result = resume(run_dir, tmp_path, script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{state} is damaged" in result.stderr and "previous checkpoint" in result.stderr
+    assert "resumed" in result.stdout and "at step 500" in result.stdout and "dropped" in result.stdout
+    assert_logs_complete(run_dir, 2000)
+
+    for name in ("checkpoint", "checkpoint.old"):  # nothing left to fall back to: one error line naming the file
+        state = run_dir / name / "state.msgpack"
+        state.write_bytes(state.read_bytes()[:100])
+    result = resume(run_dir, tmp_path, script)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: --resume:") and "state.msgpack is damaged" in result.stderr
+
+
+def test_a_run_killed_at_random_moments_always_resumes_with_complete_logs(tmp_path: Path) -> None:
+    """SIGKILL at random moments (checkpoints every 100 steps, so some kills land in a checkpoint write), plus the
+    states a kill leaves in the middle of a checkpoint swap or of a log line, each followed by --resume."""
+    rng = np.random.default_rng(0)
+    process = start(tmp_path, "--total-timesteps", "3000", "--checkpoint-interval", "100")
+    run_dir = wait_for("runs/*/checkpoint/meta.json", tmp_path, process).parents[1]
+    for kill in range(4):
+        time.sleep(rng.uniform(0.5, 4.0))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        if kill == 1:  # killed between the two renames of a checkpoint swap: only checkpoint.old/ is left
+            (run_dir / "checkpoint").rename(run_dir / "checkpoint.tmp")
+        if kill == 2:  # killed while writing a log line
+            with open(run_dir / "population.jsonl", "a") as f:
+                f.write('{"global_step": 12')
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "eaudedqn_atari_jax.py"), "--resume", str(run_dir)],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["global_step"] == 3000
+    assert_logs_complete(run_dir, 3000)
+
+
+@pytest.mark.parametrize("script", ["eaudedqn_atari_jax.py", "polyprune_dqn_atari_jax.py"])
+def test_divergence_stops_the_run_with_one_line_and_strict_json(tmp_path: Path, script: str) -> None:
+    argv = ["--total-timesteps", "1600", "--learning-rate", "1e30", "--checkpoint-interval", "0"]
+    process = start(tmp_path, *argv, script=script)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 3
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "loss is non-finite at step" in lines[0]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+
+    def reject(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in a JSON log")
+
+    for path in (run_dir / "metrics.jsonl", run_dir / "population.jsonl"):
+        for line in path.read_text().splitlines() if path.exists() else []:
+            json.loads(line, parse_constant=reject)
+    assert metric(run_dir, "losses/td_loss")[-1][1] is None  # the non-finite loss is written as null
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    eaude = importlib.import_module("eaudedqn_atari_jax")
+    first = eaude.create_run_dir(tmp_path / "runs", "Pong-v5__x__1__1700000000")
+    second = eaude.create_run_dir(tmp_path / "runs", "Pong-v5__x__1__1700000000")
+    assert (first.name, second.name) == ("Pong-v5__x__1__1700000000", "Pong-v5__x__1__1700000000-2")
+
+
+@pytest.mark.parametrize("script", ["eaudedqn_atari_jax.py", "polyprune_dqn_atari_jax.py"])
+def test_output_dir_that_is_a_file_is_one_error_line(tmp_path: Path, script: str) -> None:
+    (tmp_path / "taken").write_text("a file")
+    for output_dir in ("taken", "taken/runs"):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / script), "--output-dir", output_dir],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"error: --output-dir: '{tmp_path / 'taken'}' is a file, not a folder"
+        ]

@@ -112,6 +112,102 @@ def test_plan_keeps_one_original_per_chosen_network_and_explores_copies() -> Non
                 assert before <= after[slot] <= before + (1 - before) * 0.01 + 1e-12
 
 
+def test_exploration_draws_u_uniformly_up_to_u_max() -> None:
+    """Eq. 3 with U ~ U(0, U_max): without the S_max cap, a copy's step is U times the line's step, so the steps of
+    many copies spread uniformly over [0, U_max x line]."""
+    rng = np.random.default_rng(4)
+    line = (1 - 0.2) * 1000 / (10_000 - 4000)
+    steps = []
+    for _ in range(400):
+        _, after, is_copy = eaude.plan_next_population(
+            np.array([1.0, 2.0, 3.0]), np.full(3, 0.2), 4000, 10_000, 1000, 3, u_max=3.0, s_max=1.0, rng=rng
+        )
+        steps += list((after[is_copy] - 0.2) / line)
+    assert len(steps) == 800  # M = K: every slot is a copy of the best network but slot 0
+    assert min(steps) >= 0 and max(steps) <= 3.0
+    np.testing.assert_allclose(np.histogram(steps, bins=3, range=(0, 3))[0] / 800, 1 / 3, atol=0.06)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Population step (Alg. 1 l. 1 and l. 12-16)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def population_args(**overrides) -> "eaude.Args":
+    fields = dict(num_networks=4, tournament_size=3, u_max=3.0, s_max=0.5, target_network_frequency=1000)
+    return eaude.Args(**{**fields, "total_timesteps": 10_000, **overrides})
+
+
+def trained_population(num_networks: int = 4) -> tuple[dict, optax.GradientTransformation]:
+    """A learner whose K networks took one Adam step each (step count 1), network k pruned to sparsity 0.1 k."""
+    network = eaude.QNetwork(action_dim=6, head_width=32)
+    optimizer = optax.adam(1e-3)
+    learner = eaude.init_learner(network, optimizer, jax.random.PRNGKey(0), num_networks, np.zeros((1, 4, 84, 84)))
+    masks = [eaude.magnitude_masks(eaude.take(learner["params"], k), 0.1 * k, "erk") for k in range(num_networks)]
+    learner["masks"] = jax.tree.map(lambda *m: jnp.stack(m), *masks)
+    learner["params"] = eaude.apply_masks(learner["params"], learner["masks"])
+    learner, _ = eaude.make_train_step(network, optimizer, 0.99, "loop")(
+        learner, random_batch(np.random.default_rng(0))
+    )
+    return learner, optimizer
+
+
+def adam_counts(opt_states) -> np.ndarray:
+    return np.asarray(opt_states[0].count)
+
+
+def test_init_learner_is_alg1_line_1() -> None:
+    network = eaude.QNetwork(action_dim=6, head_width=32)
+    learner = eaude.init_learner(network, optax.adam(1e-3), jax.random.PRNGKey(0), 3, np.zeros((1, 4, 84, 84)))
+    kernels = [np.asarray(eaude.take(learner["params"], k)["params"]["Dense_0"]["kernel"]) for k in range(3)]
+    assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])  # K independent inits
+    for a, b in zip(jax.tree.leaves(learner["target_params"]), jax.tree.leaves(learner["params"]), strict=True):
+        np.testing.assert_array_equal(a, b[0])  # psi = 0: the target is online network 0
+    assert all(np.asarray(m).all() for m in jax.tree.leaves(learner["masks"]))  # dense start
+    np.testing.assert_array_equal(learner["cumulated_losses"], np.zeros(3))
+    np.testing.assert_array_equal(adam_counts(learner["opt_states"]), np.zeros(3))
+
+
+def test_population_step_renews_target_slots_and_losses() -> None:
+    learner, optimizer = trained_population()
+    learner["cumulated_losses"] = jnp.array([3.0, jnp.nan, 1.0, 2.0])  # best: 2; NaN counts as the worst loss
+    sparsities = np.array([0.0, 0.1, 0.2, 0.3])
+    args = population_args()
+    old = learner
+    new, new_sparsities, event = eaude.population_step(
+        learner, sparsities, 4000, args.total_timesteps, args, optimizer, np.random.default_rng(7)
+    )
+    assert event["target_index"] == 2 and event["parents"][0] == 2
+    assert event["losses"][0] == 3.0 and event["sparsities_before"] == sparsities.tolist()
+    assert event["sparsities_after"] == new_sparsities.tolist()
+    for a, b in zip(jax.tree.leaves(new["target_params"]), jax.tree.leaves(old["params"]), strict=True):
+        np.testing.assert_array_equal(a, b[2])  # Alg. 1 l. 12: target <- theta^psi, psi = argmin L
+    np.testing.assert_array_equal(new["cumulated_losses"], np.zeros(4))  # Alg. 1 l. 16
+    parents = event["parents"]
+    copies = [slot for slot, parent in enumerate(parents) if parent in parents[:slot]]
+    assert copies, "the seed must give at least one copy"
+    counts = adam_counts(new["opt_states"])
+    for slot, parent in enumerate(parents):
+        if slot in copies:  # Alg. 1 l. 15: pruned to its Eq. 3 sparsity, fresh Adam state
+            assert new_sparsities[slot] > sparsities[parent]
+            shapes = eaude.prunable_shapes(eaude.take(new["params"], slot))
+            assert kernel_zero_counts(eaude.take(new["params"], slot)) == eaude.layer_zero_counts(
+                shapes, new_sparsities[slot], "erk"
+            )
+            assert counts[slot] == 0
+            mu = jax.tree.leaves(eaude.take(new["opt_states"], slot)[0].mu)
+            assert all(not np.asarray(x).any() for x in mu)
+            copy, original = eaude.take(new["params"], slot), eaude.take(old["params"], parent)
+            for w, o in zip(jax.tree.leaves(copy), jax.tree.leaves(original), strict=True):
+                w, o = np.asarray(w), np.asarray(o)
+                np.testing.assert_array_equal(w[w != 0], o[w != 0])  # kept weights are the parent's
+        else:  # Alg. 1 l. 14: the original keeps params, mask, Adam state and sparsity
+            assert new_sparsities[slot] == sparsities[parent] and counts[slot] == 1
+            for name in ("params", "masks", "opt_states"):
+                for a, b in zip(jax.tree.leaves(new[name]), jax.tree.leaves(old[name]), strict=True):
+                    np.testing.assert_array_equal(a[slot], b[parent])
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Behaviour policy: network drawn with probability proportional to 1 / L
 # ---------------------------------------------------------------------------------------------------------------------
@@ -147,16 +243,48 @@ def test_act_draws_the_behaviour_network_proportionally_to_inverse_loss() -> Non
     np.testing.assert_allclose(frequencies, expected, atol=0.03)
 
 
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_epsilon_holds_during_warm_up_then_decays_linearly(module) -> None:
+    """Dopamine's linearly decaying epsilon with warm-up (Table 3: 1 -> 0.01 over 250k steps after 20k)."""
+    args = module.Args(start_e=1.0, end_e=0.1, learning_starts=100, exploration_steps=200)
+    assert [module.epsilon_schedule(t, args) for t in (0, 99, 100)] == [1.0, 1.0, 1.0]
+    assert module.epsilon_schedule(200, args) == pytest.approx(0.55)
+    assert module.epsilon_schedule(300, args) == pytest.approx(0.1)
+    assert module.epsilon_schedule(10**6, args) == pytest.approx(0.1)
+    no_decay = module.Args(start_e=1.0, end_e=0.1, learning_starts=100, exploration_steps=0)
+    assert (module.epsilon_schedule(99, no_decay), module.epsilon_schedule(100, no_decay)) == (1.0, 0.1)
+
+
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_epsilon_greedy_acts_greedily_with_probability_one_minus_epsilon(module) -> None:
+    rng = np.random.default_rng(0)
+    actions = np.concatenate(
+        [module.epsilon_greedy(0.25, 4, 100, lambda: np.full(100, 7), rng) for _ in range(40)]
+    )  # action 7 is the network's; random actions are 0..3 (and hit any greedy value with prob. 1/4 otherwise)
+    assert set(np.unique(actions)) <= {0, 1, 2, 3, 7}
+    assert (actions == 7).mean() == pytest.approx(0.75, abs=0.03)
+    assert (module.epsilon_greedy(0.0, 4, 50, lambda: np.full(50, 7), rng) == 7).all()
+    assert (module.epsilon_greedy(1.0, 4, 50, lambda: np.full(50, 7), rng) != 7).all()
+
+
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_one_gradient_step_every_g_env_steps_after_the_warm_up(module) -> None:
+    args = module.Args(learning_starts=100, train_frequency=4)
+    due = [module.gradient_steps_due(t, args) for t in (0, 99, 100, 103, 104, 107, 108, 500)]
+    assert due == [0, 0, 0, 0, 1, 1, 2, 100]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Pruning: distributions, exact counts, masks through optimizer steps
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_erk_densities_hand_computed() -> None:
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_erk_densities_hand_computed(module) -> None:
     # raw densities sum/prod: 20/100 = 0.2 and 110/1000 = 0.11; 550 non-zeros to spread: scale 550 / 130
-    densities = eaude.layer_densities([(10, 10), (100, 10)], 0.5, "erk")
+    densities = module.layer_densities([(10, 10), (100, 10)], 0.5, "erk")
     np.testing.assert_allclose(densities, [0.2 * 550 / 130, 0.11 * 550 / 130])
-    assert eaude.layer_zero_counts([(10, 10), (100, 10)], 0.5, "erk") == [15, 535]
+    assert module.layer_zero_counts([(10, 10), (100, 10)], 0.5, "erk") == [15, 535]
 
 
 def test_erk_makes_overfull_layers_dense_and_respreads() -> None:
@@ -203,9 +331,10 @@ def test_layerwise_masks_have_the_exact_number_of_zeros_even_with_ties(distribut
     assert kernel_zero_counts(pruned) == eaude.layer_zero_counts(shapes, 0.8, distribution)
 
 
-def test_global_masks_use_one_threshold() -> None:
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_global_masks_use_one_threshold(module) -> None:
     params = small_params()
-    masks = eaude.magnitude_masks(params, 0.7, "global")
+    masks = module.magnitude_masks(params, 0.7, "global")
     kernels = [
         (np.abs(np.asarray(w)), np.asarray(m))
         for w, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks), strict=True)
@@ -217,21 +346,69 @@ def test_global_masks_use_one_threshold() -> None:
     assert kept.min() >= dropped.max()
 
 
-def test_erk_keeps_the_largest_weights_of_each_layer() -> None:
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_erk_keeps_the_largest_weights_of_each_layer(module) -> None:
     params = small_params()
-    masks = eaude.magnitude_masks(params, 0.9, "erk")
+    masks = module.magnitude_masks(params, 0.9, "erk")
     for w, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks), strict=True):
         w, m = np.abs(np.asarray(w)), np.asarray(m)
         if w.ndim > 1:
             assert w[m].min() >= w[~m].max()
 
 
-def test_pruning_a_pruned_network_further_keeps_its_zeros() -> None:
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_pruning_a_pruned_network_further_prunes_its_zeros_first(module) -> None:
+    """Weights already at zero have the smallest magnitude: a higher sparsity's mask drops them before any other."""
     params = small_params()
-    once = eaude.apply_masks(params, eaude.magnitude_masks(params, 0.5, "erk"))
-    twice = eaude.apply_masks(once, eaude.magnitude_masks(once, 0.6, "erk"))
-    for a, b in zip(jax.tree.leaves(once), jax.tree.leaves(twice), strict=True):
-        assert np.all(np.asarray(b)[np.asarray(a) == 0] == 0)
+    once = module.apply_masks(params, module.magnitude_masks(params, 0.5, "erk"))
+    masks = module.magnitude_masks(once, 0.6, "erk")
+    for w, m in zip(jax.tree.leaves(once), jax.tree.leaves(masks), strict=True):
+        if w.ndim > 1:
+            assert not np.asarray(m)[np.asarray(w) == 0].any()
+
+
+# per-layer sparsities that JaxPruner's own `sparsity_distributions.erk` assigns to the Nature CNN (SAME padding,
+# 6 actions), the library the paper pruned with; kernels (8,8,4,32), (4,4,32,64), (3,3,64,64), (7744,head), (head,6)
+JAXPRUNER_ERK = {
+    (32, 0.5): [0.871945, 0.935973, 0.926669, 0.366971, 0.0],
+    (32, 0.8): [0.948867, 0.974433, 0.970719, 0.747228, 0.0],
+    (32, 0.9): [0.974477, 0.987239, 0.985384, 0.873829, 0.204206],
+    (32, 0.95): [0.987237, 0.993619, 0.992691, 0.936909, 0.602066],
+    (32, 0.99): [0.997447, 0.998723, 0.998538, 0.987377, 0.920384],
+    (512, 0.5): [0.0, 0.248337, 0.139121, 0.506856, 0.0],
+    (512, 0.8): [0.401262, 0.700631, 0.657133, 0.803593, 0.0],
+    (512, 0.9): [0.701771, 0.850885, 0.829219, 0.90217, 0.0],
+    (512, 0.95): [0.852025, 0.926013, 0.915262, 0.951459, 0.0],
+    (512, 0.99): [0.971665, 0.985833, 0.983774, 0.990705, 0.247313],
+    (2048, 0.5): [0.0, 0.0, 0.0, 0.502841, 0.0],
+    (2048, 0.8): [0.0, 0.0, 0.0, 0.804545, 0.0],
+    (2048, 0.9): [0.003529, 0.501765, 0.429372, 0.903077, 0.0],
+    (2048, 0.95): [0.505632, 0.752816, 0.7169, 0.951915, 0.0],
+    (2048, 0.99): [0.907315, 0.953657, 0.946924, 0.990985, 0.0],
+}
+
+
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+@pytest.mark.parametrize("head, sparsity", list(JAXPRUNER_ERK))
+def test_erk_matches_jaxpruner(module, head: int, sparsity: float) -> None:
+    network = module.QNetwork(action_dim=6, head_width=head)
+    params = jax.eval_shape(network.init, jax.random.PRNGKey(0), jnp.zeros((1, 4, 84, 84), jnp.uint8))
+    shapes = module.prunable_shapes(params)
+    assert shapes == [(8, 8, 4, 32), (4, 4, 32, 64), (3, 3, 64, 64), (7744, head), (head, 6)]
+    sparsities = [1.0 - d for d in module.layer_densities(shapes, sparsity, "erk")]
+    np.testing.assert_allclose(sparsities, JAXPRUNER_ERK[head, sparsity], atol=1e-4)
+
+
+def learner_state(params: dict, masks: dict, opt_states: dict, target: dict) -> dict:
+    num_networks = jax.tree.leaves(params)[0].shape[0]
+    return {
+        "params": params,
+        "masks": masks,
+        "opt_states": opt_states,
+        "target_params": target,
+        "cumulated_losses": jnp.zeros(num_networks),
+        "key": jax.random.PRNGKey(0),
+    }
 
 
 def random_batch(rng: np.random.Generator, batch_size: int = 8, num_actions: int = 6) -> dict:
@@ -258,10 +435,11 @@ def test_population_step_keeps_pruned_weights_zero_and_matches_single_network_st
     target = eaude.take(params, 0)
     step = eaude.make_train_step(network, optimizer, 0.99, layout)
     rng = np.random.default_rng(0)
-    cumulated = jnp.zeros(2)
+    learner = learner_state(params, masks, opt_states, target)
     batches = [random_batch(rng) for _ in range(3)]
     for batch in batches:
-        params, opt_states, cumulated, _ = step(params, opt_states, masks, target, cumulated, batch)
+        learner, _ = step(learner, batch)
+    params, cumulated = learner["params"], learner["cumulated_losses"]
     for w, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks), strict=True):
         assert np.all(np.asarray(w)[~np.asarray(m)] == 0)
     assert eaude.measured_sparsity(eaude.take(params, 1)) == pytest.approx(0.5, abs=1e-5)
@@ -289,14 +467,8 @@ def test_shared_target_uses_terminated_flag() -> None:
     population = jax.tree.map(lambda x: x[None], zero)
     optimizer = optax.sgd(0.0)
     step = eaude.make_train_step(network, optimizer, 0.5, "loop")
-    _, _, _cumulated, losses = step(
-        population,
-        jax.vmap(optimizer.init)(population),
-        jax.tree.map(lambda x: jnp.ones_like(x, bool), population),
-        target,
-        jnp.zeros(1),
-        batch,
-    )
+    masks = jax.tree.map(lambda x: jnp.ones_like(x, bool), population)
+    _, losses = step(learner_state(population, masks, jax.vmap(optimizer.init)(population), target), batch)
     targets = np.array([1 + 0.5 * 7, -1.0, 0.5 * 7, 1.0])
     assert float(losses[0]) == pytest.approx(np.mean(targets**2))
 
@@ -355,8 +527,9 @@ def all_transitions(buffer) -> list[tuple]:
     ]
 
 
-def test_replay_first_steps_last_transition_and_autoreset() -> None:
-    buffer = eaude.ReplayBuffer(100, 1)
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_replay_first_steps_last_transition_and_autoreset(module) -> None:
+    buffer = module.ReplayBuffer(100, 1)
     play(buffer, [(5, "terminated"), (3, "truncated")])
     transitions = all_transitions(buffer)
     # episode 1: frames 1..6 (1 = reset frame); episode 2: frame 7 is envpool's reset frame, then 8..10
@@ -369,8 +542,9 @@ def test_replay_first_steps_last_transition_and_autoreset() -> None:
     assert buffer.num_transitions() == 8
 
 
-def test_replay_ring_wraparound_never_mixes_overwritten_frames() -> None:
-    buffer = eaude.ReplayBuffer(10, 1)
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_replay_ring_wraparound_never_mixes_overwritten_frames(module) -> None:
+    buffer = module.ReplayBuffer(10, 1)
     play(buffer, [(30, "terminated")])  # frames 1..31 through a ring of 10
     transitions = all_transitions(buffer)
     # stored frames 22..31; the 3 oldest entries (22, 23, 24) miss earlier frames and the newest has no successor
@@ -379,8 +553,9 @@ def test_replay_ring_wraparound_never_mixes_overwritten_frames() -> None:
     assert transitions[-1][2] is True
 
 
-def test_replay_sampling_is_seeded_and_uniform_over_valid_transitions() -> None:
-    buffer = eaude.ReplayBuffer(1000, 1)
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_replay_sampling_is_seeded_and_uniform_over_valid_transitions(module) -> None:
+    buffer = module.ReplayBuffer(1000, 1)
     play(buffer, [(50, "terminated"), (50, "truncated")])
     a = buffer.sample(64, np.random.default_rng(5))
     b = buffer.sample(64, np.random.default_rng(5))
@@ -395,8 +570,9 @@ def test_replay_sampling_is_seeded_and_uniform_over_valid_transitions() -> None:
     assert seen.min() > 50 and seen.max() < 170  # 100 per transition expected
 
 
-def test_replay_end_partial_episodes_marks_the_newest_entry() -> None:
-    buffer = eaude.ReplayBuffer(100, 1)
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_replay_end_partial_episodes_marks_the_newest_entry(module) -> None:
+    buffer = module.ReplayBuffer(100, 1)
     play(buffer, [(10, "terminated"), (4, "terminated")])
     before = buffer.num_transitions()
     buffer.end_partial_episodes()
@@ -404,28 +580,30 @@ def test_replay_end_partial_episodes_marks_the_newest_entry() -> None:
     assert buffer.num_transitions() == before
 
 
-def test_replay_bytes_per_transition() -> None:
-    buffer = eaude.ReplayBuffer(10_000, 1)
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_replay_bytes_per_transition(module) -> None:
+    buffer = module.ReplayBuffer(10_000, 1)
     size = sum(np.asarray(v).nbytes for v in buffer.state_dict().values())
     assert size / 10_000 <= 7_500
 
 
-def test_replay_stacks_equal_envpool_observations() -> None:
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_replay_stacks_equal_envpool_observations(module) -> None:
     """The stacks rebuilt from single frames equal what the agent saw (after zero-filling the reset stack), across
     terminations, truncations and envpool's autoreset steps, with 2 envs."""
-    kwargs = {**eaude.MACHADO_PROTOCOL, "max_episode_steps": 40}
+    kwargs = {**module.MACHADO_PROTOCOL, "max_episode_steps": 40}
     envs = envpool.make("Breakout-v5", env_type="gymnasium", num_envs=2, seed=3, **kwargs)
-    buffer = eaude.ReplayBuffer(2 * 500, 2)
+    buffer = module.ReplayBuffer(2 * 500, 2)
     rng = np.random.default_rng(0)
     obs, info = envs.reset()
-    obs = eaude.zero_fill_reset_frames(obs, info["elapsed_step"])
+    obs = module.zero_fill_reset_frames(obs, info["elapsed_step"])
     buffer.add_first(obs[:, -1])
     seen = [obs]
     resetting = np.zeros(2, bool)
     for _ in range(150):
         actions = rng.integers(envs.action_space.n, size=2)
         obs, reward, terminated, truncated, info = envs.step(actions)
-        obs = eaude.zero_fill_reset_frames(obs, info["elapsed_step"])
+        obs = module.zero_fill_reset_frames(obs, info["elapsed_step"])
         buffer.add(actions, reward, terminated, truncated, obs[:, -1], reset=resetting)
         resetting = (terminated | truncated) & ~resetting
         seen.append(obs)
@@ -435,9 +613,10 @@ def test_replay_stacks_equal_envpool_observations() -> None:
         np.testing.assert_array_equal(rebuilt, np.stack([o[env] for o in seen]))
 
 
-def test_zero_fill_reset_frames() -> None:
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudedqn", "polyprune_dqn"])
+def test_zero_fill_reset_frames(module) -> None:
     obs = np.ones((3, 4, 2, 2), np.uint8)
-    out = eaude.zero_fill_reset_frames(obs, np.array([0, 2, 7]))
+    out = module.zero_fill_reset_frames(obs, np.array([0, 2, 7]))
     np.testing.assert_array_equal(out[:, :, 0, 0], [[0, 0, 0, 1], [0, 1, 1, 1], [1, 1, 1, 1]])
 
 
@@ -463,6 +642,10 @@ def test_zero_fill_reset_frames() -> None:
         (poly, ["--final-sparsity", "-0.1"], "--final-sparsity"),
         (poly, ["--pruning-start", "0.9", "--pruning-end", "0.5"], "--pruning-start"),
         (poly, ["--total-timesteps", "-1"], "--total-timesteps"),
+        *[(m, ["--seed", "-1"], "--seed") for m in (eaude, poly)],
+        *[(m, ["--learning-rate", "inf"], "--learning-rate") for m in (eaude, poly)],
+        *[(m, ["--buffer-size", "16", "--batch-size", "128"], "--buffer-size") for m in (eaude, poly)],
+        *[(m, ["--buffer-size", "1000", "--learning-starts", "2000"], "--buffer-size") for m in (eaude, poly)],
     ],
 )
 def test_cli_errors(module, argv: list[str], flag: str, capsys) -> None:
