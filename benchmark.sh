@@ -23,6 +23,27 @@ SMOKE_MUJOCO_ENV=Hopper-v5
 PAPER_CKPT_ATARI=1000000
 PAPER_CKPT_OFFLINE=62500
 PAPER_CKPT_MUJOCO=100000
+# CPU BUDGETS of cpu-classic, cpu-umax and cpu-mujoco, sized so that the three presets together take about 2 hours
+# with `--workers 2` on a 2-core machine (each worker gets about one core). One setting per script for every method
+# (the scripts' defaults), only the training length is shortened, for all methods alike. Arithmetic, in minutes of one
+# core, from runs measured on such a machine: eaudedqn_jax.py (K = 5) on CartPole-v1 takes 2.5 / 6 / 35 min per 100k
+# steps (small / medium / large); PolyPrune and DQN classic are about 3x faster (one network instead of K = 5);
+# 50k HalfCheetah-v5 steps take about 11 min for EauDeSAC (74 SPS) and 5 min each for SAC and PolyPruneSAC (170 SPS).
+#   cpu-classic, per seed at 30k steps: EauDe 0.3 x (2.5 + 6 + 35 + 2.5 Acrobot small) = 13.8, PolyPrune 4.6, DQN 4.6
+#                = 23.0; x 3 seeds = 69
+#   cpu-umax, new runs (U_max = 3 is shared with cpu-classic): 2 U_max x 0.3 x (2.5 + 35) = 22.5 per seed; x 3 = 67.5
+#   cpu-mujoco, per seed: 11 + 5 + 5 = 21; x 3 seeds = 63
+#   start-up, compilation and final evaluation: about 0.5 min x 57 runs = 28.5
+#   total 228 core-minutes / 2 workers = 114 min, plus the uneven end of the queue: about 2 hours.
+# 5 seeds do not fit (about 3 h 10 min); 3 is the floor.
+CPU_SEEDS=3
+CPU_CLASSIC_STEPS=30000
+# The classic scripts decay epsilon over 50k of their default 100k steps; keep that half for the shorter runs.
+CPU_CLASSIC_ARGS=(--exploration-steps $((CPU_CLASSIC_STEPS / 2)))
+CPU_CLASSIC_ENV=CartPole-v1
+CPU_CLASSIC_ENV_2=Acrobot-v1
+CPU_MUJOCO_STEPS=50000
+CPU_MUJOCO_ENV=HalfCheetah-v5
 # ================================================================================================================
 
 # The paper's 10 Atari games: 10 of the 15 of Ceron et al. (2024) / Graesser et al. (2022), keeping Pong,
@@ -37,11 +58,24 @@ MUJOCO_6=(Ant-v5 HalfCheetah-v5 Hopper-v5 Humanoid-v5 Walker2d-v5 HumanoidStandu
 # PolyPruneSAC final sparsities of the return-vs-sparsity front (Fig. 13 left); the paper's exact set is not in its
 # text, 0.95 is the default and shares its runs with paper-mujoco.
 PARETO_FINAL_SPARSITIES=(0.5 0.7 0.8 0.9 0.95 0.99)
+# Training lengths of paper-training-length (Fig. 4 and 7 bottom, Fig. 11), besides the default ones that paper-atari
+# (10M agent steps = 40M frames, Table 3) and paper-mujoco (1M steps, Table 4) run. The paper's text does not give
+# them: it says only that "higher final sparsity levels are discovered when more environment interactions are
+# available", so we choose longer runs, 100M frames on Atari and 2M steps on MuJoCo. Add values to run more lengths.
+TRAINING_LENGTHS_ATARI=(25000000)
+TRAINING_LENGTHS_MUJOCO=(2000000)
+# Population sizes K and S_max of paper-ablation-k (Fig. 13 right, EauDeSAC small, M = ceil(K/2)). The text gives only
+# the default, K = 5 and S_max = 0.01 (the figure's white cross): we choose a 3 x 3 grid around it, S_max over two
+# decades because the paper calls the range "wide".
+ABLATION_K=(3 5 10)
+ABLATION_S_MAX=(0.001 0.01 0.1)
 
-ALL_ALGOS=(eaudedqn polyprune_dqn dqn eaudedqn_classic eaudecql polyprune_cql cql eaudesac polyprune_sac sac)
+ALL_ALGOS=(eaudedqn polyprune_dqn dqn eaudedqn_classic polyprune_dqn_classic dqn_classic eaudecql polyprune_cql cql
+    eaudesac polyprune_sac sac)
 
 usage() {
-    cat <<'EOF'
+    # Unquoted here-document: the CPU budgets and grids come from the configuration above.
+    cat <<EOF
 Usage: ./benchmark.sh [--preset NAME] [selection flags] [execution flags] [-- EXTRA SCRIPT ARGS]
 
 Presets (selection flags narrow a preset: --algos keeps those of its algorithms, the others replace its values):
@@ -49,20 +83,37 @@ Presets (selection flags narrow a preset: --algos keeps those of its algorithms,
   paper-atari-15   the same on the 15 games of Ceron et al. (2024)
   paper-offline    eaudecql, polyprune_cql, cql x 10 games x 5 seeds x small/large (Fig. 6); needs --dataset-root
   paper-mujoco     eaudesac, polyprune_sac, sac x 6 MuJoCo envs x 10 seeds x small/medium/large (Fig. 7, 8)
+  paper-training-length  the Atari (5 seeds) and MuJoCo (10 seeds) algorithms of paper-atari and paper-mujoco,
+                   small/large, ${TRAINING_LENGTHS_ATARI[*]} (Atari) and ${TRAINING_LENGTHS_MUJOCO[*]} (MuJoCo) steps
+                   (Fig. 4 and 7 bottom, 11); exp names end in _t<steps>, e.g. eaudedqn_small_t25M
+  paper-sac-oracle polyprune_sac as in paper-training-length's MuJoCo runs, with s_F = the final sparsity/target
+                   of the finished eaudesac run of the same env, size, length and seed (Fig. 7 bottom); run
+                   paper-training-length first (see --final-sparsity oracle)
+  paper-ablation-k eaudesac small x 6 envs x 10 seeds x K ${ABLATION_K[*]} (M = ceil(K/2)) x S_max ${ABLATION_S_MAX[*]}
+                   (Fig. 13 right); K = 5, S_max = 0.01 are the default runs of paper-mujoco
   ablation-umax    eaudedqn (10 games x 5 seeds) and eaudesac (6 envs x 10 seeds), small/large, U_max 3,10,30
                    (Fig. 9, 14); U_max = 3 runs are the default runs of paper-atari/paper-mujoco
   pareto-mujoco    polyprune_sac small, final sparsity 0.5..0.99 x 6 envs x 10 seeds (Fig. 13 left, with
                    ablation-umax's eaudesac small runs)
+  cpu-classic      eaudedqn_classic, polyprune_dqn_classic, dqn_classic x $CPU_SEEDS seeds x $CPU_CLASSIC_STEPS steps on
+                   $CPU_CLASSIC_ENV (small/medium/large) and $CPU_CLASSIC_ENV_2 (small)
+  cpu-umax         eaudedqn_classic on $CPU_CLASSIC_ENV x small/large x U_max 3,10,30 x $CPU_SEEDS seeds x
+                   $CPU_CLASSIC_STEPS steps (U_max = 3 runs shared with cpu-classic)
+  cpu-mujoco       eaudesac, polyprune_sac, sac on $CPU_MUJOCO_ENV, small, $CPU_SEEDS seeds x $CPU_MUJOCO_STEPS steps
+                   (the three cpu-* presets: about 2 hours with --workers 2 on 2 CPU cores)
   smoke            every script once with tiny budgets (seed 1, small networks, --save-model)
 
 Selection:
-  --algos A,B        from: eaudedqn polyprune_dqn dqn eaudedqn_classic eaudecql polyprune_cql cql eaudesac
-                     polyprune_sac sac (dqn/cql/sac = the PolyPrune script with --final-sparsity 0)
+  --algos A,B        from: eaudedqn polyprune_dqn dqn eaudedqn_classic polyprune_dqn_classic dqn_classic
+                     eaudecql polyprune_cql cql eaudesac polyprune_sac sac (dqn, dqn_classic, cql and sac are the
+                     PolyPrune script with --final-sparsity 0)
   --env-ids E,F      environment ids
   --seeds S          comma list (1,2,3) or a count N (= 1..N)
   --sizes A,B        network sizes (small,medium,large); "none" passes no --network-size
   --umax A,B         U_max values for the eaude* algorithms (3 = default, no suffix in the exp name)
-  --final-sparsity A,B  s_F values for the polyprune_* algorithms (0.95 = default)
+  --final-sparsity A,B  s_F values for the polyprune_* algorithms (0.95 = default); "oracle" copies, per run, the
+                     last sparsity/target of the finished eaude* run with the same env, size, suffix and seed from
+                     --output-dir, and refuses to start while any of them is missing
   -- ARGS            extra arguments appended to every script command
 Execution:
   --output-dir DIR   run folders go to DIR (default: runs, relative to the repository root)
@@ -259,38 +310,96 @@ cd "$ROOT"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Presets: a preset sets a default selection; ablations add extra (algo, sizes, umax) groups.
-# A group is "ALGOS|ENVS|SEEDS|SIZES|UMAXES|SFS|PRESET_ARGS" with comma lists.
+# A group is "ALGOS|ENVS|SEEDS|SIZES|UMAXES|SFS|SUFFIX|PRESET_ARGS" with comma lists. SUFFIX ends the exp names of the
+# group's runs (e.g. _t2M, _k3_smax0.1): a group that changes a script's training length or another setting the exp
+# name would not show gets its own run folders, so its runs never pass for the default runs of another preset
+# (a run counts as finished against the budget in its own config.json).
 # ---------------------------------------------------------------------------------------------------------------
 join() {
     local IFS=,
     echo "$*"
 }
+# Exp-name suffix of a training length: 2000000 -> _t2M, 30000 -> _t30k.
+steps_suffix() {
+    if (($1 % 1000000 == 0)); then
+        echo "_t$(($1 / 1000000))M"
+    elif (($1 % 1000 == 0)); then
+        echo "_t$(($1 / 1000))k"
+    else
+        echo "_t$1"
+    fi
+}
 GROUPS_=()
 ckpt_atari=(--checkpoint-interval "$PAPER_CKPT_ATARI")
 ckpt_offline=(--checkpoint-interval "$PAPER_CKPT_OFFLINE")
 ckpt_mujoco=(--checkpoint-interval "$PAPER_CKPT_MUJOCO")
+atari_10="$(join "${ATARI_10[@]}")"
+mujoco_6="$(join "${MUJOCO_6[@]}")"
+cpu_classic="$(steps_suffix "$CPU_CLASSIC_STEPS")|--total-timesteps $CPU_CLASSIC_STEPS ${CPU_CLASSIC_ARGS[*]}"
 case "$PRESET" in
     "") [[ -n "$ALGOS" && -n "$ENV_IDS" ]] || die "give --preset or both --algos and --env-ids (see --help)"
-        GROUPS_+=("$ALGOS|$ENV_IDS|${SEEDS:-1}|${SIZES:-none}|${UMAXES:-3}|${SFS:-0.95}|") ;;
+        GROUPS_+=("$ALGOS|$ENV_IDS|${SEEDS:-1}|${SIZES:-none}|${UMAXES:-3}|${SFS:-0.95}||") ;;
     paper-atari | paper-atari-15)
-        if [[ "$PRESET" == paper-atari ]]; then games="$(join "${ATARI_10[@]}")"; else games="$(join "${ATARI_15[@]}")"; fi
-        GROUPS_+=("eaudedqn,polyprune_dqn,dqn|$games|5|small,medium,large|3|0.95|${ckpt_atari[*]}") ;;
+        if [[ "$PRESET" == paper-atari ]]; then games="$atari_10"; else games="$(join "${ATARI_15[@]}")"; fi
+        GROUPS_+=("eaudedqn,polyprune_dqn,dqn|$games|5|small,medium,large|3|0.95||${ckpt_atari[*]}") ;;
     paper-offline)
-        GROUPS_+=("eaudecql,polyprune_cql,cql|$(join "${ATARI_10[@]}")|5|small,large|3|0.95|${ckpt_offline[*]}") ;;
+        GROUPS_+=("eaudecql,polyprune_cql,cql|$atari_10|5|small,large|3|0.95||${ckpt_offline[*]}") ;;
     paper-mujoco)
-        GROUPS_+=("eaudesac,polyprune_sac,sac|$(join "${MUJOCO_6[@]}")|10|small,medium,large|3|0.95|${ckpt_mujoco[*]}") ;;
+        GROUPS_+=("eaudesac,polyprune_sac,sac|$mujoco_6|10|small,medium,large|3|0.95||${ckpt_mujoco[*]}") ;;
+    paper-training-length)
+        # Small and large networks: Fig. 11 compares the small network at two lengths and the small with the large
+        # network at one length; the default-length runs are those of paper-atari and paper-mujoco.
+        for steps in "${TRAINING_LENGTHS_ATARI[@]}"; do
+            length="$(steps_suffix "$steps")|--total-timesteps $steps"
+            GROUPS_+=("eaudedqn,polyprune_dqn,dqn|$atari_10|5|small,large|3|0.95|$length ${ckpt_atari[*]}")
+        done
+        for steps in "${TRAINING_LENGTHS_MUJOCO[@]}"; do
+            length="$(steps_suffix "$steps")|--total-timesteps $steps"
+            GROUPS_+=("eaudesac,polyprune_sac,sac|$mujoco_6|10|small,large|3|0.95|$length ${ckpt_mujoco[*]}")
+        done ;;
+    paper-sac-oracle)
+        # PolyPruneSAC (oracle), Fig. 7 bottom: the MuJoCo runs of paper-training-length, s_F read from EauDeSAC.
+        for steps in "${TRAINING_LENGTHS_MUJOCO[@]}"; do
+            length="$(steps_suffix "$steps")|--total-timesteps $steps"
+            GROUPS_+=("polyprune_sac|$mujoco_6|10|small,large|3|oracle|$length ${ckpt_mujoco[*]}")
+        done ;;
+    paper-ablation-k)
+        for k in "${ABLATION_K[@]}"; do
+            for s_max in "${ABLATION_S_MAX[@]}"; do
+                # Suffixes and flags only away from the default (K = 5, M = 3, S_max = 0.01), so the default cell is
+                # paper-mujoco's eaudesac_small.
+                suffix="" args=()
+                if [[ "$k" != 5 ]]; then
+                    suffix+="_k$k"
+                    args+=(--num-networks "$k" --tournament-size $(((k + 1) / 2)))
+                fi
+                if [[ "$s_max" != 0.01 ]]; then suffix+="_smax$s_max"; args+=(--s-max "$s_max"); fi
+                GROUPS_+=("eaudesac|$mujoco_6|10|small|3|0.95|$suffix|${args[*]} ${ckpt_mujoco[*]}")
+            done
+        done ;;
     ablation-umax)
-        GROUPS_+=("eaudedqn|$(join "${ATARI_10[@]}")|5|small,large|3,10,30|0.95|${ckpt_atari[*]}")
-        GROUPS_+=("eaudesac|$(join "${MUJOCO_6[@]}")|10|small,large|3,10,30|0.95|${ckpt_mujoco[*]}") ;;
+        GROUPS_+=("eaudedqn|$atari_10|5|small,large|3,10,30|0.95||${ckpt_atari[*]}")
+        GROUPS_+=("eaudesac|$mujoco_6|10|small,large|3,10,30|0.95||${ckpt_mujoco[*]}") ;;
     pareto-mujoco)
-        GROUPS_+=("polyprune_sac|$(join "${MUJOCO_6[@]}")|10|small|3|$(join "${PARETO_FINAL_SPARSITIES[@]}")|${ckpt_mujoco[*]}") ;;
+        GROUPS_+=("polyprune_sac|$mujoco_6|10|small|3|$(join "${PARETO_FINAL_SPARSITIES[@]}")||${ckpt_mujoco[*]}") ;;
+    cpu-classic)
+        algos=eaudedqn_classic,polyprune_dqn_classic,dqn_classic
+        GROUPS_+=("$algos|$CPU_CLASSIC_ENV|$CPU_SEEDS|small,medium,large|3|0.95|$cpu_classic")
+        GROUPS_+=("$algos|$CPU_CLASSIC_ENV_2|$CPU_SEEDS|small|3|0.95|$cpu_classic") ;;
+    cpu-umax)
+        GROUPS_+=("eaudedqn_classic|$CPU_CLASSIC_ENV|$CPU_SEEDS|small,large|3,10,30|0.95|$cpu_classic") ;;
+    cpu-mujoco)
+        length="$(steps_suffix "$CPU_MUJOCO_STEPS")|--total-timesteps $CPU_MUJOCO_STEPS"
+        GROUPS_+=("eaudesac,polyprune_sac,sac|$CPU_MUJOCO_ENV|$CPU_SEEDS|small|3|0.95|$length") ;;
     smoke)
         SAVE_MODEL=1 # the model file marks a smoke run as finished exactly (logging may stop short of the budget)
-        GROUPS_+=("eaudedqn,polyprune_dqn,dqn|$SMOKE_ATARI_ENV|1|small|3|0.95|${SMOKE_ATARI_ARGS[*]}")
-        GROUPS_+=("eaudedqn_classic|$SMOKE_CLASSIC_ENV|1|none|3|0.95|${SMOKE_CLASSIC_ARGS[*]}")
-        GROUPS_+=("eaudecql,polyprune_cql,cql|$SMOKE_ATARI_ENV|1|small|3|0.95|${SMOKE_OFFLINE_ARGS[*]}")
-        GROUPS_+=("eaudesac,polyprune_sac,sac|$SMOKE_MUJOCO_ENV|1|small|3|0.95|${SMOKE_MUJOCO_ARGS[*]}") ;;
-    *) die "unknown --preset '$PRESET' (paper-atari, paper-atari-15, paper-offline, paper-mujoco, ablation-umax, pareto-mujoco, smoke)" ;;
+        GROUPS_+=("eaudedqn,polyprune_dqn,dqn|$SMOKE_ATARI_ENV|1|small|3|0.95||${SMOKE_ATARI_ARGS[*]}")
+        GROUPS_+=("eaudedqn_classic|$SMOKE_CLASSIC_ENV|1|none|3|0.95||${SMOKE_CLASSIC_ARGS[*]}")
+        GROUPS_+=("eaudecql,polyprune_cql,cql|$SMOKE_ATARI_ENV|1|small|3|0.95||${SMOKE_OFFLINE_ARGS[*]}")
+        GROUPS_+=("eaudesac,polyprune_sac,sac|$SMOKE_MUJOCO_ENV|1|small|3|0.95||${SMOKE_MUJOCO_ARGS[*]}") ;;
+    *) die "unknown --preset '$PRESET' (paper-atari, paper-atari-15, paper-offline, paper-mujoco," \
+        "paper-training-length, paper-sac-oracle, paper-ablation-k, ablation-umax, pareto-mujoco, cpu-classic," \
+        "cpu-umax, cpu-mujoco, smoke)" ;;
 esac
 
 # Hand-given selection flags narrow a preset: --algos keeps only those algorithms of each group (a group left
@@ -299,7 +408,7 @@ esac
 if [[ -n "$PRESET" ]]; then
     kept=()
     for i in "${!GROUPS_[@]}"; do
-        IFS='|' read -r g_algos g_envs g_seeds g_sizes g_umax g_sfs g_args <<<"${GROUPS_[$i]}"
+        IFS='|' read -r g_algos g_envs g_seeds g_sizes g_umax g_sfs g_suffix g_args <<<"${GROUPS_[$i]}"
         if [[ -n "$ALGOS" ]]; then
             sel=()
             IFS=, read -r -a wanted <<<"$ALGOS"
@@ -309,7 +418,8 @@ if [[ -n "$PRESET" ]]; then
             ((${#sel[@]})) || continue
             g_algos="$(join "${sel[@]}")"
         fi
-        kept+=("$g_algos|${ENV_IDS:-$g_envs}|${SEEDS:-$g_seeds}|${SIZES:-$g_sizes}|${UMAXES:-$g_umax}|${SFS:-$g_sfs}|$g_args")
+        narrowed="$g_algos|${ENV_IDS:-$g_envs}|${SEEDS:-$g_seeds}|${SIZES:-$g_sizes}|${UMAXES:-$g_umax}|${SFS:-$g_sfs}"
+        kept+=("$narrowed|$g_suffix|$g_args")
     done
     ((${#kept[@]})) || die "--algos $ALGOS: none of them is in preset $PRESET"
     GROUPS_=("${kept[@]}")
@@ -325,6 +435,7 @@ algo_script() {
         eaudedqn) echo eaudedqn_atari_jax.py ;;
         polyprune_dqn | dqn) echo polyprune_dqn_atari_jax.py ;;
         eaudedqn_classic) echo eaudedqn_jax.py ;;
+        polyprune_dqn_classic | dqn_classic) echo polyprune_dqn_jax.py ;;
         eaudecql) echo eaudecql_atari_jax.py ;;
         polyprune_cql | cql) echo polyprune_cql_atari_jax.py ;;
         eaudesac) echo eaudesac_mujoco_jax.py ;;
@@ -341,15 +452,25 @@ game_of() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# Expansion. exp_name = <algo>[_<size>][_umax<U>][_sf<S>] (U_max suffix only when != 3, s_F only when != 0.95), so the
-# default runs of every preset share their folders and the analysis tool can parse names (it prefers config.json).
+# Expansion. exp_name = <algo>[_<size>][_umax<U>][_sf<S> | _oracle][<group suffix>] (U_max suffix only when != 3, s_F
+# only when != 0.95), so the default runs of every preset share their folders and the analysis tool can parse names
+# (it prefers config.json).
 # ---------------------------------------------------------------------------------------------------------------
+# Last sparsity/target a run logged (its final sparsity once finished), empty if none. metrics.jsonl is appended in
+# step order, also after a resume, so the last such line is the newest value.
+last_target_sparsity() {
+    [[ -f "$1/metrics.jsonl" ]] || return 0
+    grep -F '"name": "sparsity/target"' "$1/metrics.jsonl" | tail -n 1 | grep -o '"value": *[-+0-9.eE]*' |
+        awk -F': *' '{ printf "%.6f", $2 }'
+}
+
 read -r -a PY <<<"$PYTHON_CMD"
 RECORDS=()
 NEED_DATASET=()
+ORACLE_MISSING=()
 declare -A SEEN=()
 for group in "${GROUPS_[@]}"; do
-    IFS='|' read -r g_algos g_envs g_seeds g_sizes g_umax g_sfs g_args <<<"$group"
+    IFS='|' read -r g_algos g_envs g_seeds g_sizes g_umax g_sfs g_suffix g_args <<<"$group"
     read -r -a preset_args <<<"$g_args"
     # A hand-given --checkpoint-interval replaces the preset's one; extra arguments (after --) come last.
     pargs=()
@@ -377,12 +498,29 @@ for group in "${GROUPS_[@]}"; do
                         for seed in "${seeds[@]}"; do
                             exp="$algo"
                             args=(--env-id "$env" --seed "$seed")
-                            if [[ "$size" != none ]]; then exp+="_$size"; args+=(--network-size "$size"); fi
+                            size_part=""
+                            if [[ "$size" != none ]]; then size_part="_$size"; args+=(--network-size "$size"); fi
+                            exp+="$size_part"
                             if [[ "$umax" != 3 ]]; then exp+="_umax$umax"; args+=(--u-max "$umax"); fi
-                            if [[ "$sf" != 0.95 ]]; then exp+="_sf$sf"; args+=(--final-sparsity "$sf"); fi
-                            if [[ "$algo" == dqn || "$algo" == cql || "$algo" == sac ]]; then
-                                args+=(--final-sparsity 0)
+                            if [[ "$sf" == oracle ]]; then
+                                # PolyPrune (oracle): s_F = the final sparsity EauDe discovered in the run with the
+                                # same env, size, suffix and seed (polyprune_sac -> eaudesac, and so on).
+                                exp+="_oracle"
+                                sibling_exp="eaude${algo#polyprune_}${size_part}${g_suffix}"
+                                sibling="${env}__${sibling_exp}__${seed}"
+                                sibling_dir="$(find_run_dir "$OUTPUT_DIR" "${sibling}__")"
+                                oracle_sf=""
+                                if [[ -n "$sibling_dir" ]] && run_finished "$sibling_dir" "$sibling_exp"; then
+                                    oracle_sf="$(last_target_sparsity "$sibling_dir")"
+                                fi
+                                if [[ -z "$oracle_sf" ]]; then ORACLE_MISSING+=("$sibling"); continue; fi
+                                args+=(--final-sparsity "$oracle_sf")
+                            elif [[ "$sf" != 0.95 ]]; then
+                                exp+="_sf$sf"
+                                args+=(--final-sparsity "$sf")
                             fi
+                            exp+="$g_suffix"
+                            if [[ "$algo" =~ ^(dqn|dqn_classic|cql|sac)$ ]]; then args+=(--final-sparsity 0); fi
                             if [[ "$algo" == *cql ]]; then
                                 ds="$DATASET_ROOT/$(game_of "$env")/1"
                                 args+=(--dataset-dir "$(display_path "$ds")")
@@ -403,6 +541,12 @@ for group in "${GROUPS_[@]}"; do
         done
     done
 done
+
+if ((${#ORACLE_MISSING[@]})); then
+    die "--final-sparsity oracle reads the final sparsity/target of finished EauDe runs; missing or unfinished in" \
+        "$(display_path "$OUTPUT_DIR"): ${ORACLE_MISSING[*]} (run them first, for paper-sac-oracle:" \
+        "./benchmark.sh --preset paper-training-length --algos eaudesac)"
+fi
 
 # ---------------------------------------------------------------------------------------------------------------
 # Dry run: the command each pending run would execute (finished runs omitted, --resume when a checkpoint exists).

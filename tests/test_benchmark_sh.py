@@ -15,6 +15,25 @@ import pytest
 from benchmark_fakes import ALGO_SCRIPTS, REPO_ROOT, make_fake_script_dir
 
 BENCH = REPO_ROOT / "benchmark.sh"
+ATARI_SCRIPTS = {"eaudedqn_atari_jax.py", "polyprune_dqn_atari_jax.py"}
+MUJOCO_SCRIPTS = {"eaudesac_mujoco_jax.py", "polyprune_sac_mujoco_jax.py"}
+CLASSIC_SCRIPTS = {"eaudedqn_jax.py", "polyprune_dqn_jax.py"}
+# (script, algorithm key) of each domain's EauDe, PolyPrune and dense runs.
+ATARI_ALGOS = [
+    ("eaudedqn_atari_jax.py", "eaudedqn"),
+    ("polyprune_dqn_atari_jax.py", "polyprune_dqn"),
+    ("polyprune_dqn_atari_jax.py", "dqn"),
+]
+MUJOCO_ALGOS = [
+    ("eaudesac_mujoco_jax.py", "eaudesac"),
+    ("polyprune_sac_mujoco_jax.py", "polyprune_sac"),
+    ("polyprune_sac_mujoco_jax.py", "sac"),
+]
+CLASSIC_ALGOS = [
+    ("eaudedqn_jax.py", "eaudedqn_classic"),
+    ("polyprune_dqn_jax.py", "polyprune_dqn_classic"),
+    ("polyprune_dqn_jax.py", "dqn_classic"),
+]
 
 
 def bench(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -45,6 +64,11 @@ def flag(cmd: list[str], name: str) -> str | None:
         ("paper-mujoco", 6 * 10 * 3 * 3, {"eaudesac_mujoco_jax.py", "polyprune_sac_mujoco_jax.py"}),
         ("ablation-umax", (10 * 5 + 6 * 10) * 2 * 3, {"eaudedqn_atari_jax.py", "eaudesac_mujoco_jax.py"}),
         ("pareto-mujoco", 6 * 10 * 6, {"polyprune_sac_mujoco_jax.py"}),
+        ("paper-training-length", 3 * (10 * 5 + 6 * 10) * 2, ATARI_SCRIPTS | MUJOCO_SCRIPTS),
+        ("paper-ablation-k", 3 * 3 * 6 * 10, {"eaudesac_mujoco_jax.py"}),
+        ("cpu-classic", 3 * (3 + 1) * 3, CLASSIC_SCRIPTS),
+        ("cpu-umax", 2 * 3 * 3, {"eaudedqn_jax.py"}),
+        ("cpu-mujoco", 3 * 3, MUJOCO_SCRIPTS),
         ("smoke", 10, set(ALGO_SCRIPTS)),
     ],
 )
@@ -62,8 +86,13 @@ def test_preset_expansion(preset: str, n_runs: int, scripts: set[str], tmp_path:
             assert f"_{size}" in exp  # network size recorded in the exp name
         if exp.startswith(("dqn", "cql", "sac")):
             assert flag(c, "--final-sparsity") == "0"  # dense baselines
+        if preset != "smoke":  # a shortened or lengthened run says so in its name: _t30k, _t2M
+            steps = flag(c, "--total-timesteps")
+            assert (steps is None) == ("_t" not in exp)
+            if steps is not None:
+                assert exp.endswith(f"_t{int(steps) // 1000}k") or exp.endswith(f"_t{int(steps) // 1_000_000}M")
         if "_umax" in exp:
-            assert exp.startswith("eaude") and exp.endswith(f"_umax{flag(c, '--u-max')}")
+            assert exp.startswith("eaude") and f"_umax{flag(c, '--u-max')}" in exp
         if "cql" in exp:
             assert flag(c, "--dataset-dir") is not None
 
@@ -90,6 +119,153 @@ def test_ablation_umax_regimes(tmp_path: Path) -> None:
         "eaudesac_small",
         "eaudesac_large",
     }
+
+
+def test_paper_training_length(tmp_path: Path) -> None:
+    cmds = dry("--preset", "paper-training-length", "--output-dir", str(tmp_path))
+    runs = Counter((c[3], flag(c, "--exp-name"), flag(c, "--total-timesteps")) for c in cmds)
+    # 100M frames (25M agent steps) on the 10 games x 5 seeds, 2M steps on the 6 MuJoCo envs x 10 seeds.
+    assert runs == {
+        **{(s, f"{a}_{n}_t25M", "25000000"): 50 for s, a in ATARI_ALGOS for n in ("small", "large")},
+        **{(s, f"{a}_{n}_t2M", "2000000"): 60 for s, a in MUJOCO_ALGOS for n in ("small", "large")},
+    }
+    assert {flag(c, "--seed") for c in cmds if c[3] in ATARI_SCRIPTS} == {str(i) for i in range(1, 6)}
+    assert {flag(c, "--seed") for c in cmds if c[3] in MUJOCO_SCRIPTS} == {str(i) for i in range(1, 11)}
+    assert all(flag(c, "--checkpoint-interval") is not None for c in cmds)  # long runs can be resumed
+
+
+def test_paper_ablation_k_grid(tmp_path: Path) -> None:
+    cmds = dry("--preset", "paper-ablation-k", "--output-dir", str(tmp_path))
+    cells = Counter(
+        (int(flag(c, "--num-networks") or 5), int(flag(c, "--tournament-size") or 3), flag(c, "--s-max") or "0.01")
+        for c in cmds
+    )
+    # Every (K, S_max) cell on 6 envs x 10 seeds, with M = ceil(K / 2) (Fig. 13 right).
+    assert cells == {(k, -(-k // 2), s): 60 for k in (3, 5, 10) for s in ("0.001", "0.01", "0.1")}
+    assert {flag(c, "--network-size") for c in cmds} == {"small"} and {flag(c, "--u-max") for c in cmds} == {None}
+    # The default cell is paper-mujoco's eaudesac_small (same run folders); the others are named after their cell.
+    assert {
+        flag(c, "--exp-name") for c in cmds if flag(c, "--num-networks") is None and flag(c, "--s-max") is None
+    } == {"eaudesac_small"}
+    assert {flag(c, "--exp-name") for c in cmds if flag(c, "--num-networks") == "10"} == {
+        "eaudesac_small_k10_smax0.001",
+        "eaudesac_small_k10",
+        "eaudesac_small_k10_smax0.1",
+    }
+
+
+def test_cpu_presets(tmp_path: Path) -> None:
+    classic = dry("--preset", "cpu-classic", "--output-dir", str(tmp_path))
+    assert Counter((c[3], flag(c, "--exp-name"), flag(c, "--env-id")) for c in classic) == {
+        **{(s, f"{a}_{n}_t30k", "CartPole-v1"): 3 for s, a in CLASSIC_ALGOS for n in ("small", "medium", "large")},
+        **{(s, f"{a}_small_t30k", "Acrobot-v1"): 3 for s, a in CLASSIC_ALGOS},
+    }
+    umax = dry("--preset", "cpu-umax", "--output-dir", str(tmp_path))
+    assert Counter((flag(c, "--u-max") or "3", flag(c, "--network-size")) for c in umax) == {
+        (u, n): 3 for u in ("3", "10", "30") for n in ("small", "large")
+    }
+    # U_max = 3 runs are cpu-classic's: same folders, run once.
+    assert {flag(c, "--exp-name") for c in umax if flag(c, "--u-max") is None} == {
+        "eaudedqn_classic_small_t30k",
+        "eaudedqn_classic_large_t30k",
+    }
+    mujoco = dry("--preset", "cpu-mujoco", "--output-dir", str(tmp_path))
+    assert Counter((c[3], flag(c, "--exp-name"), flag(c, "--env-id")) for c in mujoco) == {
+        (s, f"{a}_small_t50k", "HalfCheetah-v5"): 3 for s, a in MUJOCO_ALGOS
+    }
+    for cmds in (classic, umax, mujoco):
+        assert {flag(c, "--seed") for c in cmds} == {"1", "2", "3"}
+        # One setting for every method of a preset: the same arguments apart from the run's own.
+        assert len({tuple(c[c.index("--output-dir") + 2 :]) for c in cmds}) == 1
+    assert {flag(c, "--exploration-steps") for c in classic + umax} == {"15000"}  # half the budget, as 50k of 100k
+    assert {flag(c, "--total-timesteps") for c in mujoco} == {"50000"}
+
+
+def test_cpu_presets_fit_two_hours(tmp_path: Path) -> None:
+    """The 2-hour estimate of benchmark.sh's CPU budget block, recomputed from the commands: minutes of one core per
+    100k steps for eaudedqn_jax.py (K = 5) by size, PolyPrune/DQN classic 3x faster, EauDeSAC 74 and SAC/PolyPruneSAC
+    170 steps per second, 0.5 min of start-up and evaluation per run, runs shared between presets counted once."""
+    eaude_classic = {"small": 2.5, "medium": 6.0, "large": 35.0}
+    runs = {}
+    for preset in ("cpu-classic", "cpu-umax", "cpu-mujoco"):
+        for c in dry("--preset", preset, "--output-dir", str(tmp_path)):
+            runs[(flag(c, "--env-id"), flag(c, "--exp-name"), flag(c, "--seed"))] = c
+    assert len(runs) == 36 + 12 + 9
+    minutes = 0.0
+    for c in runs.values():
+        steps, exp = int(flag(c, "--total-timesteps")), flag(c, "--exp-name")
+        if c[3] == "eaudedqn_jax.py":
+            minutes += eaude_classic[flag(c, "--network-size")] * steps / 100_000
+        elif c[3] == "polyprune_dqn_jax.py":
+            minutes += eaude_classic[flag(c, "--network-size")] / 3 * steps / 100_000
+        else:
+            assert steps >= 50_000  # MuJoCo: at least 50k steps
+            minutes += steps / (74 if exp.startswith("eaudesac") else 170) / 60
+        minutes += 0.5
+    assert 90 <= minutes / 2 <= 120  # two workers, one core each: about 2 hours
+
+
+def write_eaude_run(root: Path, prefix: str, total: int, last_step: int, final_sparsity: float) -> Path:
+    """A run folder whose metrics.jsonl logs sparsity/target rising linearly to `final_sparsity` at `last_step`."""
+    run = root / f"{prefix}1700000000"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"total_timesteps": total}, indent=2))
+    steps = range(0, last_step + 1, last_step // 10)
+    lines = [
+        {"global_step": s, "name": name, "value": value, "time": 0.0}
+        for s in steps
+        for name, value in (("sparsity/target", final_sparsity * s / last_step), ("charts/SPS", 100.0))
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return run
+
+
+def test_paper_sac_oracle_reads_eaudesac_final_sparsity(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    sel = ["--preset", "paper-sac-oracle", "--env-ids", "Hopper-v5", "--seeds", "2", "--output-dir", str(out)]
+    # Without the EauDeSAC runs it refuses, naming each missing one.
+    proc = bench("--dry-run", *sel, check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1
+    missing = [f"Hopper-v5__eaudesac_{n}_t2M__{s}" for n in ("small", "large") for s in (1, 2)]
+    assert proc.stderr.startswith("error:") and all(m in proc.stderr for m in missing)
+    write_eaude_run(out, "Hopper-v5__eaudesac_small_t2M__1__", 2_000_000, 2_000_000, 0.61)
+    write_eaude_run(out, "Hopper-v5__eaudesac_small_t2M__2__", 2_000_000, 2_000_000, 0.83)
+    write_eaude_run(out, "Hopper-v5__eaudesac_large_t2M__1__", 2_000_000, 2_000_000, 0.97)
+    write_eaude_run(out, "Hopper-v5__eaudesac_large_t2M__2__", 2_000_000, 1_000_000, 0.4)  # unfinished
+    proc = bench("--dry-run", *sel, check=False)
+    assert proc.returncode == 2 and "Hopper-v5__eaudesac_large_t2M__2" in proc.stderr
+    assert "__1" not in proc.stderr and "small" not in proc.stderr
+    # Each oracle run takes the final sparsity of the EauDeSAC run of the same env, size, length and seed.
+    cmds = dry(*sel, "--sizes", "small")
+    assert {(flag(c, "--seed"), flag(c, "--final-sparsity")) for c in cmds} == {("1", "0.610000"), ("2", "0.830000")}
+    assert {c[3] for c in cmds} == {"polyprune_sac_mujoco_jax.py"}
+    assert {flag(c, "--exp-name") for c in cmds} == {"polyprune_sac_small_oracle_t2M"}
+    assert {flag(c, "--total-timesteps") for c in cmds} == {"2000000"}
+    # The same mechanism by hand, at the default length: polyprune_dqn_classic copies eaudedqn_classic.
+    write_eaude_run(out, "CartPole-v1__eaudedqn_classic_small__1__", 100_000, 100_000, 0.5)
+    cmds = dry(
+        *["--algos", "polyprune_dqn_classic", "--env-ids", "CartPole-v1", "--sizes", "small"],
+        *["--final-sparsity", "oracle", "--output-dir", str(out)],
+    )
+    assert [(c[3], flag(c, "--exp-name"), flag(c, "--final-sparsity")) for c in cmds] == [
+        ("polyprune_dqn_jax.py", "polyprune_dqn_classic_small_oracle", "0.500000")
+    ]
+
+
+def test_classic_algorithm_keys(tmp_path: Path) -> None:
+    sel = ["--algos", "eaudedqn_classic,polyprune_dqn_classic,dqn_classic", "--env-ids", "CartPole-v1"]
+    cmds = dry(*sel, "--sizes", "small,large", "--umax", "10", "--output-dir", str(tmp_path))
+    got = {
+        (c[3], flag(c, "--exp-name"), flag(c, "--network-size"), flag(c, "--final-sparsity"), flag(c, "--u-max"))
+        for c in cmds
+    }
+    assert got == {
+        *{("eaudedqn_jax.py", f"eaudedqn_classic_{n}_umax10", n, None, "10") for n in ("small", "large")},
+        *{("polyprune_dqn_jax.py", f"polyprune_dqn_classic_{n}", n, None, None) for n in ("small", "large")},
+        *{("polyprune_dqn_jax.py", f"dqn_classic_{n}", n, "0", None) for n in ("small", "large")},
+    }
+    # Without --sizes no --network-size is passed: the scripts' default.
+    assert all("--network-size" not in c for c in dry(*sel, "--output-dir", str(tmp_path)))
 
 
 def test_hand_selection_and_extra_args(tmp_path: Path) -> None:
@@ -132,6 +308,7 @@ def test_hand_selection_and_extra_args(tmp_path: Path) -> None:
         ["--algos", "nope", "--env-ids", "Pong-v5"],
         ["--workers", "0"],
         ["--preset", "paper-atari", "--algos", "sac"],
+        ["--preset", "cpu-classic", "--algos", "eaudesac"],
     ],
 )
 def test_invalid_arguments(args: list[str]) -> None:
