@@ -477,6 +477,13 @@ def apply_masks(params: Any, masks: Any) -> Any:
     return jax.tree.map(lambda w, m: jnp.where(m, w, 0.0), params, masks)
 
 
+def prune(params: Any, sparsity: float, distribution: str) -> tuple[Any, Any]:
+    """Eq. 2's new mask and the params it leaves. The Adam state is kept (Ceron et al. 2024); applying the mask now,
+    not only after the next Adam step, keeps pruned weights out of the next forward pass and of the target."""
+    masks = magnitude_masks(params, sparsity, distribution)
+    return apply_masks(params, masks), masks
+
+
 def measured_sparsity(params: Any) -> float:
     """Fraction of zero weights among the prunable weights (the sparsity reported everywhere)."""
     kernels = [np.asarray(w) for w in jax.tree.leaves(params) if is_prunable(w)]
@@ -954,8 +961,7 @@ def main(argv: list[str] | None = None) -> None:
                 global_step, args.final_sparsity, start_step, end_step, args.pruning_power
             )
             if new_sparsity != sparsity:
-                masks = magnitude_masks(params, new_sparsity, args.sparsity_distribution)
-                params = apply_masks(params, masks)  # Adam state is kept (Ceron et al. 2024)
+                params, masks = prune(params, new_sparsity, args.sparsity_distribution)  # Adam state is kept
                 sparsity = new_sparsity
             next_pruning += args.pruning_period
 

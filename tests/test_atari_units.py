@@ -40,6 +40,15 @@ def test_polynomial_schedule_eq2(step: int, expected: float) -> None:
     assert poly.polynomial_sparsity(step, 0.95, 200, 800, 3.0) == pytest.approx(expected)
 
 
+def test_prune_applies_the_new_mask_at_once() -> None:
+    params = small_params()
+    pruned, masks = poly.prune(params, 0.8, "erk")
+    shapes = poly.prunable_shapes(params)
+    assert kernel_zero_counts(pruned) == poly.layer_zero_counts(shapes, 0.8, "erk")
+    for w, m in zip(jax.tree.leaves(pruned), jax.tree.leaves(masks), strict=True):
+        assert not np.asarray(w)[~np.asarray(m)].any()
+
+
 def test_polynomial_schedule_dense_baseline_stays_dense() -> None:
     assert all(poly.polynomial_sparsity(t, 0.0, 200, 800, 3.0) == 0.0 for t in range(0, 1000, 50))
 
