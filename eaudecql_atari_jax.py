@@ -73,7 +73,8 @@ class Args:
     dataset_dir: str | None = None
     """DQN Replay Dataset run folder (e.g. datasets/Pong/1) or its replay_logs/ sub-folder (required)"""
     dataset_checkpoints: list[int] | None = None
-    """checkpoint numbers N of $store$_*_ckpt.N.gz to load, in this order; default: all found"""
+    """checkpoint numbers N of $store$_*_ckpt.N.gz to load, in this order; default: the first 50 found in numeric
+    order (a public run holds 0..50: 0..49 give the 2.5M-transition set of Table 3, all 51 would give 2.55M)"""
     transitions_per_checkpoint: int = 50_000
     """first rows loaded from each checkpoint: 50 x 50 000 = the 2.5M-transition (5%) set of Table 3"""
     num_epochs: int = 100
@@ -274,6 +275,8 @@ def count_params(params: Any) -> int:
 
 DQN_REPLAY_STORE_KEYS = ("observation", "action", "reward", "terminal")
 DQN_REPLAY_STACK_SIZE = 4
+# Checkpoints loaded when none are named: a public run holds 0..50 (51 files); 50 x 50 000 rows = Table 3's 2.5M set.
+DQN_REPLAY_DEFAULT_CHECKPOINTS = 50
 _DQN_REPLAY_FILE_RE = re.compile(
     r"^(\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d+)\.gz$"
 )
@@ -290,7 +293,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class DqnReplayDataset:
-    """All loaded transitions, in file order (checkpoints in the order given, each one's first rows).
+    """All loaded transitions, in file order (checkpoints in the order loaded, each one's first rows).
 
     `observations[i]` is the newest single frame of state i; the transition is (state i, actions[i], rewards[i],
     state i + 1, terminals[i]). Only indices with `valid[i]` are transitions to train on.
@@ -406,6 +409,7 @@ def _dqn_replay_plan(
     checkpoints: Sequence[int] | None,
     transitions_per_checkpoint: int | None,
     frame_shape: tuple[int, int] | None,
+    max_checkpoints: int,
 ) -> list[_CheckpointPlan]:
     """Checks files, headers, dtypes, lengths and sizes (headers and add_count only) and plans what to read."""
     if transitions_per_checkpoint is not None and transitions_per_checkpoint < 1:
@@ -417,7 +421,7 @@ def _dqn_replay_plan(
             "--dataset-dir", f"{dataset_dir} holds no DQN Replay checkpoint files ($store$_observation_ckpt.N.gz, ...)"
         )
     if checkpoints is None:
-        numbers = sorted(found)
+        numbers = sorted(found)[:max_checkpoints]  # numeric order: checkpoint 10 comes after 9, not after 1
     else:
         numbers = [int(n) for n in checkpoints]
         if not numbers:
@@ -496,6 +500,7 @@ def validate_dataset_dir(
     checkpoints: Sequence[int] | None = None,
     transitions_per_checkpoint: int | None = 50_000,
     frame_shape: tuple[int, int] | None = (84, 84),
+    max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
 ) -> list[int]:
     """Cheap check before any JAX work: files present, .npy headers, dtypes, lengths, enough rows.
 
@@ -503,7 +508,8 @@ def validate_dataset_dir(
     corrupt body is only detected by `load_dqn_replay_dataset`. Returns the checkpoint numbers that would be loaded.
     Raises DatasetError.
     """
-    return [p.number for p in _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape)]
+    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape, max_checkpoints)
+    return [p.number for p in plans]
 
 
 def load_dqn_replay_dataset(
@@ -512,10 +518,12 @@ def load_dqn_replay_dataset(
     transitions_per_checkpoint: int | None = 50_000,
     frame_shape: tuple[int, int] | None = (84, 84),
     num_actions: int | None = None,
+    max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
 ) -> DqnReplayDataset:
     """Loads the first `transitions_per_checkpoint` rows of each checkpoint (all rows if None).
 
-    `checkpoints`: checkpoint numbers N to load, in this order (default: all found, sorted numerically).
+    `checkpoints`: checkpoint numbers N to load, in this order (default: the first `max_checkpoints` found, in
+    numeric order).
     Streams every gzip file: parses the .npy header, then decompresses only the rows it keeps, straight into arrays
     allocated once for the whole dataset, so peak memory is the dataset plus one 8 MiB read chunk.
     `num_actions`: when given, actions of valid transitions must lie in [0, num_actions).
@@ -528,7 +536,7 @@ def load_dqn_replay_dataset(
     is valid only if its next row continues the same episode inside the slice.
     Raises DatasetError.
     """
-    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape)
+    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape, max_checkpoints)
     frame = plans[0].frame_shape
     total = sum(p.rows for p in plans)
     observations = np.empty((total, *frame), dtype=np.uint8)
@@ -830,6 +838,52 @@ def plan_next_population(
     return parents, new_sparsities, is_copy
 
 
+def population_step(
+    learner: dict[str, Any],
+    sparsities: np.ndarray,
+    step: int,
+    total_steps: int,
+    args: Args,
+    optimizer: optax.GradientTransformation,
+    rng: np.random.Generator,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Alg. 1 l. 12-16, every T steps: the target becomes the online network with the smallest cumulated loss
+    (l. 12, NaN counts as the worst loss), the population is renewed by tournaments (l. 14), every copy is pruned to
+    its Eq. 3 sparsity with a fresh Adam state (l. 15, paper appendix), and the cumulated losses are reset (l. 16).
+    Slot 0 is the new target network itself, with its params, mask and Adam state. `total_steps` is t_final of
+    Eq. 3. Returns the new learner state, the new nominal sparsities and the population.jsonl event."""
+    losses = np.asarray(learner["cumulated_losses"], dtype=np.float64)
+    best = int(np.argmin(np.nan_to_num(losses, nan=np.inf)))
+    parents, new_sparsities, is_copy = plan_next_population(
+        losses, sparsities, step, total_steps, args.target_network_frequency, args.tournament_size,
+        args.u_max, args.s_max, rng,
+    )  # fmt: skip
+    params, masks, opt_states = (take(learner[name], parents) for name in ("params", "masks", "opt_states"))
+    for slot in np.flatnonzero(is_copy):
+        copy = take(params, slot)
+        copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
+        copy = apply_masks(copy, copy_masks)
+        params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
+        opt_states = put(opt_states, slot, optimizer.init(copy))
+    learner = {
+        **learner,
+        "params": params,
+        "masks": masks,
+        "opt_states": opt_states,
+        "target_params": take(learner["params"], best),
+        "cumulated_losses": jnp.zeros_like(learner["cumulated_losses"]),
+    }
+    event = {
+        "global_step": step,
+        "losses": losses.tolist(),
+        "sparsities_before": np.asarray(sparsities).tolist(),
+        "target_index": best,
+        "parents": parents.tolist(),
+        "sparsities_after": new_sparsities.tolist(),
+    }
+    return learner, new_sparsities, event
+
+
 def take(tree: Any, index: Any) -> Any:
     """Network(s) `index` of a population stored as one pytree with a leading axis K."""
     return jax.tree.map(lambda x: x[index], tree)
@@ -837,6 +891,23 @@ def take(tree: Any, index: Any) -> Any:
 
 def put(tree: Any, index: int, value: Any) -> Any:
     return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
+
+
+def init_learner(
+    network: nn.Module, optimizer: optax.GradientTransformation, key: jax.Array, num_networks: int, dummy: np.ndarray
+) -> dict[str, Any]:
+    """Alg. 1 l. 1: K independently initialised online networks (dense: all-True masks), one Adam state each, psi = 0
+    so the target is a copy of network 0, and L_k = 0. The learner state is everything JAX-side a checkpoint holds."""
+    key, *init_keys = jax.random.split(key, num_networks + 1)
+    params = jax.vmap(network.init, in_axes=(0, None))(jnp.stack(init_keys), dummy)
+    return {
+        "params": params,
+        "masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params),
+        "opt_states": jax.vmap(optimizer.init)(params),
+        "target_params": take(params, 0),
+        "cumulated_losses": jnp.zeros(num_networks),
+        "key": key,
+    }
 
 
 # =====================================================================================================================
@@ -865,9 +936,12 @@ def make_train_step(
     loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
 
     @jax.jit
-    def train_step(params, opt_states, masks, target_params, cumulated_losses, batch):
+    def train_step(learner, batch):
+        """One Adam step of every online network on one mini-batch (Alg. 1 l. 5-10): returns the new learner state
+        and the per-network (CQL losses, TD losses)."""
+        params, opt_states, cumulated_losses = learner["params"], learner["opt_states"], learner["cumulated_losses"]
         # Alg. 1 l. 7: the target is computed once and shared by the K online networks
-        next_q = network.apply(target_params, batch["next_observations"]).max(axis=1)
+        next_q = network.apply(learner["target_params"], batch["next_observations"]).max(axis=1)
         targets = batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
         inputs = (batch["observations"], batch["actions"], targets)
         if layout == "vmap":
@@ -878,9 +952,10 @@ def make_train_step(
             td_losses = jnp.stack([td for (_, (td, _)), _ in outputs])
             grads = jax.tree.map(lambda *g: jnp.stack(g), *[grad for _, grad in outputs])
         updates, opt_states = jax.vmap(optimizer.update)(grads, opt_states, params)
-        params = apply_masks(optax.apply_updates(params, updates), masks)  # pruned weights stay zero under Adam
+        params = apply_masks(optax.apply_updates(params, updates), learner["masks"])  # pruned weights stay zero
         # Alg. 1 l. 10: L_k += loss_k, with the full CQL loss (the training loss selects the target offline)
-        return params, opt_states, cumulated_losses + losses, losses, td_losses
+        learner = {**learner, "params": params, "opt_states": opt_states, "cumulated_losses": cumulated_losses + losses}
+        return learner, (losses, td_losses)
 
     return train_step
 
@@ -1131,20 +1206,14 @@ def main(argv: list[str] | None = None) -> None:
     # ---- networks, optimizer (Alg. 1 l. 1)
     num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
     network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
-    key = jax.random.PRNGKey(args.seed)
-    key, *init_keys = jax.random.split(key, K + 1)
-    dummy = np.zeros((1, 4, 84, 84), np.uint8)
-    params = jax.jit(jax.vmap(network.init, in_axes=(0, None)))(jnp.stack(init_keys), dummy)  # K networks, 1 compile
-    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
     optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    opt_states = jax.vmap(optimizer.init)(params)  # one Adam state per network: copies get a fresh one
-    target_params = take(params, 0)  # psi = 0
-    cumulated_losses = jnp.zeros(K)
+    dummy = np.zeros((1, 4, 84, 84), np.uint8)
+    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, dummy)
     sparsities = np.zeros(K)  # nominal sparsity level of each online network
     rng = np.random.default_rng(args.seed)  # mini-batches and population selection
     train_step = make_train_step(network, optimizer, args.gamma, args.cql_alpha, layout)
     q_values = jax.jit(network.apply)
-    num_params = count_params(target_params)
+    num_params = count_params(learner["target_params"])
     print(
         f"{run_name}: K={K} online networks of {num_params:,} parameters ({args.network_size}), "
         f"{layout} layout on {jax.default_backend()}; outputs in {run_dir}",
@@ -1155,16 +1224,7 @@ def main(argv: list[str] | None = None) -> None:
     next_target_update = args.target_network_frequency
     elapsed, last_eval_return, last_eval_seconds = 0.0, float("nan"), float("nan")
     if args.resume:
-        template = {
-            "params": params,
-            "masks": masks,
-            "opt_states": opt_states,
-            "target_params": target_params,
-            "cumulated_losses": cumulated_losses,
-        }
-        state, meta = load_checkpoint(run_dir, template)
-        params, masks, opt_states = state["params"], state["masks"], state["opt_states"]
-        target_params, cumulated_losses = state["target_params"], state["cumulated_losses"]
+        learner, meta = load_checkpoint(run_dir, learner)
         sparsities = np.array(meta["sparsities"])
         global_step, next_target_update, elapsed = meta["global_step"], meta["next_target_update"], meta["elapsed"]
         last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
@@ -1189,19 +1249,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
     if not args.resume:
-        logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
+        logger.scalar("sparsity/target", measured_sparsity(learner["target_params"]), 0)
     next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
     if args.checkpoint_interval > 0:
         next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
 
     def checkpoint() -> None:
-        state = {
-            "params": params,
-            "masks": masks,
-            "opt_states": opt_states,
-            "target_params": target_params,
-            "cumulated_losses": cumulated_losses,
-        }
         meta = {
             "global_step": global_step,
             "next_target_update": next_target_update,
@@ -1211,57 +1264,26 @@ def main(argv: list[str] | None = None) -> None:
             "last_eval_return": last_eval_return,
             "last_eval_seconds": last_eval_seconds,
         }
-        save_checkpoint(run_dir, state, meta)
+        save_checkpoint(run_dir, learner, meta)
 
     last_losses, last_td_losses = None, None
     window_time, window_step, last_print = time.time(), global_step, 0.0
-    target_sparsity = measured_sparsity(target_params)
+    target_sparsity = measured_sparsity(learner["target_params"])
 
     while global_step < total_steps:
         # ---- learn (Alg. 1 l. 5-10): one mini-batch of the dataset, one CQL step for all K networks at once
         batch = to_device_batch(sample_dqn_replay_batch(dataset, rng, args.batch_size))
-        params, opt_states, cumulated_losses, last_losses, last_td_losses = train_step(
-            params, opt_states, masks, target_params, cumulated_losses, batch
-        )
+        learner, (last_losses, last_td_losses) = train_step(learner, batch)
         previous_step = global_step
         global_step += 1
 
         # ---- every T gradient steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
         if global_step >= next_target_update:
-            losses = np.asarray(cumulated_losses, dtype=np.float64)
-            best = int(np.nanargmin(np.nan_to_num(losses, nan=np.inf)))
-            target_params = take(params, best)  # Alg. 1 l. 12: psi = argmin_k L_k
-            parents, new_sparsities, is_copy = plan_next_population(
-                losses,
-                sparsities,
-                global_step,
-                total_steps,
-                args.target_network_frequency,
-                args.tournament_size,
-                args.u_max,
-                args.s_max,
-                rng,
+            learner, sparsities, event = population_step(
+                learner, sparsities, global_step, total_steps, args, optimizer, rng
             )
-            params, masks, opt_states = take(params, parents), take(masks, parents), take(opt_states, parents)
-            for slot in np.flatnonzero(is_copy):  # exploration: prune copies to their new sparsity, fresh Adam
-                copy = take(params, slot)
-                copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
-                copy = apply_masks(copy, copy_masks)
-                params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
-                opt_states = put(opt_states, slot, optimizer.init(copy))
-            logger.population_event(
-                {
-                    "global_step": global_step,
-                    "losses": losses.tolist(),
-                    "sparsities_before": sparsities.tolist(),
-                    "target_index": best,
-                    "parents": parents.tolist(),
-                    "sparsities_after": new_sparsities.tolist(),
-                }
-            )
-            sparsities = new_sparsities
-            cumulated_losses = jnp.zeros(K)  # Alg. 1 l. 16
-            target_sparsity = measured_sparsity(target_params)
+            logger.population_event(event)
+            target_sparsity = measured_sparsity(learner["target_params"])
             logger.scalar("sparsity/target", target_sparsity, global_step)
             logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
             next_target_update += args.target_network_frequency
@@ -1292,8 +1314,8 @@ def main(argv: list[str] | None = None) -> None:
         if global_step % args.steps_per_epoch == 0 and args.eval_episodes > 0 and not final_by_saved_model:
             started = time.time()
             returns = evaluate_policy(
-                q_values, target_params, args.env_id, args.eval_episodes, env_seed(args.seed, 1, global_step),
-                args.eval_epsilon, args.eval_max_episode_steps,
+                q_values, learner["target_params"], args.env_id, args.eval_episodes,
+                env_seed(args.seed, 1, global_step), args.eval_epsilon, args.eval_max_episode_steps,
             )  # fmt: skip
             for value in returns:
                 logger.scalar("eval/episodic_return", value, global_step)
@@ -1313,7 +1335,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model and not finished_before:
         model_path = run_dir / f"{args.exp_name}.cleanrl_model"
-        atomic_write(model_path, flax.serialization.to_bytes(target_params))  # pruned weights are exact zeros
+        target_params = learner["target_params"]  # pruned weights are exact zeros
+        atomic_write(model_path, flax.serialization.to_bytes(target_params))
         print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
         if args.eval_episodes > 0:
             video_dir = Path("videos") / run_name if args.capture_video else None

@@ -73,7 +73,8 @@ class Args:
     dataset_dir: str | None = None
     """DQN Replay Dataset run folder (e.g. datasets/Pong/1) or its replay_logs/ sub-folder (required)"""
     dataset_checkpoints: list[int] | None = None
-    """checkpoint numbers N of $store$_*_ckpt.N.gz to load, in this order; default: all found"""
+    """checkpoint numbers N of $store$_*_ckpt.N.gz to load, in this order; default: the first 50 found in numeric
+    order (a public run holds 0..50: 0..49 give the 2.5M-transition set of Table 3, all 51 would give 2.55M)"""
     transitions_per_checkpoint: int = 50_000
     """first rows loaded from each checkpoint: 50 x 50 000 = the 2.5M-transition (5%) set of Table 3"""
     num_epochs: int = 100
@@ -277,6 +278,8 @@ def count_params(params: Any) -> int:
 
 DQN_REPLAY_STORE_KEYS = ("observation", "action", "reward", "terminal")
 DQN_REPLAY_STACK_SIZE = 4
+# Checkpoints loaded when none are named: a public run holds 0..50 (51 files); 50 x 50 000 rows = Table 3's 2.5M set.
+DQN_REPLAY_DEFAULT_CHECKPOINTS = 50
 _DQN_REPLAY_FILE_RE = re.compile(
     r"^(\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d+)\.gz$"
 )
@@ -293,7 +296,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class DqnReplayDataset:
-    """All loaded transitions, in file order (checkpoints in the order given, each one's first rows).
+    """All loaded transitions, in file order (checkpoints in the order loaded, each one's first rows).
 
     `observations[i]` is the newest single frame of state i; the transition is (state i, actions[i], rewards[i],
     state i + 1, terminals[i]). Only indices with `valid[i]` are transitions to train on.
@@ -409,6 +412,7 @@ def _dqn_replay_plan(
     checkpoints: Sequence[int] | None,
     transitions_per_checkpoint: int | None,
     frame_shape: tuple[int, int] | None,
+    max_checkpoints: int,
 ) -> list[_CheckpointPlan]:
     """Checks files, headers, dtypes, lengths and sizes (headers and add_count only) and plans what to read."""
     if transitions_per_checkpoint is not None and transitions_per_checkpoint < 1:
@@ -420,7 +424,7 @@ def _dqn_replay_plan(
             "--dataset-dir", f"{dataset_dir} holds no DQN Replay checkpoint files ($store$_observation_ckpt.N.gz, ...)"
         )
     if checkpoints is None:
-        numbers = sorted(found)
+        numbers = sorted(found)[:max_checkpoints]  # numeric order: checkpoint 10 comes after 9, not after 1
     else:
         numbers = [int(n) for n in checkpoints]
         if not numbers:
@@ -499,6 +503,7 @@ def validate_dataset_dir(
     checkpoints: Sequence[int] | None = None,
     transitions_per_checkpoint: int | None = 50_000,
     frame_shape: tuple[int, int] | None = (84, 84),
+    max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
 ) -> list[int]:
     """Cheap check before any JAX work: files present, .npy headers, dtypes, lengths, enough rows.
 
@@ -506,7 +511,8 @@ def validate_dataset_dir(
     corrupt body is only detected by `load_dqn_replay_dataset`. Returns the checkpoint numbers that would be loaded.
     Raises DatasetError.
     """
-    return [p.number for p in _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape)]
+    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape, max_checkpoints)
+    return [p.number for p in plans]
 
 
 def load_dqn_replay_dataset(
@@ -515,10 +521,12 @@ def load_dqn_replay_dataset(
     transitions_per_checkpoint: int | None = 50_000,
     frame_shape: tuple[int, int] | None = (84, 84),
     num_actions: int | None = None,
+    max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
 ) -> DqnReplayDataset:
     """Loads the first `transitions_per_checkpoint` rows of each checkpoint (all rows if None).
 
-    `checkpoints`: checkpoint numbers N to load, in this order (default: all found, sorted numerically).
+    `checkpoints`: checkpoint numbers N to load, in this order (default: the first `max_checkpoints` found, in
+    numeric order).
     Streams every gzip file: parses the .npy header, then decompresses only the rows it keeps, straight into arrays
     allocated once for the whole dataset, so peak memory is the dataset plus one 8 MiB read chunk.
     `num_actions`: when given, actions of valid transitions must lie in [0, num_actions).
@@ -531,7 +539,7 @@ def load_dqn_replay_dataset(
     is valid only if its next row continues the same episode inside the slice.
     Raises DatasetError.
     """
-    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape)
+    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape, max_checkpoints)
     frame = plans[0].frame_shape
     total = sum(p.rows for p in plans)
     observations = np.empty((total, *frame), dtype=np.uint8)

@@ -1,7 +1,11 @@
-"""Offline Atari scripts (EauDeCQL, PolyPruneCQL): the CQL loss against hand-computed values, the loader block shared
-verbatim by both scripts, argument and dataset errors, and end-to-end runs on a tiny DQN Replay Dataset written by
-tools/write_dqn_replay_dataset.py (Alg. 1 / Eq. 2 / Eq. 3 in the outputs, saved model, checkpoint and resume)."""
+"""Offline Atari scripts (EauDeCQL, PolyPruneCQL): the CQL loss against hand-computed values, every line of Algorithm 1
+that applies offline (initialisation, the shared target, the cumulated losses, the population step: target = argmin L,
+tournaments, Eq. 3 on copies with a fresh Adam state, loss reset), Eq. 2 and the pruning period, mask re-application,
+the main loops' schedules on a tiny synthetic dataset, the loader block shared verbatim by both scripts, argument and
+dataset errors, and end-to-end runs on a tiny DQN Replay Dataset written by tools/write_dqn_replay_dataset.py (saved
+model, checkpoint and resume)."""
 
+import gzip
 import importlib
 import itertools
 import json
@@ -17,6 +21,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,17 +64,6 @@ def command(script: str, dataset: Path, out: Path, *argv: str) -> list[str]:
     return [sys.executable, str(ROOT / script), *TINY, "--dataset-dir", str(dataset), "--output-dir", str(out), *argv]
 
 
-def run_script(script: str, tmp_path: Path, dataset: Path, env: dict[str, str], *argv: str) -> Path:
-    out = tmp_path / "runs"
-    result = subprocess.run(
-        command(script, dataset, out, *argv), cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    (run_dir,) = out.iterdir()
-    return run_dir
-
-
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -106,6 +100,11 @@ def test_cql_loss_matches_hand_computed_value(module) -> None:
     assert float(module.cql_loss(peaked, jnp.array([1]), jnp.array([50.0]), 1.0)[0]) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudecql", "polyprune_cql"])
+def test_cql_alpha_default_is_0_1(module) -> None:
+    assert module.Args().cql_alpha == 0.1  # Ceron et al. 2024
+
+
 def test_loader_block_is_identical_in_both_scripts() -> None:
     start = "# DQN Replay Dataset (Agarwal et al. 2020)"
     end = "# end of the DQN Replay Dataset section"
@@ -116,6 +115,402 @@ def test_loader_block_is_identical_in_both_scripts() -> None:
         blocks.append(text[text.index(start) : text.index(end)])
     assert blocks[0] == blocks[1]
     assert "def load_dqn_replay_dataset(" in blocks[0] and "def sample_dqn_replay_batch(" in blocks[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Alg. 1 offline (EauDeCQL): initialisation, one gradient step for the population, the population step
+# ---------------------------------------------------------------------------------------------------------------------
+
+NETWORK = eaude.QNetwork(action_dim=4, head_width=32)  # Breakout's 4 actions, the small head
+GAMMA, ALPHA = 0.5, 0.5  # far from the defaults, so a dropped factor shows
+OPTIMIZER = optax.adam(1e-3)
+_TRAIN_STEPS: dict = {}
+
+
+def train_step(layout: str):
+    """One jitted step per script and layout for the whole module (compiling is the slow part on 2 shared cores)."""
+    if layout not in _TRAIN_STEPS:
+        if layout == "single":
+            _TRAIN_STEPS[layout] = poly.make_train_step(NETWORK, OPTIMIZER, GAMMA, ALPHA)
+        else:
+            _TRAIN_STEPS[layout] = eaude.make_train_step(NETWORK, OPTIMIZER, GAMMA, ALPHA, layout)
+    return _TRAIN_STEPS[layout]
+
+
+def tree_equal(a, b) -> bool:
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def adam_count(opt_state) -> np.ndarray:
+    return np.asarray(opt_state[0].count)  # optax.adam = (ScaleByAdamState(count, mu, nu), EmptyState())
+
+
+def random_batch(rng: np.random.Generator, batch_size: int = 8) -> dict:
+    """A batch as the loader returns it (bool terminals), converted the way main converts it."""
+    return eaude.to_device_batch(
+        {
+            "observations": rng.integers(0, 255, (batch_size, 4, 84, 84), dtype=np.uint8),
+            "actions": rng.integers(4, size=batch_size).astype(np.int32),
+            "rewards": rng.choice([-1.0, 0.0, 1.0], size=batch_size).astype(np.float32),
+            "next_observations": rng.integers(0, 255, (batch_size, 4, 84, 84), dtype=np.uint8),
+            "terminals": rng.random(batch_size) < 0.3,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def learner3() -> dict:
+    return eaude.init_learner(NETWORK, OPTIMIZER, jax.random.PRNGKey(0), 3, np.zeros((1, 4, 84, 84), np.uint8))
+
+
+def test_init_learner_is_alg1_line1(learner3: dict) -> None:
+    """K independent dense networks, each with a fresh Adam state, target = network psi = 0, L = 0."""
+    assert set(learner3) == {"params", "masks", "opt_states", "target_params", "cumulated_losses", "key"}
+    kernels = np.asarray(learner3["params"]["params"]["Dense_0"]["kernel"])
+    assert kernels.shape[0] == 3
+    for a, b in itertools.combinations(range(3), 2):
+        assert not np.allclose(kernels[a], kernels[b])  # independently initialised
+    assert all(np.asarray(m).all() for m in jax.tree.leaves(learner3["masks"]))
+    assert tree_equal(learner3["target_params"], eaude.take(learner3["params"], 0))
+    assert np.asarray(learner3["cumulated_losses"]).tolist() == [0.0, 0.0, 0.0]
+    assert adam_count(learner3["opt_states"]).tolist() == [0, 0, 0]
+
+
+def shared_target_batch(module) -> dict:
+    """Loader-style batch (bool terminals) converted by the script's own `to_device_batch`, as main does."""
+    return module.to_device_batch(
+        {
+            "observations": np.zeros((4, 4, 84, 84), np.uint8),
+            "actions": np.array([0, 1, 2, 3], np.int32),
+            "rewards": np.array([1.0, -1.0, 0.0, 1.0], np.float32),
+            "next_observations": np.zeros((4, 4, 84, 84), np.uint8),
+            "terminals": np.array([False, True, False, True]),
+        }
+    )
+
+
+def zero_network_with_output_bias(learner3: dict, bias: list[float]) -> dict:
+    """A network whose Q-values are `bias` for every state (all weights zero)."""
+    params = jax.tree.map(jnp.zeros_like, eaude.take(learner3["params"], 0))
+    params["params"]["Dense_1"]["bias"] = jnp.array(bias)
+    return params
+
+
+# y = r + gamma (1 - terminal) max_a' Qbar(s', a') with Qbar = [5, 7, 1, 2] everywhere: y = [4.5, -1, 3.5, 1]. The online
+# networks are zero (Q = 0): TD = mean(y^2) = 34.5 / 4 = 8.625, regulariser = logsumexp(0, 0, 0, 0) - 0 = log 4.
+HAND_TD = 8.625
+HAND_CQL = 8.625 + ALPHA * np.log(4.0)
+
+
+@pytest.mark.parametrize("layout", ["loop", "vmap"])
+def test_eaudecql_step_shares_one_target_and_accumulates_the_cql_loss(layout: str, learner3: dict) -> None:
+    """Alg. 1 l. 5-10: one mini-batch, the shared target computed with the target network (not an online one) and
+    (1 - terminal), every network's own CQL loss on that whole batch, L_k += loss_k."""
+    zero = zero_network_with_output_bias(learner3, [0.0, 0.0, 0.0, 0.0])
+    population = jax.tree.map(lambda x: jnp.stack([x, x]), zero)
+    learner = {
+        "params": population,
+        "masks": jax.tree.map(lambda x: jnp.ones_like(x, bool), population),
+        "opt_states": jax.vmap(OPTIMIZER.init)(population),
+        "target_params": zero_network_with_output_bias(learner3, [5.0, 7.0, 1.0, 2.0]),
+        "cumulated_losses": jnp.array([1.0, 2.0]),
+    }
+    after, (losses, td_losses) = train_step(layout)(learner, shared_target_batch(eaude))
+    np.testing.assert_allclose(np.asarray(td_losses), [HAND_TD, HAND_TD], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(losses), [HAND_CQL, HAND_CQL], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(after["cumulated_losses"]), [1.0 + HAND_CQL, 2.0 + HAND_CQL], rtol=1e-6)
+    assert tree_equal(after["target_params"], learner["target_params"])  # only l. 12 moves the target
+    assert adam_count(after["opt_states"]).tolist() == [1, 1]
+
+
+def test_polyprune_cql_step_bootstraps_from_the_target_network(learner3: dict) -> None:
+    params = zero_network_with_output_bias(learner3, [0.0, 0.0, 0.0, 0.0])
+    masks = jax.tree.map(lambda x: jnp.ones_like(x, bool), params)
+    target = zero_network_with_output_bias(learner3, [5.0, 7.0, 1.0, 2.0])
+    _, _, loss, td_loss = train_step("single")(params, OPTIMIZER.init(params), masks, target, shared_target_batch(poly))
+    assert float(td_loss) == pytest.approx(HAND_TD, rel=1e-6)
+    assert float(loss) == pytest.approx(HAND_CQL, rel=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["loop", "vmap"])
+def test_eaudecql_step_reapplies_masks_and_matches_single_network_steps(layout: str, learner3: dict) -> None:
+    """Network 1 (half pruned) of a population of 2 follows the same path as PolyPruneCQL's single-network step on
+    the same batches: its own gradient, its own Adam state, its mask re-applied after every Adam step."""
+    params = eaude.take(learner3["params"], np.array([0, 1]))
+    per_network = [eaude.magnitude_masks(eaude.take(params, k), 0.5 * k, "erk") for k in range(2)]
+    masks = jax.tree.map(lambda *m: jnp.stack(m), *per_network)
+    params = eaude.apply_masks(params, masks)
+    learner = {
+        "params": params,
+        "masks": masks,
+        "opt_states": jax.vmap(OPTIMIZER.init)(params),
+        "target_params": learner3["target_params"],
+        "cumulated_losses": jnp.zeros(2),
+    }
+    network_1, state_1, total_1 = eaude.take(params, 1), OPTIMIZER.init(eaude.take(params, 1)), 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        batch = random_batch(rng)
+        learner, _ = train_step(layout)(learner, batch)
+        network_1, state_1, loss, _ = train_step("single")(
+            network_1, state_1, per_network[1], learner["target_params"], batch
+        )
+        total_1 += float(loss)
+    for w, m in zip(jax.tree.leaves(learner["params"]), jax.tree.leaves(masks), strict=True):
+        assert np.all(np.asarray(w)[~np.asarray(m)] == 0)
+    for w, m in zip(jax.tree.leaves(network_1), jax.tree.leaves(per_network[1]), strict=True):
+        assert np.all(np.asarray(w)[~np.asarray(m)] == 0)
+    assert eaude.measured_sparsity(eaude.take(learner["params"], 1)) == pytest.approx(0.5, abs=1e-5)
+    assert float(learner["cumulated_losses"][1]) == pytest.approx(total_1, rel=1e-4)
+    for a, b in zip(jax.tree.leaves(network_1), jax.tree.leaves(eaude.take(learner["params"], 1)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+
+
+def population_args(**overrides) -> "eaude.Args":
+    return eaude.Args(**{"num_networks": 3, "tournament_size": 3, "u_max": 3.0, "s_max": 0.1, **overrides})
+
+
+def trained_population(learner3: dict, losses: list[float]) -> tuple[dict, np.ndarray]:
+    """The initial population with network 1 pruned to 30 % and Adam states told apart: network k has made k + 1
+    steps and moments k + 1."""
+    params = learner3["params"]
+    masks = eaude.put(learner3["masks"], 1, eaude.magnitude_masks(eaude.take(params, 1), 0.3, "erk"))
+    opt_states = jax.tree.map(lambda x: x + jnp.arange(1, 4).reshape(-1, *[1] * (x.ndim - 1)), learner3["opt_states"])
+    learner = {"params": eaude.apply_masks(params, masks), "masks": masks, "opt_states": opt_states}
+    return {**learner3, **learner, "cumulated_losses": jnp.array(losses)}, np.array([0.0, 0.3, 0.0])
+
+
+def test_population_step_is_alg1_lines_12_to_16(learner3: dict) -> None:
+    """M = K: every tournament is won by the best network (index 1), so slot 0 is network 1 itself and slots 1, 2 are
+    its copies, pruned further by Eq. 3 with a fresh Adam state; the target is network 1 as it was; L = 0 after."""
+    learner, sparsities = trained_population(learner3, [2.0, 1.0, 3.0])
+    args = population_args(target_network_frequency=10, s_max=0.5)
+    new, new_sparsities, event = eaude.population_step(
+        learner, sparsities, 40, 100, args, OPTIMIZER, np.random.default_rng(0)
+    )
+    take = eaude.take
+    assert tree_equal(new["target_params"], take(learner["params"], 1))  # l. 12: psi = argmin L
+    assert tree_equal(take(new["params"], 0), take(learner["params"], 1))  # elitist slot: params, mask, Adam state
+    assert tree_equal(take(new["masks"], 0), take(learner["masks"], 1))
+    assert tree_equal(take(new["opt_states"], 0), take(learner["opt_states"], 1))
+    assert adam_count(new["opt_states"]).tolist() == [2, 0, 0]
+    # Eq. 3 for the copies: the same generator draws the K - 1 tournaments (M of K each), then one U per copy; with
+    # t' - t = T = 10 and t_final - t = 60 the step is U (1 - 0.3) / 6 <= 0.35, under the cap (1 - 0.3) S_max = 0.35
+    replay = np.random.default_rng(0)
+    for _ in range(2):
+        replay.choice(3, size=3, replace=False)
+    expected = [0.3] + [0.3 + replay.uniform(0.0, 3.0) * 0.7 / 6 for _ in range(2)]
+    np.testing.assert_allclose(new_sparsities, expected, rtol=1e-12)
+    shapes = eaude.prunable_shapes(take(learner["params"], 1))
+    parent = [np.asarray(w) for w in jax.tree.leaves(take(learner["params"], 1)) if w.ndim > 1]
+    for slot in (1, 2):
+        expected_zeros = eaude.layer_zero_counts(shapes, float(new_sparsities[slot]), "erk")
+        copy, copy_masks = take(new["params"], slot), take(new["masks"], slot)
+        kernels = [np.asarray(w) for w in jax.tree.leaves(copy) if w.ndim > 1]
+        mask_kernels = [np.asarray(m) for m in jax.tree.leaves(copy_masks) if m.ndim > 1]
+        assert [int((w == 0).sum()) for w in kernels] == expected_zeros
+        assert [int((~m).sum()) for m in mask_kernels] == expected_zeros
+        for w, m, p in zip(kernels, mask_kernels, parent, strict=True):
+            np.testing.assert_array_equal(w, np.where(m, p, 0.0))  # the parent's weights, pruned
+            assert m.all() or np.abs(p[m]).min() >= np.abs(p[~m]).max()  # by magnitude (ERK keeps some dense)
+        assert all(not np.asarray(x).any() for x in jax.tree.leaves(take(new["opt_states"], slot)))  # fresh Adam
+    assert np.asarray(new["cumulated_losses"]).tolist() == [0.0, 0.0, 0.0]  # l. 16
+    assert new["cumulated_losses"].dtype == learner["cumulated_losses"].dtype
+    assert event == {
+        "global_step": 40,
+        "losses": [2.0, 1.0, 3.0],
+        "sparsities_before": [0.0, 0.3, 0.0],
+        "target_index": 1,
+        "parents": [1, 1, 1],
+        "sparsities_after": new_sparsities.tolist(),
+    }
+
+
+def test_population_step_counts_nan_as_the_worst_loss(learner3: dict) -> None:
+    learner, sparsities = trained_population(learner3, [np.nan, 2.0, 1.5])
+    new, _, event = eaude.population_step(
+        learner, sparsities, 40, 100, population_args(), OPTIMIZER, np.random.default_rng(0)
+    )
+    assert event["target_index"] == 2 and event["parents"] == [2, 2, 2]
+    assert tree_equal(new["target_params"], eaude.take(learner["params"], 2))
+
+
+def test_tournament_keeps_the_best_in_slot_zero_and_draws_m_without_replacement() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # M = 1: the other slots are uniform draws, slot 0 is still the best (elitism)
+        losses = rng.random(5)
+        assert eaude.tournament_selection(losses, 1, rng)[0] == np.argmin(losses)
+    # K = 5, M = 3, losses ranked 1 < 2 < 0 < 4 < 3: a tournament is won by the best of 3 drawn without replacement.
+    # P(1 wins) = P(1 drawn) = 3/5; P(2 wins) = C(3,2)/C(5,3) = 3/10; P(0 wins) = 1/10; 3 and 4 can never win.
+    losses = np.array([3.0, 1.0, 2.0, 5.0, 4.0])
+    winners = np.concatenate([eaude.tournament_selection(losses, 3, rng)[1:] for _ in range(3000)])
+    np.testing.assert_allclose(np.bincount(winners, minlength=5) / len(winners), [0.1, 0.6, 0.3, 0, 0], atol=0.015)
+
+
+def test_exploration_eq3_hand_computed() -> None:
+    # s = 0.2, t = 4000, t_final = 10 000, T = 1000: the line to (t_final, 1) gains 0.8 * 1000 / 6000 = 2/15 per T
+    assert eaude.exploration_sparsity(0.2, 4000, 10_000, 1000, 1.5, s_max=0.5) == pytest.approx(0.2 + 1.5 * 2 / 15)
+    assert eaude.exploration_sparsity(0.2, 4000, 10_000, 1000, 3.0, s_max=0.1) == pytest.approx(0.2 + 0.8 * 0.1)
+
+
+def test_exploration_draws_u_uniformly_in_0_u_max_for_copies_only() -> None:
+    """Eq. 3's U ~ U(0, U_max): with no speed cap, a copy's step divided by (1 - s)(t' - t)/(t_final - t) is U."""
+    rng = np.random.default_rng(4)
+    sparsities = np.array([0.1, 0.3, 0.5, 0.2, 0.0])
+    drawn = []
+    for _ in range(200):
+        losses = rng.random(5)
+        parents, after, is_copy = eaude.plan_next_population(
+            losses, sparsities, 4000, 10_000, 1000, 3, u_max=3.0, s_max=1.0, rng=rng
+        )
+        before = sparsities[parents]
+        originals = np.array([list(parents).index(parent) == slot for slot, parent in enumerate(parents)])
+        np.testing.assert_array_equal(is_copy, ~originals)  # a network chosen c times: 1 original, c - 1 copies
+        np.testing.assert_array_equal(after[originals], before[originals])  # originals keep their sparsity
+        drawn += ((after - before)[is_copy] / ((1 - before[is_copy]) * 1000 / 6000)).tolist()
+    assert len(drawn) > 300 and min(drawn) >= 0 and max(drawn) <= 3.0
+    assert min(drawn) < 0.1 and max(drawn) > 2.9 and np.mean(drawn) == pytest.approx(1.5, abs=0.15)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PolyPruneCQL: Eq. 2
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [(0, 0.0), (200, 0.0), (350, 0.9 * (1 - 0.75**3)), (500, 0.9 * (1 - 0.5**3)), (800, 0.9), (1000, 0.9)],
+)
+def test_polynomial_schedule_eq2(step: int, expected: float) -> None:
+    # s_F = 0.9, t_start = 200, t_end = 800, n = 3
+    assert poly.polynomial_sparsity(step, 0.9, 200, 800, 3.0) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The main loops on a tiny synthetic dataset, in-process: what each gradient step and each period receives
+# ---------------------------------------------------------------------------------------------------------------------
+
+# 2 epochs of 6 gradient steps (t_final = 12), T = 3, batches of 4, the small network, no evaluation
+LOOP = [
+    "--env-id", "Breakout-v5", "--transitions-per-checkpoint", "64", "--num-epochs", "2", "--steps-per-epoch", "6",
+    "--target-network-frequency", "3", "--batch-size", "4", "--network-size", "small", "--eval-episodes", "0",
+    "--checkpoint-interval", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One DQN Replay checkpoint of 64 random entries with two game overs (no Dopamine padding)."""
+    folder = tmp_path_factory.mktemp("synthetic") / "replay_logs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {
+        "observation": rng.integers(0, 256, (64, 84, 84), dtype=np.uint8),
+        "action": rng.integers(4, size=64).astype(np.int32),
+        "reward": rng.choice([-1.0, 0.0, 1.0], size=64).astype(np.float32),
+        "terminal": np.isin(np.arange(64), [20, 45]).astype(np.uint8),
+    }
+    for name, array in arrays.items():
+        with gzip.open(folder / f"$store$_{name}_ckpt.0.gz", "wb", compresslevel=1) as f:
+            np.save(f, array)
+    return folder
+
+
+def record_train_steps(module, monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every call of the script's jitted train step, as (inputs, outputs)."""
+    calls: list[tuple] = []
+    make_train_step = module.make_train_step
+
+    def recording_make_train_step(*args, **kwargs):
+        step = make_train_step(*args, **kwargs)
+
+        def recorded(*inputs):
+            outputs = step(*inputs)
+            calls.append((inputs, outputs))
+            return outputs
+
+        return recorded
+
+    monkeypatch.setattr(module, "make_train_step", recording_make_train_step)
+    return calls
+
+
+def test_eaudecql_main_renews_the_population_every_t_steps(
+    tmp_path: Path, synthetic_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alg. 1 l. 11: population_step runs after every T-th gradient step with t_final = num_epochs * steps_per_epoch;
+    it sees L_k = the sum of the T CQL losses since the previous one, and the next step trains its result."""
+    steps = record_train_steps(eaude, monkeypatch)
+    periods: list[tuple] = []
+    population_step = eaude.population_step
+
+    def recorded_population_step(learner, sparsities, step, total_steps, *rest):
+        result = population_step(learner, sparsities, step, total_steps, *rest)
+        periods.append((learner, step, total_steps, result))
+        return result
+
+    monkeypatch.setattr(eaude, "population_step", recorded_population_step)
+    argv = [*LOOP, "--num-networks", "2", "--tournament-size", "2", "--u-max", "30", "--s-max", "0.2"]
+    eaude.main([*argv, "--dataset-dir", str(synthetic_dataset), "--output-dir", str(tmp_path)])
+    assert len(steps) == 12
+    assert [(step, total) for _, step, total, _ in periods] == [(3, 12), (6, 12), (9, 12), (12, 12)]
+    for period, (learner, step, _, (renewed, _, _)) in enumerate(periods):
+        cql_losses = sum(np.asarray(outputs[1][0]) for _, outputs in steps[step - 3 : step])
+        np.testing.assert_allclose(np.asarray(learner["cumulated_losses"]), cql_losses, rtol=1e-5)
+        if period < 3:
+            assert steps[step][0][0] is renewed  # the next gradient step trains the renewed population
+    (run_dir,) = tmp_path.iterdir()
+    events = read_jsonl(run_dir / "population.jsonl")
+    assert [e["global_step"] for e in events] == [3, 6, 9, 12]
+    for previous, current in itertools.pairwise(events):
+        assert previous["sparsities_after"] == current["sparsities_before"]
+    assert [step for step, _ in metric(run_dir, "sparsity/target")] == [0, 3, 6, 9, 12]
+    # logged at t_final: the mean over the K networks of the last step's losses; CQL > TD since alpha > 0
+    last_cql, last_td = (np.asarray(loss) for loss in steps[-1][1][1])
+    assert metric(run_dir, "losses/cql_loss") == [(12, pytest.approx(float(last_cql.mean()), rel=1e-6))]
+    assert metric(run_dir, "losses/td_loss") == [(12, pytest.approx(float(last_td.mean()), rel=1e-6))]
+    assert last_cql.mean() > last_td.mean()
+
+
+@pytest.mark.parametrize("final_sparsity", [0.9, 0.0], ids=["polyprune", "dense_cql"])
+def test_polyprune_cql_main_prunes_every_period_and_copies_the_target_every_t(
+    final_sparsity: float, tmp_path: Path, synthetic_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eq. 2 with t_final = 12, t_start = 3, t_end = 9, n = 3, the mask recomputed every 2 gradient steps and applied
+    to the weights at once; the target copies the online network after every T = 3 steps. s_F = 0 (the dense CQL
+    baseline) stays dense."""
+    steps = record_train_steps(poly, monkeypatch)
+    argv = [*LOOP, "--pruning-period", "2", "--pruning-start", "0.25", "--pruning-end", "0.75", "--save-model"]
+    argv += ["--final-sparsity", str(final_sparsity), "--dataset-dir", str(synthetic_dataset)]
+    poly.main([*argv, "--output-dir", str(tmp_path)])
+    assert len(steps) == 12
+    (params_0, _, _, target_0, _), _ = steps[0]
+    assert tree_equal(target_0, params_0)  # the target starts as a copy of the online network
+    shapes = poly.prunable_shapes(params_0)
+    for t, ((params, _, masks, target, _), _) in enumerate(steps):  # t gradient steps done before this one
+        pruned_at = t - t % 2  # the last pruning step (Eq. 2 is 0 before t_start)
+        expected = poly.polynomial_sparsity(pruned_at, final_sparsity, 3, 9, 3.0)
+        mask_zeros = [int((~np.asarray(m)).sum()) for m in jax.tree.leaves(masks) if m.ndim > 1]
+        assert mask_zeros == poly.layer_zero_counts(shapes, expected, "erk"), t
+        for w, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks), strict=True):
+            assert not np.asarray(w)[~np.asarray(m)].any(), t  # every gradient step starts from masked weights
+        if t >= 3:  # the online network as it was right after gradient step t - t % 3 (before that step's pruning)
+            assert tree_equal(target, steps[t - t % 3 - 1][1][0]), t
+    (run_dir,) = tmp_path.iterdir()
+    assert metric(run_dir, "sparsity/online") == [(12, pytest.approx(final_sparsity))]
+    target_sparsity = metric(run_dir, "sparsity/target")
+    assert [step for step, _ in target_sparsity] == [0, 3, 6, 9, 12]
+    if final_sparsity == 0:
+        assert [value for _, value in target_sparsity] == [0.0] * 5
+    _, (_, _, last_cql, last_td) = steps[-1]
+    assert metric(run_dir, "losses/cql_loss") == [(12, pytest.approx(float(last_cql), rel=1e-6))]
+    assert metric(run_dir, "losses/td_loss") == [(12, pytest.approx(float(last_td), rel=1e-6))]
+    assert last_cql > last_td  # alpha > 0
+    saved = run_dir / "polyprune_cql_atari_jax.cleanrl_model"
+    assert saved_sparsity(saved) == pytest.approx(target_sparsity[-1][1], abs=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -173,8 +568,6 @@ def test_missing_dataset_exits_2_without_traceback_and_writes_nothing(tmp_path: 
 
 def test_actions_outside_the_games_action_set_exit_2(tmp_path: Path, dataset_dir: Path) -> None:
     """Breakout has 4 actions: a dataset whose actions reach 5 is of another game (checked when loading)."""
-    import gzip
-
     folder = tmp_path / "other" / "replay_logs"
     shutil.copytree(dataset_dir / "replay_logs", folder)
     with gzip.open(folder / "$store$_action_ckpt.0.gz", "rb") as f:
@@ -192,6 +585,7 @@ def test_actions_outside_the_games_action_set_exit_2(tmp_path: Path, dataset_dir
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eaudecql_prunes_and_resumes_to_the_same_result(tmp_path: Path, dataset_dir: Path, env: dict) -> None:
     """One reference run (checkpoint every epoch) is frozen after its first checkpoint and its folder copied; the copy
     is resumed and must end exactly like the reference: same counters, params, population and metrics, no step
@@ -267,32 +661,3 @@ def test_eaudecql_prunes_and_resumes_to_the_same_result(tmp_path: Path, dataset_
         steps = [m["global_step"] for m in resumed if m["name"] == name]
         assert steps == sorted(set(steps)), f"{name} repeats a step: {steps}"
     assert [m["time"] for m in resumed] == sorted(m["time"] for m in resumed)
-
-
-def test_polyprune_cql_follows_eq2(tmp_path: Path, dataset_dir: Path, env: dict) -> None:
-    run_dir = run_script(
-        "polyprune_cql_atari_jax.py", tmp_path, dataset_dir, env,
-        "--target-network-frequency", "20", "--pruning-period", "10", "--final-sparsity", "0.9", "--save-model",
-        "--eval-episodes", "0", "--checkpoint-interval", "0",
-    )  # fmt: skip
-    assert not (run_dir / "population.jsonl").exists()
-    sparsity = dict(metric(run_dir, "sparsity/target"))
-    # Eq. 2 with t_final = 80 gradient steps: t_start = 16, t_end = 64, n = 3; the target copies the online network
-    # at t before it is pruned again at t, so it holds the sparsity of the pruning at t - 10
-    expected = {t: 0.9 * (1 - (1 - min(max((t - 16) / 48, 0), 1)) ** 3) for t in range(0, 81, 10)}
-    assert sorted(sparsity) == [0, 20, 40, 60, 80]
-    for step in (20, 40, 60, 80):
-        assert sparsity[step] == pytest.approx(expected[step - 10], abs=1e-4)
-    assert saved_sparsity(run_dir / "polyprune_cql_atari_jax.cleanrl_model") == pytest.approx(sparsity[80], abs=1e-9)
-    assert {"losses/cql_loss", "losses/td_loss"} <= {m["name"] for m in read_jsonl(run_dir / "metrics.jsonl")}
-
-
-def test_dense_cql_stays_dense(tmp_path: Path, dataset_dir: Path, env: dict) -> None:
-    run_dir = run_script(
-        "polyprune_cql_atari_jax.py", tmp_path, dataset_dir, env,
-        "--num-epochs", "1", "--steps-per-epoch", "20", "--target-network-frequency", "10", "--pruning-period", "5",
-        "--final-sparsity", "0", "--eval-episodes", "0", "--checkpoint-interval", "0",
-    )  # fmt: skip
-    assert [value for _, value in metric(run_dir, "sparsity/target")] == [0.0, 0.0, 0.0]
-    (loss,) = metric(run_dir, "losses/cql_loss")
-    assert loss[0] == 20 and np.isfinite(loss[1])

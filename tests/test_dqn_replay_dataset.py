@@ -1,10 +1,12 @@
 """DQN Replay Dataset layout: the offline loader (streaming, episode boundaries, frame stacks, errors) and the writer.
 
-The loader lives in the CQL scripts (single-file scripts duplicate code); LOADER_PATH says which file the tests import.
+The loader lives in both CQL scripts (single-file scripts duplicate code); LOADER_PATHS says which files the tests
+import: every loader test runs on each copy, so a rule broken in either script is caught by the rule's own test.
 """
 
 import gzip
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -17,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The one place that says where the loader is defined.
-LOADER_PATH = ROOT / "eaudecql_atari_jax.py"
+LOADER_PATHS = [ROOT / "eaudecql_atari_jax.py", ROOT / "polyprune_cql_atari_jax.py"]
 WRITER_PATH = ROOT / "tools" / "write_dqn_replay_dataset.py"
 FRAME = 84 * 84
 
@@ -30,9 +32,15 @@ def _import(path: Path, name: str) -> ModuleType:
     return module
 
 
+@pytest.fixture(scope="module", params=LOADER_PATHS, ids=lambda path: path.stem)
+def ds(request: pytest.FixtureRequest) -> ModuleType:
+    return _import(request.param, f"dqn_replay_loader_under_test_{request.param.stem}")
+
+
 @pytest.fixture(scope="module")
-def ds() -> ModuleType:
-    return _import(LOADER_PATH, "dqn_replay_loader_under_test")
+def loader() -> ModuleType:
+    """One copy of the loader, for the writer's tests (they test the writer, not the copies)."""
+    return _import(LOADER_PATHS[0], "dqn_replay_loader_for_the_writer")
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +127,10 @@ def test_episode_boundaries_valid_and_stacks(ds, tmp_path):
     assert ds.dqn_replay_batch(data, np.array([4]))["terminals"].tolist() == [True]
     sampled = ds.sample_dqn_replay_batch(data, np.random.default_rng(0), 64)
     assert sampled["observations"].shape == (64, 4, 84, 84) and sampled["actions"].shape == (64,)
+    # uniform over the valid transitions: never the last entry (value 12), which has no next frame
+    newest = sampled["observations"][:, -1, 0, 0]
+    assert set(newest.tolist()) == set(range(1, 12))
+    assert (sampled["next_observations"][:, -1, 0, 0] == newest + 1).all()
 
 
 def test_dopamine_padding_and_observation_only_entries(ds, tmp_path):
@@ -169,6 +181,24 @@ def test_checkpoint_slices_selection_and_numeric_order(ds, tmp_path):
     picked = ds.load_dqn_replay_dataset(str(tmp_path), checkpoints=[10, 0], transitions_per_checkpoint=5)
     assert picked.checkpoints == (10, 0)
     assert picked.observations[:, 0, 0].tolist() == [160, 161, 162, 163, 164, 0, 1, 2, 3, 4]
+
+
+def test_default_is_the_first_50_checkpoints_in_numeric_order(ds, tmp_path):
+    """A public run holds checkpoints 0..50: all of them would give 2.55M transitions, not Table 3's 2.5M."""
+    for number in (10, 2, 0):  # numeric order is 0, 2, 10; as strings "10" would come before "2"
+        write_checkpoint(tmp_path, number, frames(np.arange(6) + 10 * number))
+    for function in (ds.load_dqn_replay_dataset, ds.validate_dataset_dir):
+        assert inspect.signature(function).parameters["max_checkpoints"].default == 50
+    assert ds.validate_dataset_dir(str(tmp_path), transitions_per_checkpoint=6, max_checkpoints=2) == [0, 2]
+    data = ds.load_dqn_replay_dataset(str(tmp_path), transitions_per_checkpoint=6, max_checkpoints=2)
+    assert data.checkpoints == (0, 2)
+    assert data.observations[:, 0, 0].tolist() == [*range(6), *range(20, 26)]
+    assert ds.load_dqn_replay_dataset(str(tmp_path), transitions_per_checkpoint=6).checkpoints == (0, 2, 10)
+    # naming checkpoints overrides the limit
+    picked = ds.load_dqn_replay_dataset(
+        str(tmp_path), checkpoints=[10, 2, 0], transitions_per_checkpoint=6, max_checkpoints=2
+    )
+    assert picked.checkpoints == (10, 2, 0)
 
 
 def test_replay_logs_subfolder_and_all_rows(ds, tmp_path):
@@ -336,7 +366,7 @@ def test_streaming_reads_only_the_needed_rows(ds, tmp_path, monkeypatch):
 
 
 def test_checkpoint_with_corrupt_tail_still_loads_its_head(ds, tmp_path):
-    n = 10_000
+    n = 2_000  # 14 MB of frames: the corrupt second half is megabytes away from the 100 rows read
     rng = np.random.default_rng(1)
     obs = rng.integers(0, 256, size=(n, 84, 84), dtype=np.uint8)  # incompressible: the tail is far from the head
     write_checkpoint(tmp_path, 0, obs)
@@ -361,7 +391,7 @@ def _expected_stack(frames_by_step: list[np.ndarray], step: int, first_loaded_st
 
 
 @pytest.mark.parametrize("truncation", ["bootstrap", "terminal"])
-def test_writer_round_trip(ds, writer, tmp_path, truncation):
+def test_writer_round_trip(loader, writer, tmp_path, truncation):
     # Breakout, seed 2, 200-step limit: one game over and two time-limit truncations in 2 x 300 entries.
     capacity = 300
     args = writer.Args(
@@ -394,7 +424,7 @@ def test_writer_round_trip(ds, writer, tmp_path, truncation):
             assert np.load(io.BytesIO(f.read())).tolist() == [capacity - 1, 0, 1, 2, 3]
     assert json.loads((tmp_path / "dataset_info.json").read_text())["entries"] == 2 * capacity
 
-    data = ds.load_dqn_replay_dataset(str(tmp_path), transitions_per_checkpoint=capacity, num_actions=4)
+    data = loader.load_dqn_replay_dataset(str(tmp_path), transitions_per_checkpoint=capacity, num_actions=4)
     assert len(data.actions) == 2 * capacity
     # Split the recorded transitions into episodes (the frame of each step, and which entry stored it).
     episodes: list[list[dict]] = [[]]
@@ -417,7 +447,7 @@ def test_writer_round_trip(ds, writer, tmp_path, truncation):
             assert data.observations[i].tobytes() == rec["observation"][-1].tobytes()
             stored_terminal = rec["terminated"] or (rec["truncated"] and truncation == "terminal")
             assert data.terminals[i] == stored_terminal
-            state = ds.rebuild_frame_stacks(data.observations, data.episode_starts, np.array([i]))[0]
+            state = loader.rebuild_frame_stacks(data.observations, data.episode_starts, np.array([i]))[0]
             assert np.array_equal(state, _expected_stack(frames_by_step, step, first_loaded))
             # envpool's own stack agrees wherever the rebuilt one is not zero-filled (envpool repeats the reset frame).
             for k in range(4):
@@ -427,7 +457,7 @@ def test_writer_round_trip(ds, writer, tmp_path, truncation):
             if has_next:
                 expected_valid.add(i)
             if has_next and not stored_terminal:
-                nxt = ds.dqn_replay_batch(data, np.array([i]))["next_observations"][0]
+                nxt = loader.dqn_replay_batch(data, np.array([i]))["next_observations"][0]
                 frames_next = [*frames_by_step, rec["next_observation"][-1]]
                 assert np.array_equal(nxt, _expected_stack(frames_next, step + 1, first_loaded))
                 if rec["truncated"]:  # bootstraps from the true final frame, not a reset frame
