@@ -75,6 +75,12 @@ def test_binned_curve() -> None:
 
 
 def test_parse_exp_name() -> None:
+    for name, algo in [
+        ("dqn_classic_small_t30k", "dqn_classic"),
+        ("polyprune_dqn_classic_large", "polyprune_dqn_classic"),
+    ]:
+        p = analyze.parse_exp_name(name)
+        assert p["algo"] == algo and analyze.family_of(p["algo"]) == "dqn_classic"
     assert analyze.parse_exp_name("eaudedqn_small_umax10") == {
         "algo": "eaudedqn",
         "size": "small",

@@ -110,6 +110,8 @@ SIZES = ("small", "medium", "large")
 ALGOS = (
     "eaudedqn_classic",
     "eaudedqn",
+    "polyprune_dqn_classic",
+    "dqn_classic",
     "polyprune_dqn",
     "dqn",
     "eaudecql",
@@ -222,6 +224,7 @@ SCRIPT_FAMILIES = {
     "eaudedqn_atari_jax.py": "dqn",
     "polyprune_dqn_atari_jax.py": "dqn",
     "eaudedqn_jax.py": "dqn_classic",
+    "polyprune_dqn_jax.py": "dqn_classic",
     "eaudecql_atari_jax.py": "cql",
     "polyprune_cql_atari_jax.py": "cql",
     "eaudesac_mujoco_jax.py": "sac",
