@@ -12,6 +12,7 @@ SCRIPTS = [
     "eaudedqn_atari_jax",
     "polyprune_dqn_atari_jax",
     "eaudedqn_jax",
+    "polyprune_dqn_jax",
     "eaudecql_atari_jax",
     "polyprune_cql_atari_jax",
     "eaudesac_mujoco_jax",

@@ -47,6 +47,7 @@ RUNS = {
     "eaudedqn_atari_jax": ONLINE_ATARI + EAUDE_FAST,
     "polyprune_dqn_atari_jax": [*ONLINE_ATARI, "--pruning-period", "200"],
     "eaudedqn_jax": CLASSIC + EAUDE_FAST,
+    "polyprune_dqn_jax": [*CLASSIC, "--pruning-period", "125"],
     "eaudecql_atari_jax": OFFLINE + EAUDE_FAST,
     "polyprune_cql_atari_jax": [*OFFLINE, "--pruning-period", "20"],
     "eaudesac_mujoco_jax": [*MUJOCO, *EAUDE_FAST, "--pruning-period", "250"],
@@ -85,8 +86,8 @@ def main() -> None:
     dataset = work / "dataset"
     if any("cql" in s for s in options.scripts) and not dataset.exists():
         subprocess.run(
-            [sys.executable, str(ROOT / "tools/write_dqn_replay_dataset.py"), "--env-id", "Pong-v5", "--seed", "1"]
-            + ["--output-dir", str(dataset), "--num-checkpoints", "2", "--transitions-per-checkpoint", "1000"],
+            [sys.executable, str(ROOT / "tools/write_dqn_replay_dataset.py"), "--env-id", "Pong-v5", "--seed", "1",
+             "--output-dir", str(dataset), "--num-checkpoints", "2", "--transitions-per-checkpoint", "1000"],  # fmt: skip
             check=True,
             capture_output=True,
             env=env,

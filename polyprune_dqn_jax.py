@@ -1,0 +1,960 @@
+"""PolyPruneDQN on classic control: DQN with gradual magnitude pruning on the polynomial schedule of Eq. 2, with an MLP.
+
+The classic-control twin of polyprune_dqn_atari_jax.py, and the baseline of eaudedqn_jax.py: the same environment
+handling, MLP, defaults, outputs, checkpoints and errors as eaudedqn_jax.py, so that EauDeDQN, PolyPruneDQN and DQN
+compare like for like on the discrete-action classic-control envs of envpool (CartPole-v1, Acrobot-v1,
+LunarLander-v3, MountainCar-v0). Every pruning period the online network's mask is recomputed so that the
+smallest-magnitude weights reach the sparsity s_t = s_F (1 - (1 - clip((t - t_start) / (t_end - t_start), 0, 1))^n)
+(Ceron et al. 2024); the target network copies the masked online network every T steps. Baselines, from this one file:
+
+    uv run python polyprune_dqn_jax.py --env-id CartPole-v1                        # PolyPruneDQN (s_F = 0.95)
+    uv run python polyprune_dqn_jax.py --env-id CartPole-v1 --final-sparsity 0     # dense DQN
+    uv run python polyprune_dqn_jax.py --env-id CartPole-v1 --pruning-period 500   # DistillQN (period = T)
+
+Reads top to bottom: arguments, environment, network, replay buffer, pruning (Eq. 2), update, run outputs,
+evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import envpool
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+# =====================================================================================================================
+# Arguments
+# =====================================================================================================================
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (second part of the run name)"""
+    seed: int = 1
+    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
+    env_id: str = "CartPole-v1"
+    """the envpool discrete-action classic-control id: CartPole-v1, Acrobot-v1, LunarLander-v3, MountainCar-v0"""
+    track: bool = False
+    """log to Weights & Biases (syncs the TensorBoard files)"""
+    wandb_project_name: str = "eaudeqn"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team)"""
+    capture_video: bool = False
+    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
+    save_model: bool = False
+    """save the target network's params to <run_dir>/<exp_name>.cleanrl_model, then evaluate them"""
+    output_dir: str = "runs"
+    """folder that receives one sub-folder per run"""
+    checkpoint_interval: int = 50_000
+    """env steps between checkpoints for --resume (0 disables)"""
+    resume: str | None = None
+    """continue the run saved in this run folder (its config.json decides every other argument)"""
+
+    total_timesteps: int = 100_000
+    """t_final, total env steps; Eq. 2's t_start and t_end are fractions of it (eaudedqn_jax.py's default)"""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate (CleanRL's dqn_jax.py)"""
+    adam_eps: float = 1e-8
+    """Adam epsilon (optax's default, as CleanRL's dqn_jax.py)"""
+    num_envs: int = 1
+    """parallel envpool environments; one gradient step per G env steps is kept for any value"""
+    buffer_size: int = 10_000
+    """replay capacity in transitions, FIFO (CleanRL's dqn_jax.py)"""
+    gamma: float = 0.99
+    """discount factor"""
+    target_network_frequency: int = 500
+    """T, env steps between target updates (CleanRL's dqn_jax.py)"""
+    batch_size: int = 128
+    """mini-batch size (CleanRL's dqn_jax.py)"""
+    start_e: float = 1.0
+    """initial epsilon of epsilon-greedy"""
+    end_e: float = 0.05
+    """final epsilon of epsilon-greedy (CleanRL's dqn_jax.py)"""
+    exploration_steps: int = 50_000
+    """env steps over which epsilon decays linearly from start-e to end-e after the warm-up (half the run, as CleanRL)"""
+    learning_starts: int = 1_000
+    """env steps of experience collected before learning starts (CleanRL: 10k; 1k lets pruning start early)"""
+    train_frequency: int = 4
+    """G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps, see the README)"""
+    eval_episodes: int = 10
+    """greedy episodes played by the saved model at the end (with --save-model)"""
+    eval_epsilon: float = 0.0
+    """epsilon of the evaluation policy (classic control is evaluated greedily)"""
+
+    network_size: Literal["small", "medium", "large"] = "medium"
+    """width of the two hidden layers of the MLP: 64 / 256 / 1024"""
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
+    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+
+    final_sparsity: float = 0.95
+    """s_F, sparsity reached at the end of the schedule (Eq. 2); 0 gives the dense DQN baseline"""
+    pruning_start: float = 0.2
+    """t_start as a fraction of --total-timesteps (Eq. 2)"""
+    pruning_end: float = 0.8
+    """t_end as a fraction of --total-timesteps (Eq. 2)"""
+    pruning_power: float = 3.0
+    """n, steepness of the polynomial schedule (Eq. 2)"""
+    pruning_period: int = 250
+    """env steps between mask updates: T / 2, as on Atari (Table 3: 4 000 = 8 000 / 2, i.e. every 1 000 gradient
+    steps at G = 4, Ceron et al. 2024), so the mask changes twice per target update; equal to T it is DistillQN"""
+
+
+class ArgumentError(Exception):
+    """A user mistake in the command line: reported as one `error:` line and exit code 2."""
+
+
+def check_args(args: Args) -> None:
+    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    checks = [
+        (args.seed >= 0, "--seed", "must be non-negative"),
+        (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
+        (0 <= args.final_sparsity < 1, "--final-sparsity", "s_F must be in [0, 1)"),
+        (
+            0 <= args.pruning_start <= args.pruning_end <= 1,
+            "--pruning-start/--pruning-end",
+            "need 0 <= start <= end <= 1",
+        ),
+        (args.pruning_power > 0, "--pruning-power", "n must be positive"),
+        (args.pruning_period >= 1, "--pruning-period", "must be at least 1"),
+        (0 < args.learning_rate < math.inf, "--learning-rate", "must be a positive finite number"),
+        (0 < args.adam_eps < math.inf, "--adam-eps", "must be a positive finite number"),
+        (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
+        (args.num_envs >= 1, "--num-envs", "must be at least 1"),
+        (args.batch_size >= 1, "--batch-size", "must be at least 1"),
+        (args.buffer_size >= 8 * args.num_envs, "--buffer-size", "must hold at least 8 entries per environment"),
+        (args.buffer_size >= args.batch_size, "--buffer-size", "must hold at least one --batch-size of transitions"),
+        (args.buffer_size >= args.learning_starts, "--buffer-size", "must hold the --learning-starts warm-up"),
+        (args.learning_starts >= 0, "--learning-starts", "must be non-negative"),
+        (args.train_frequency >= 1, "--train-frequency", "G must be at least 1"),
+        (args.target_network_frequency >= 1, "--target-network-frequency", "T must be at least 1"),
+        (0 <= args.end_e <= 1 and 0 <= args.start_e <= 1, "--start-e/--end-e", "must be in [0, 1]"),
+        (args.exploration_steps >= 0, "--exploration-steps", "must be non-negative"),
+        (args.eval_episodes >= 0, "--eval-episodes", "must be non-negative"),
+        (0 <= args.eval_epsilon <= 1, "--eval-epsilon", "must be in [0, 1]"),
+        (args.checkpoint_interval >= 0, "--checkpoint-interval", "must be non-negative (0 disables)"),
+    ]
+    for ok, flag, message in checks:
+        if not ok:
+            raise ArgumentError(f"{flag}: {message}")
+    if args.env_id not in envpool.list_all_envs():
+        raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (try one of {', '.join(CLASSIC_IDS)})")
+    if type(envpool.make_spec(args.env_id)).__name__ not in CLASSIC_SPECS:
+        raise ArgumentError(
+            f"--env-id: {args.env_id!r} is not a discrete-action classic-control env; "
+            f"this script takes {', '.join(CLASSIC_IDS)}"
+        )
+
+
+def check_output_dir(output_dir: str) -> None:
+    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
+    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
+            return
+
+
+def check_resume_dir(resume: str) -> Path:
+    run_dir = Path(resume)
+    if not (run_dir / "config.json").is_file():
+        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
+    if checkpoint_dir(run_dir) is None:
+        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
+    return run_dir
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args, args=argv)
+    except SystemExit as exit_:
+        if exit_.code:  # tyro draws a box: keep the message between its title and first rule, on one line
+            lines = [line.strip().strip("│").strip() for line in captured.getvalue().splitlines()[1:]]
+            rule = next((i for i, line in enumerate(lines) if line and set(line) == {"─"}), len(lines))
+            message = " ".join(" ".join(lines[:rule]).split()) or "invalid command line"
+            print(f"error: {message} (see --help)", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    try:
+        if args.resume is not None:
+            run_dir = check_resume_dir(args.resume)
+            saved = json.loads((run_dir / "config.json").read_text())["args"]
+            args = Args(**{**saved, "resume": args.resume})
+        else:
+            check_output_dir(args.output_dir)
+        check_args(args)
+    except ArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
+# =====================================================================================================================
+# Environment: envpool's discrete-action classic-control envs (their own time limits: 500 / 500 / 1000 / 200 steps)
+# =====================================================================================================================
+
+CLASSIC_IDS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0")
+# envpool spec classes of the discrete-action classic-control envs (older versions such as CartPole-v0 share them);
+# Pendulum, MountainCarContinuous and LunarLanderContinuous have Box actions, which DQN cannot take
+CLASSIC_SPECS = ("CartPoleEnvSpec", "AcrobotEnvSpec", "LunarLanderDiscreteEnvSpec", "MountainCarEnvSpec")
+VIDEO_FPS = 30
+# envpool builds these specs' Box spaces from float64 bounds; gymnasium's cast warning is harmless noise
+warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32", category=UserWarning)
+
+
+def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any:
+    """Vectorised classic-control env. envpool autoresets on the NEXT step: the step that ends an episode returns
+    its true last observation; the following step ignores the action and returns the reset observation with reward
+    0. envpool renders these envs itself (`render()` gives (1, H, W, 3) uint8 frames of env 0)."""
+    return envpool.make(
+        env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode="rgb_array" if render else None
+    )
+
+
+def env_seed(seed: int, purpose: int, step: int = 0) -> int:
+    """A seed per (run seed, purpose, step): envpool gives env i the seed base + i, so consecutive run seeds would
+    share streams; training (purpose 0) and evaluation (purpose 1) streams are also kept apart."""
+    return int(np.random.SeedSequence([seed, purpose, step]).generate_state(1)[0] % 2**30)
+
+
+# =====================================================================================================================
+# Network: MLP with two hidden ReLU layers of 64 / 256 / 1024 units (small / medium / large)
+# =====================================================================================================================
+
+HIDDEN_WIDTHS = {"small": 64, "medium": 256, "large": 1024}
+
+
+class QNetwork(nn.Module):
+    action_dim: int
+    hidden_width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.relu(nn.Dense(self.hidden_width)(x.astype(jnp.float32)))
+        x = nn.relu(nn.Dense(self.hidden_width)(x))
+        return nn.Dense(self.action_dim)(x)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+# =====================================================================================================================
+# Replay buffer: float32 observation vectors, each transition with its own true next observation
+# =====================================================================================================================
+
+
+class ReplayBuffer:
+    """FIFO replay of (o, a, r, o', terminated) transitions with float32 observation vectors.
+
+    The next observation is stored with each transition (a few floats: cheaper and simpler than the Atari buffer's
+    frame sharing). On the step that ends an episode envpool returns the TRUE last observation, which is stored as
+    o': a truncated transition bootstraps from it, never from a reset observation (CleanRL issue 460), and the final
+    transition of every episode is kept with its own terminated flag (Dopamine issue 228). envpool's autoreset step
+    (the step after an episode end) is not a transition and is never stored.
+    """
+
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...]) -> None:
+        self.num_envs = num_envs
+        self.capacity = capacity
+        self.observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
+        self.next_observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros(capacity, dtype=np.int32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=bool)
+        self.cursor = 0  # next slot to write
+        self.size = 0
+
+    def add(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        next_observations: np.ndarray,
+        reset: np.ndarray,
+    ) -> None:
+        """Record one env step of every env whose step was a real interaction. `reset` marks envs whose step was
+        envpool's autoreset step (action ignored, reward 0, o' a reset observation): they are skipped."""
+        live = ~reset
+        index = (self.cursor + np.arange(int(live.sum()))) % self.capacity
+        self.observations[index] = observations[live]
+        self.actions[index] = actions[live]
+        self.rewards[index] = rewards[live]
+        self.terminated[index] = terminated[live]  # truncation is not termination: it bootstraps from o'
+        self.next_observations[index] = next_observations[live]
+        self.cursor = (self.cursor + len(index)) % self.capacity
+        self.size = min(self.size + len(index), self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Uniform mini-batch (with replacement) over the stored transitions."""
+        if self.size == 0:
+            raise RuntimeError("the replay buffer holds no complete transition yet: raise --learning-starts")
+        index = rng.integers(self.size, size=batch_size)
+        return {
+            "observations": self.observations[index],
+            "actions": self.actions[index],
+            "rewards": self.rewards[index],
+            "terminations": self.terminated[index].astype(np.float32),
+            "next_observations": self.next_observations[index],
+        }
+
+    def num_transitions(self) -> int:
+        return self.size
+
+    def state_dict(self) -> dict[str, Any]:
+        names = ("observations", "next_observations", "actions", "rewards", "terminated")
+        return {**{n: getattr(self, n) for n in names}, "cursor": self.cursor, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value if isinstance(value, np.ndarray) and value.ndim else int(value))
+
+
+# =====================================================================================================================
+# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
+# =====================================================================================================================
+
+
+def is_prunable(leaf: Any) -> bool:
+    return leaf.ndim > 1
+
+
+def prunable_shapes(params: Any) -> list[tuple[int, ...]]:
+    return [tuple(leaf.shape) for leaf in jax.tree.leaves(params) if is_prunable(leaf)]
+
+
+def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[float]:
+    """Fraction of weights kept in each prunable layer for an overall `sparsity`.
+
+    uniform: every layer at `sparsity`. erk (Erdos-Renyi-Kernel, as JaxPruner and RigL): density proportional to
+    sum(shape) / prod(shape), scaled so the overall sparsity is met; a layer whose density would exceed 1 is made
+    dense and the remaining budget is re-spread over the others.
+    """
+    if distribution == "uniform" or sparsity == 0.0:
+        return [1.0 - sparsity] * len(shapes)
+    if distribution != "erk":
+        raise ValueError(f"per-layer densities are undefined for {distribution!r}")
+    sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = (1.0 - sparsity) * sizes.sum() - sizes[dense].sum()  # non-zeros left for the non-dense layers
+        scale = budget / np.sum(raw[~dense] * sizes[~dense])
+        densities = np.where(dense, 1.0, scale * raw)
+        if densities.max() <= 1.0:
+            return densities.tolist()
+        dense |= ~dense & (raw == raw[~dense].max())  # make the densest layer dense and re-spread
+
+
+def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
+    """Exact number of weights to zero in each prunable layer."""
+    densities = layer_densities(shapes, sparsity, distribution)
+    return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
+
+
+def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
+    order = jnp.argsort(magnitudes, stable=True)
+    keep = jnp.arange(magnitudes.size) >= num_zeros
+    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+
+
+@jax.jit
+def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
+    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+    leaves, treedef = jax.tree.flatten(params)
+    counts = iter(zero_counts)
+    masks = [
+        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
+        for w in leaves
+    ]
+    return jax.tree.unflatten(treedef, masks)
+
+
+@jax.jit
+def global_masks(params: Any, num_zeros: jax.Array) -> Any:
+    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
+    leaves, treedef = jax.tree.flatten(params)
+    kernels = [w for w in leaves if is_prunable(w)]
+    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
+    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
+    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    return jax.tree.unflatten(treedef, masks)
+
+
+def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
+    """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
+    shapes = prunable_shapes(params)
+    if distribution == "global":
+        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
+    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
+    return layerwise_masks(params, counts)
+
+
+def apply_masks(params: Any, masks: Any) -> Any:
+    return jax.tree.map(lambda w, m: jnp.where(m, w, 0.0), params, masks)
+
+
+def measured_sparsity(params: Any) -> float:
+    """Fraction of zero weights among the prunable weights (the sparsity reported everywhere)."""
+    kernels = [np.asarray(w) for w in jax.tree.leaves(params) if is_prunable(w)]
+    return float(sum((w == 0).sum() for w in kernels) / sum(w.size for w in kernels))
+
+
+def polynomial_sparsity(step: int, final_sparsity: float, start_step: int, end_step: int, power: float) -> float:
+    """Eq. 2: s_t = s_F (1 - (1 - clip((t - t_start) / (t_end - t_start), 0, 1))^n)."""
+    progress = 1.0 if end_step <= start_step else (step - start_step) / (end_step - start_step)
+    return final_sparsity * (1.0 - (1.0 - min(max(progress, 0.0), 1.0)) ** power)
+
+
+# =====================================================================================================================
+# Update: one jitted DQN gradient step
+# =====================================================================================================================
+
+
+def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float) -> Any:
+    def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+        q = network.apply(params, observations)
+        q_taken = jnp.take_along_axis(q, actions[:, None], axis=1)[:, 0]
+        return jnp.mean((targets - q_taken) ** 2)  # Eq. 1, averaged over the batch
+
+    @jax.jit
+    def train_step(params, opt_state, masks, target_params, batch):
+        next_q = network.apply(target_params, batch["next_observations"]).max(axis=1)
+        targets = batch["rewards"] + gamma * (1.0 - batch["terminations"]) * next_q
+        loss, grads = jax.value_and_grad(td_loss)(params, batch["observations"], batch["actions"], targets)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = apply_masks(optax.apply_updates(params, updates), masks)  # pruned weights stay zero under Adam
+        return params, opt_state, loss
+
+    return train_step
+
+
+def make_act(network: QNetwork) -> Any:
+    @jax.jit
+    def act(params, observations):
+        return jnp.argmax(network.apply(params, observations), axis=1)
+
+    return act
+
+
+def epsilon_greedy(
+    epsilon: float, num_actions: int, num_envs: int, greedy_actions: Any, rng: np.random.Generator
+) -> np.ndarray:
+    """Alg. 1 l. 3: a uniformly random action with probability epsilon, else the greedy action of the behaviour
+    network (`greedy_actions()`, only called when some env acts greedily)."""
+    actions = rng.integers(num_actions, size=num_envs)
+    greedy = rng.random(num_envs) >= epsilon
+    return np.where(greedy, greedy_actions(), actions) if greedy.any() else actions
+
+
+def gradient_steps_due(step: int, args: Args) -> int:
+    """Alg. 1 l. 5: one gradient step per G env steps once the --learning-starts warm-up is over."""
+    return max(step - args.learning_starts, 0) // args.train_frequency
+
+
+def epsilon_schedule(step: int, args: Args) -> float:
+    """Dopamine's linearly decaying epsilon with warm-up: start-e during the --learning-starts warm-up, then linear
+    to end-e over --exploration-steps (the paper's code base, built on Dopamine, acts so)."""
+    if args.exploration_steps == 0:
+        return args.end_e if step >= args.learning_starts else args.start_e
+    fraction = min(max((step - args.learning_starts) / args.exploration_steps, 0.0), 1.0)
+    return args.start_e + fraction * (args.end_e - args.start_e)
+
+
+# =====================================================================================================================
+# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
+# =====================================================================================================================
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_config(args: Args) -> dict[str, Any]:
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "args": asdict(args),
+        "script": Path(__file__).name,
+        "versions": versions,
+        "jax_backend": jax.default_backend(),
+        "git_commit": commit or None,
+        "command": sys.argv,
+    }
+
+
+def create_run_dir(output_dir: Path, run_name: str) -> Path:
+    """A new run folder; runs of the same name started in the same second get the suffix -2, -3, ..."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_dir = output_dir / (run_name if attempt == 1 else f"{run_name}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{output_dir / run_name} and 998 suffixed folders exist")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
+
+
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the lines logged after the checkpoint being resumed (no step is repeated) and a line that a kill tore in
+    half; returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    lines, kept = path.read_text().splitlines(), []
+    for line in lines:
+        try:
+            if json.loads(line)["global_step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write(path, "".join(line + "\n" for line in kept).encode())
+    return len(lines) - len(kept)
+
+
+class RunLogger:
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
+    at the first population event, so only EauDe runs have one)."""
+
+    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.run_dir = run_dir
+        self.start = time.time() - elapsed
+        self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.population = None
+        # purge_step hides events a killed run wrote after its last checkpoint
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
+        self.metrics.write(json_line(record))
+        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
+            self.writer.add_scalar(name, float(value), int(step))
+
+    def population_event(self, event: dict[str, Any]) -> None:
+        if self.population is None:
+            self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
+        self.population.write(json_line(event))
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.population is not None:
+            self.population.close()
+        self.writer.close()
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
+
+
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    return next(iter(checkpoint_dirs(run_dir)), None)
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
+    """Write into checkpoint.tmp/, then swap it in with renames, keeping the previous checkpoint as checkpoint.old/: a
+    crash at any point leaves a complete checkpoint, and a checkpoint damaged later still has one to fall back to."""
+    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, value in replay.state_dict().items():
+        with open(tmp / f"replay_{name}.npy", "wb") as f:
+            np.save(f, np.asarray(value))
+    atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+
+
+class CheckpointError(Exception):
+    """No checkpoint of the run reads back whole: reported as one `error:` line naming the damaged file."""
+
+
+def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
+    """Restore the newest checkpoint that reads back whole; a damaged newest one falls back to the previous one."""
+    damaged = []
+    for path in checkpoint_dirs(run_dir):
+        file = path / "state.msgpack"
+        try:
+            state = flax.serialization.from_bytes(template, file.read_bytes())
+            replay_state = {}
+            for name in replay.state_dict():
+                file = path / f"replay_{name}.npy"
+                replay_state[name] = np.load(file)
+            file = path / "meta.json"
+            meta = json.loads(file.read_text())
+        except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
+            damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
+            continue
+        if damaged:
+            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
+        replay.load_state_dict(replay_state)
+        return jax.tree.map(jnp.asarray, state), meta
+    raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
+
+
+def stop_on_signals() -> dict[str, int]:
+    """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) asks the training loop to stop after the current step,
+    save a checkpoint and exit with 128 + the signal number; a second Ctrl-C stops at once."""
+    received: dict[str, int] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received["signal"] = signum
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return received
+
+
+# =====================================================================================================================
+# Evaluation of the saved model
+# =====================================================================================================================
+
+
+def evaluate(
+    model_path: Path,
+    env_id: str,
+    eval_episodes: int,
+    seed: int,
+    epsilon: float,
+    network_size: str,
+    video_dir: Path | None = None,
+) -> list[float]:
+    """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; undiscounted returns."""
+    envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
+    network = QNetwork(action_dim=envs.action_space.n, hidden_width=HIDDEN_WIDTHS[network_size])
+    template = network.init(jax.random.PRNGKey(0), np.zeros((1, *envs.observation_space.shape), np.float32))
+    params = flax.serialization.from_bytes(template, model_path.read_bytes())
+    q_values = jax.jit(network.apply)
+    rng = np.random.default_rng(seed)
+    obs, _ = envs.reset()
+    returns, episode_return, frames = [], 0.0, []
+    while len(returns) < eval_episodes:
+        if video_dir is not None:
+            frames.append(envs.render()[0])
+        action = np.asarray(jnp.argmax(q_values(params, obs), axis=1))
+        if rng.random() < epsilon:
+            action = rng.integers(envs.action_space.n, size=1)
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        episode_return += float(reward[0])
+        if terminated[0] or truncated[0]:
+            returns.append(episode_return)
+            print(f"eval episode {len(returns)}/{eval_episodes}: return {episode_return:.1f}", flush=True)
+            if video_dir is not None:
+                frames.append(envs.render()[0])  # the episode's final state
+                write_video(video_dir / f"eval-episode-{len(returns) - 1}.mp4", frames, fps=VIDEO_FPS)
+            episode_return, frames = 0.0, []
+            obs, _, _, _, _ = envs.step(np.zeros(1, np.int32))  # envpool's autoreset step ignores its action
+    envs.close()
+    return returns
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    with warnings.catch_warnings():  # imageio-ffmpeg starts ffmpeg with fork; JAX warns about any fork
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1, format="FFMPEG")
+    os.replace(tmp, path)
+
+
+# =====================================================================================================================
+# Training loop
+# =====================================================================================================================
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.resume:
+        run_dir = Path(args.resume)
+        run_name = run_dir.name
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        try:
+            run_dir = create_run_dir(Path(args.output_dir), run_name)
+        except OSError as error:
+            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+            raise SystemExit(2) from None
+        run_name = run_dir.name
+        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    # ---- environment, network, optimizer
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    num_actions = envs.action_space.n
+    obs_shape = envs.observation_space.shape
+    network = QNetwork(action_dim=num_actions, hidden_width=HIDDEN_WIDTHS[args.network_size])
+    key = jax.random.PRNGKey(args.seed)
+    key, init_key = jax.random.split(key)
+    params = network.init(init_key, np.zeros((1, *obs_shape), np.float32))
+    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
+    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
+    opt_state = optimizer.init(params)
+    target_params = params
+    sparsity = 0.0  # nominal sparsity of the current mask
+    start_step = int(args.pruning_start * args.total_timesteps)
+    end_step = int(args.pruning_end * args.total_timesteps)
+    rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_shape)
+    rng = np.random.default_rng(args.seed)
+    train_step = make_train_step(network, optimizer, args.gamma)
+    act = make_act(network)
+    print(
+        f"{run_name}: one network of {count_params(params):,} parameters ({args.network_size}), final sparsity "
+        f"{args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
+        flush=True,
+    )
+
+    global_step, grad_steps, episodes = 0, 0, 0
+    next_target_update = (args.learning_starts // args.target_network_frequency + 1) * args.target_network_frequency
+    next_pruning = args.pruning_period
+    elapsed = 0.0
+    if args.resume:
+        template = {"params": params, "masks": masks, "opt_state": opt_state, "target_params": target_params}
+        try:
+            state, meta = load_checkpoint(run_dir, template, rb)
+        except CheckpointError as error:
+            print(f"error: --resume: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        params, masks, opt_state = state["params"], state["masks"], state["opt_state"]
+        target_params = state["target_params"]
+        sparsity = meta["sparsity"]
+        global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+        next_target_update, next_pruning = meta["next_target_update"], meta["next_pruning"]
+        elapsed = meta["elapsed"]
+        rng.bit_generator.state = meta["rng_state"]
+        dropped = sum(truncate_jsonl(run_dir / name, global_step) for name in ("metrics.jsonl", "population.jsonl"))
+        if dropped:
+            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
+        print(f"resumed {run_name} at step {global_step:,}", flush=True)
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(args),
+            name=run_name,
+            id=run_name.replace("/", "-"),
+            resume="allow",
+            save_code=True,
+        )
+    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+    if global_step == 0:
+        logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
+    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
+    if args.checkpoint_interval > 0:
+        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+
+    def checkpoint() -> None:
+        state = {"params": params, "masks": masks, "opt_state": opt_state, "target_params": target_params}
+        meta = {
+            "global_step": global_step,
+            "grad_steps": grad_steps,
+            "episodes": episodes,
+            "next_target_update": next_target_update,
+            "next_pruning": next_pruning,
+            "sparsity": sparsity,
+            "elapsed": logger.elapsed(),
+            "rng_state": rng.bit_generator.state,
+        }
+        save_checkpoint(run_dir, state, rb, meta)
+
+    obs, _ = envs.reset()
+    obs = np.asarray(obs, np.float32)
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_loss = float("nan"), None
+    window_time, window_step, last_print = time.time(), global_step, 0.0
+    target_sparsity = measured_sparsity(target_params)
+
+    stop = stop_on_signals()
+
+    def greedy_actions() -> np.ndarray:
+        return np.asarray(act(params, obs))
+
+    while global_step < args.total_timesteps:
+        # ---- act: epsilon-greedy on the online network
+        epsilon = epsilon_schedule(global_step, args)
+        actions = epsilon_greedy(epsilon, num_actions, args.num_envs, greedy_actions, rng)
+
+        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+        next_obs = np.asarray(next_obs, np.float32)
+        rb.add(obs, actions, rewards, terminated, next_obs, reset=resetting)
+        live = ~resetting  # autoreset steps are not interactions: they are neither stored nor counted
+        episode_returns += np.where(live, rewards, 0.0)
+        episode_lengths += live
+        previous_step = global_step
+        global_step += int(live.sum())
+        for env in np.flatnonzero(live & (terminated | truncated)):
+            episodes += 1
+            last_return = float(episode_returns[env])
+            logger.scalar("charts/episodic_return", last_return, global_step)
+            logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+        resetting = live & (terminated | truncated)
+        obs = next_obs
+
+        # ---- learn: one gradient step per G env steps
+        while grad_steps < gradient_steps_due(global_step, args):
+            batch = rb.sample(args.batch_size, rng)
+            params, opt_state, last_loss = train_step(params, opt_state, masks, target_params, batch)
+            grad_steps += 1
+            if not np.isfinite(np.asarray(last_loss)):
+                logger.scalar("losses/td_loss", float(last_loss), global_step)
+                logger.close()
+                print(
+                    f"error: the loss is non-finite at step {global_step:,}: the run diverged (try a lower"
+                    f" --learning-rate); its last checkpoint is kept",
+                    file=sys.stderr,
+                )
+                raise SystemExit(3)
+
+        # ---- every T steps: the target copies the (masked) online network
+        if global_step >= next_target_update:
+            target_params = params
+            target_sparsity = measured_sparsity(target_params)
+            logger.scalar("sparsity/target", target_sparsity, global_step)
+            next_target_update += args.target_network_frequency
+
+        # ---- every pruning period: recompute the mask at the Eq. 2 sparsity (after the target update, so that with
+        # period = T the online network is a pruned version of the target, as in DistillQN)
+        if global_step >= next_pruning:
+            new_sparsity = polynomial_sparsity(
+                global_step, args.final_sparsity, start_step, end_step, args.pruning_power
+            )
+            if new_sparsity != sparsity:
+                masks = magnitude_masks(params, new_sparsity, args.sparsity_distribution)
+                params = apply_masks(params, masks)  # Adam state is kept (Ceron et al. 2024)
+                sparsity = new_sparsity
+            next_pruning += args.pruning_period
+
+        # ---- periodic logging, progress and checkpoints
+        if global_step // 1000 > previous_step // 1000:
+            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
+            logger.scalar("charts/SPS", sps, global_step)
+            logger.scalar("charts/epsilon", epsilon, global_step)
+            logger.scalar("sparsity/online", sparsity, global_step)
+            if last_loss is not None:
+                logger.scalar("losses/td_loss", float(last_loss), global_step)
+            if time.time() - last_print > 10 or global_step >= args.total_timesteps:
+                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
+                print(
+                    f"step {global_step:,}/{args.total_timesteps:,} ({100 * global_step / args.total_timesteps:.1f}%)"
+                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)} | eps {epsilon:.3f} | episodes {episodes}"
+                    f" | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}",
+                    flush=True,
+                )
+                last_print = time.time()
+            window_time, window_step = time.time(), global_step
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+        if stop:
+            checkpoint()
+            logger.close()
+            print(
+                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
+                f" python {Path(__file__).name} --resume {run_dir}",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + stop["signal"])
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+        atomic_write(model_path, flax.serialization.to_bytes(target_params))  # pruned weights are exact zeros
+        print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
+        video_dir = Path("videos") / run_name if args.capture_video else None
+        returns = evaluate(
+            model_path, args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir
+        )
+        for value in returns:
+            logger.scalar("eval/episodic_return", value, global_step)
+    logger.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
