@@ -85,12 +85,10 @@ def main() -> None:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     dataset = work / "dataset"
     if any("cql" in s for s in options.scripts) and not dataset.exists():
+        writer = [sys.executable, str(ROOT / "tools/write_dqn_replay_dataset.py"), "--env-id", "Pong-v5"]
+        sizes = ["--num-checkpoints", "2", "--transitions-per-checkpoint", "1000"]
         subprocess.run(
-            [sys.executable, str(ROOT / "tools/write_dqn_replay_dataset.py"), "--env-id", "Pong-v5", "--seed", "1",
-             "--output-dir", str(dataset), "--num-checkpoints", "2", "--transitions-per-checkpoint", "1000"],  # fmt: skip
-            check=True,
-            capture_output=True,
-            env=env,
+            [*writer, "--seed", "1", "--output-dir", str(dataset), *sizes], check=True, capture_output=True, env=env
         )
     for script in options.scripts:
         out = work / script
