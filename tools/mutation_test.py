@@ -77,7 +77,7 @@ def repository_copy() -> Path:
 
 
 def pytest(copy: Path, targets: list[str], *options: str) -> tuple[int, str]:
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rf", *options, *targets]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE", *options, *targets]
     try:
         result = subprocess.run(command, cwd=copy, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
