@@ -17,9 +17,11 @@ import contextlib
 import gzip
 import io
 import json
+import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -125,14 +127,15 @@ class ArgumentError(Exception):
 def check_args(args: Args) -> None:
     """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors), dataset included."""
     checks = [
+        (args.seed >= 0, "--seed", "must be non-negative"),
         (args.num_epochs > 0, "--num-epochs", "must be positive"),
         (args.steps_per_epoch > 0, "--steps-per-epoch", "must be positive"),
         (args.num_networks >= 1, "--num-networks", "K must be at least 1"),
         (1 <= args.tournament_size <= args.num_networks, "--tournament-size", "M must be in [1, K]"),
         (args.u_max > 0, "--u-max", "U_max must be positive"),
         (0 < args.s_max <= 1, "--s-max", "S_max must be in (0, 1]"),
-        (args.learning_rate > 0, "--learning-rate", "must be positive"),
-        (args.adam_eps > 0, "--adam-eps", "must be positive"),
+        (0 < args.learning_rate < math.inf, "--learning-rate", "must be a positive finite number"),
+        (0 < args.adam_eps < math.inf, "--adam-eps", "must be a positive finite number"),
         (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
         (args.batch_size >= 1, "--batch-size", "must be at least 1"),
         (args.target_network_frequency >= 1, "--target-network-frequency", "T must be at least 1"),
@@ -154,6 +157,17 @@ def check_args(args: Args) -> None:
         validate_dataset_dir(args.dataset_dir, args.dataset_checkpoints, args.transitions_per_checkpoint)
     except DatasetError as error:
         raise ArgumentError(str(error)) from None
+
+
+def check_output_dir(output_dir: str) -> None:
+    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
+    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
+            return
 
 
 def check_resume_dir(resume: str) -> Path:
@@ -184,6 +198,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = check_resume_dir(args.resume)
             saved = json.loads((run_dir / "config.json").read_text())["args"]
             args = Args(**{**saved, "resume": args.resume})
+        else:
+            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -1003,11 +1019,46 @@ def run_config(args: Args) -> dict[str, Any]:
     }
 
 
-def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
-        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+def create_run_dir(output_dir: Path, run_name: str) -> Path:
+    """A new run folder; runs of the same name started in the same second get the suffix -2, -3, ..."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_dir = output_dir / (run_name if attempt == 1 else f"{run_name}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{output_dir / run_name} and 998 suffixed folders exist")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
+
+
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the lines logged after the checkpoint being resumed (no step is repeated) and a line that a kill tore in
+    half; returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    lines, kept = path.read_text().splitlines(), []
+    for line in lines:
+        try:
+            if json.loads(line)["global_step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write(path, "".join(line + "\n" for line in kept).encode())
+    return len(lines) - len(kept)
 
 
 class RunLogger:
@@ -1029,13 +1080,14 @@ class RunLogger:
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
-        self.metrics.write(json.dumps(record) + "\n")
-        self.writer.add_scalar(name, float(value), int(step))
+        self.metrics.write(json_line(record))
+        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
+            self.writer.add_scalar(name, float(value), int(step))
 
     def population_event(self, event: dict[str, Any]) -> None:
         if self.population is None:
             self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
-        self.population.write(json.dumps(event) + "\n")
+        self.population.write(json_line(event))
 
     def close(self) -> None:
         self.metrics.close()
@@ -1044,35 +1096,66 @@ class RunLogger:
         self.writer.close()
 
 
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
+
+
 def checkpoint_dir(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
-    for name in ("checkpoint", "checkpoint.old"):
-        if (run_dir / name / "state.msgpack").is_file():
-            return run_dir / name
-    return None
+    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint.
-    The dataset is not stored: --resume loads it again from --dataset-dir."""
+    """Write into checkpoint.tmp/, then swap it in with renames, keeping the previous checkpoint as checkpoint.old/: a
+    crash at any point leaves a complete checkpoint, and a checkpoint damaged later still has one to fall back to. The
+    dataset is not stored: --resume loads it again from --dataset-dir."""
     tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
-    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
-    shutil.rmtree(old, ignore_errors=True)
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+
+
+class CheckpointError(Exception):
+    """No checkpoint of the run reads back whole: reported as one `error:` line naming the damaged file."""
 
 
 def load_checkpoint(run_dir: Path, template: dict[str, Any]) -> tuple[dict, dict]:
-    path = checkpoint_dir(run_dir)
-    assert path is not None
-    state = flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes())
-    state = jax.tree.map(jnp.asarray, state)  # msgpack gives numpy arrays; the population update needs jax arrays
-    return state, json.loads((path / "meta.json").read_text())
+    """Restore the newest checkpoint that reads back whole; a damaged newest one falls back to the previous one."""
+    damaged = []
+    for path in checkpoint_dirs(run_dir):
+        file = path / "state.msgpack"
+        try:
+            state = flax.serialization.from_bytes(template, file.read_bytes())
+            file = path / "meta.json"
+            meta = json.loads(file.read_text())
+        except Exception as error:  # msgpack and json each raise their own errors on a truncated file
+            damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
+            continue
+        if damaged:
+            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
+        # msgpack gives numpy arrays; the population update needs jax arrays
+        return jax.tree.map(jnp.asarray, state), meta
+    raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
+
+
+def stop_on_signals() -> dict[str, int]:
+    """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) asks the training loop to stop after the current step,
+    save a checkpoint and exit with 128 + the signal number; a second Ctrl-C stops at once."""
+    received: dict[str, int] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received["signal"] = signum
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return received
 
 
 # =====================================================================================================================
@@ -1193,8 +1276,12 @@ def main(argv: list[str] | None = None) -> None:
         run_name = run_dir.name
     else:
         run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = Path(args.output_dir) / run_name
-        run_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            run_dir = create_run_dir(Path(args.output_dir), run_name)
+        except OSError as error:
+            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+            raise SystemExit(2) from None
+        run_name = run_dir.name
         atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
 
     K = args.num_networks
@@ -1224,13 +1311,18 @@ def main(argv: list[str] | None = None) -> None:
     next_target_update = args.target_network_frequency
     elapsed, last_eval_return, last_eval_seconds = 0.0, float("nan"), float("nan")
     if args.resume:
-        learner, meta = load_checkpoint(run_dir, learner)
+        try:
+            learner, meta = load_checkpoint(run_dir, learner)
+        except CheckpointError as error:
+            print(f"error: --resume: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         sparsities = np.array(meta["sparsities"])
         global_step, next_target_update, elapsed = meta["global_step"], meta["next_target_update"], meta["elapsed"]
         last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
         rng.bit_generator.state = meta["rng_state"]
-        for name in ("metrics.jsonl", "population.jsonl"):
-            truncate_jsonl(run_dir / name, global_step)
+        dropped = sum(truncate_jsonl(run_dir / name, global_step) for name in ("metrics.jsonl", "population.jsonl"))
+        if dropped:
+            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
         print(f"resumed {run_name} at step {global_step:,}", flush=True)
     finished_before = global_step >= total_steps  # resuming a finished run adds nothing (no second final eval)
 
@@ -1270,12 +1362,24 @@ def main(argv: list[str] | None = None) -> None:
     window_time, window_step, last_print = time.time(), global_step, 0.0
     target_sparsity = measured_sparsity(learner["target_params"])
 
+    stop = stop_on_signals()
+
     while global_step < total_steps:
         # ---- learn (Alg. 1 l. 5-10): one mini-batch of the dataset, one CQL step for all K networks at once
         batch = to_device_batch(sample_dqn_replay_batch(dataset, rng, args.batch_size))
         learner, (last_losses, last_td_losses) = train_step(learner, batch)
         previous_step = global_step
         global_step += 1
+        if not np.isfinite(np.asarray(learner["cumulated_losses"])).any():  # one NaN network only loses l. 12
+            logger.scalar("losses/cql_loss", float(jnp.mean(last_losses)), global_step)
+            logger.scalar("losses/td_loss", float(jnp.mean(last_td_losses)), global_step)
+            logger.close()
+            print(
+                f"error: every network's loss is non-finite at step {global_step:,}: the run diverged (try a lower"
+                f" --learning-rate); its last checkpoint is kept",
+                file=sys.stderr,
+            )
+            raise SystemExit(3)
 
         # ---- every T gradient steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
         if global_step >= next_target_update:
@@ -1330,6 +1434,17 @@ def main(argv: list[str] | None = None) -> None:
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
             next_checkpoint += args.checkpoint_interval
+        # Ctrl-C / SIGTERM: stop after this step. At t_final the run finishes instead: a resumed finished run adds
+        # nothing, so stopping there would lose the final model and its evaluation.
+        if stop and global_step < total_steps:
+            checkpoint()
+            logger.close()
+            print(
+                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
+                f" python {Path(__file__).name} --resume {run_dir}",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + stop["signal"])
 
     if next_checkpoint is not None and not finished_before:
         checkpoint()  # a finished run can still be extended or inspected
@@ -1354,4 +1469,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -2,8 +2,8 @@
 that applies offline (initialisation, the shared target, the cumulated losses, the population step: target = argmin L,
 tournaments, Eq. 3 on copies with a fresh Adam state, loss reset), Eq. 2 and the pruning period, mask re-application,
 the main loops' schedules on a tiny synthetic dataset, the loader block shared verbatim by both scripts, argument and
-dataset errors, and end-to-end runs on a tiny DQN Replay Dataset written by tools/write_dqn_replay_dataset.py (saved
-model, checkpoint and resume)."""
+dataset errors, crash safety (Ctrl-C, torn logs, damaged checkpoints, divergence), and end-to-end runs on a tiny DQN
+Replay Dataset written by tools/write_dqn_replay_dataset.py (saved model, checkpoint and resume)."""
 
 import gzip
 import importlib
@@ -58,6 +58,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
     }
+
+
+@pytest.fixture(autouse=True)
+def pytest_signal_handlers():
+    """main installs its own SIGINT/SIGTERM handlers (Ctrl-C saves a checkpoint): give pytest's back after each test."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 def command(script: str, dataset: Path, out: Path, *argv: str) -> list[str]:
@@ -581,6 +590,170 @@ def test_actions_outside_the_games_action_set_exit_2(tmp_path: Path, dataset_dir
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Crash safety: Ctrl-C, torn logs, damaged checkpoints, divergence, impossible flags, each met the way a user meets it
+# ---------------------------------------------------------------------------------------------------------------------
+
+SCRIPTS = [eaude, poly]
+SCRIPT_IDS = ["eaudecql", "polyprune_cql"]
+EAUDE_K2 = ["--num-networks", "2", "--tournament-size", "2", "--u-max", "30", "--s-max", "0.2"]
+
+
+def loop_argv(module, dataset: Path, out: Path, *argv: str) -> list[str]:
+    """LOOP (t_final = 12, T = 3) with a population of 2 for EauDeCQL and a pruning period of 2 for PolyPruneCQL."""
+    extra = EAUDE_K2 if module is eaude else ["--pruning-period", "2"]
+    return [*LOOP, *extra, "--dataset-dir", str(dataset), "--output-dir", str(out), *argv]
+
+
+def exit_code(module, argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_:
+        module.main(argv)
+    return exit_.value.code
+
+
+def checkpoint_step(run_dir: Path, name: str = "checkpoint") -> int:
+    return json.loads((run_dir / name / "meta.json").read_text())["global_step"]
+
+
+def strict_jsonl(path: Path) -> list[dict]:
+    """Every line parsed by strict JSON: a bare NaN or Infinity fails."""
+
+    def reject(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in {path.name}")
+
+    return [json.loads(line, parse_constant=reject) for line in path.read_text().splitlines()]
+
+
+def assert_loop_logs_complete(run_dir: Path) -> None:
+    """Every logging step of a LOOP run once, none missing: the target every T = 3, the losses at t_final = 12."""
+    metrics = strict_jsonl(run_dir / "metrics.jsonl")
+    for name in {m["name"] for m in metrics}:
+        steps = [m["global_step"] for m in metrics if m["name"] == name]
+        assert steps == sorted(set(steps)), f"{name} repeats a step: {steps}"
+    assert [step for step, _ in metric(run_dir, "sparsity/target")] == [0, 3, 6, 9, 12]
+    assert [step for step, _ in metric(run_dir, "losses/cql_loss")] == [12]
+    assert [step for step, _ in metric(run_dir, "charts/SPS")] == [12]
+    if (run_dir / "population.jsonl").exists():
+        assert [e["global_step"] for e in strict_jsonl(run_dir / "population.jsonl")] == [3, 6, 9, 12]
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=SCRIPT_IDS)
+def test_ctrl_c_checkpoints_and_a_torn_log_and_a_damaged_checkpoint_still_resume(
+    module, tmp_path: Path, synthetic_dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A real SIGINT to this process during gradient step 10 (checkpoints every 4 steps): the step finishes, a
+    checkpoint is saved, exit 130 with a --resume line. Then a kill's damage: a torn last log line and the newest
+    checkpoint cut in half: --resume falls back to checkpoint.old/ (step 8) with no step logged twice or missing.
+    With both checkpoints damaged, --resume is one error line naming the file, exit 2."""
+    sample = module.sample_dqn_replay_batch
+    calls = []
+
+    def sample_then_ctrl_c(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == 10:
+            os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during gradient step 10
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(module, "sample_dqn_replay_batch", sample_then_ctrl_c)
+    assert exit_code(module, loop_argv(module, synthetic_dataset, tmp_path, "--checkpoint-interval", "4")) == 130
+    stderr = capsys.readouterr().err.strip().splitlines()
+    (run_dir,) = tmp_path.iterdir()
+    assert stderr == [
+        f"interrupted at step 10; checkpoint saved, continue with: python {module.__name__}.py --resume {run_dir}"
+    ]
+    assert len(calls) == 10  # no gradient step after the interrupted one
+    assert (checkpoint_step(run_dir), checkpoint_step(run_dir, "checkpoint.old")) == (10, 8)
+    monkeypatch.setattr(module, "sample_dqn_replay_batch", sample)
+
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"global_step": 11, "name": "losses/cq')  # a kill in the middle of a log write
+    state = run_dir / "checkpoint" / "state.msgpack"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a checkpoint cut in half
+    module.main(["--resume", str(run_dir)])
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [
+        f"warning: {state} is damaged ({err.split('damaged (')[1].split(');')[0]}); resuming from the previous "
+        f"checkpoint {run_dir / 'checkpoint.old'}"
+    ]
+    # the torn line and step 9's sparsity/target (EauDeCQL: also population/sparsity_max and the population event)
+    dropped = 4 if module is eaude else 2
+    assert f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill" in out
+    assert f"resumed {run_dir.name} at step 8" in out
+    assert_loop_logs_complete(run_dir)
+    assert checkpoint_step(run_dir) == 12
+
+    for name in ("checkpoint", "checkpoint.old"):  # nothing left to fall back to: one error line naming the file
+        state = run_dir / name / "state.msgpack"
+        state.write_bytes(state.read_bytes()[:100])
+    assert exit_code(module, ["--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("error: --resume:")
+    assert f"{run_dir / 'checkpoint' / 'state.msgpack'} is damaged" in err
+    assert f"{run_dir / 'checkpoint.old' / 'state.msgpack'} is damaged" in err
+
+
+def test_ctrl_c_during_the_last_gradient_step_finishes_the_run(
+    tmp_path: Path, synthetic_dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A resumed finished run adds nothing (no second final evaluation), so a Ctrl-C at t_final must not stop before
+    the final model is saved: the run ends normally."""
+    sample = poly.sample_dqn_replay_batch
+    calls = []
+
+    def sample_then_ctrl_c(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(poly, "sample_dqn_replay_batch", sample_then_ctrl_c)
+    poly.main(loop_argv(poly, synthetic_dataset, tmp_path, "--save-model"))
+    assert capsys.readouterr().err == ""
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "polyprune_cql_atari_jax.cleanrl_model").is_file()
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=SCRIPT_IDS)
+def test_divergence_stops_the_run_with_one_line_and_strict_json(
+    module, tmp_path: Path, synthetic_dataset: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--learning-rate 1e30: the first Adam step moves every weight by about 1e30, so the second step's loss is
+    non-finite for every network: exit 3 with one error line, the loss logged as null, the step-1 checkpoint kept."""
+    argv = loop_argv(module, synthetic_dataset, tmp_path, "--learning-rate", "1e30", "--checkpoint-interval", "1")
+    assert exit_code(module, argv) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "loss is non-finite at step 2:" in lines[0]
+    (run_dir,) = tmp_path.iterdir()
+    strict_jsonl(run_dir / "metrics.jsonl")
+    if (run_dir / "population.jsonl").exists():
+        strict_jsonl(run_dir / "population.jsonl")
+    assert metric(run_dir, "losses/cql_loss") == [(2, None)]
+    assert checkpoint_step(run_dir) == 1  # no checkpoint is written after divergence
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=SCRIPT_IDS)
+def test_impossible_seed_learning_rate_and_output_dir_are_one_error_line(
+    module, tmp_path: Path, synthetic_dataset: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = ["--env-id", "Breakout-v5", "--dataset-dir", str(synthetic_dataset), "--transitions-per-checkpoint", "64"]
+    assert parse_error(module, [*data, "--seed", "-1"], capsys) == "error: --seed: must be non-negative"
+    for value in ("inf", "nan", "0"):
+        assert (
+            parse_error(module, [*data, "--learning-rate", value], capsys)
+            == "error: --learning-rate: must be a positive finite number"
+        )
+    assert (
+        parse_error(module, [*data, "--adam-eps", "inf"], capsys)
+        == "error: --adam-eps: must be a positive finite number"
+    )
+    (tmp_path / "taken").write_text("a file")
+    for output_dir in ("taken", "taken/runs"):
+        assert (
+            parse_error(module, [*data, "--output-dir", str(tmp_path / output_dir)], capsys)
+            == f"error: --output-dir: '{tmp_path / 'taken'}' is a file, not a folder"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # End-to-end runs
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -661,3 +834,64 @@ def test_eaudecql_prunes_and_resumes_to_the_same_result(tmp_path: Path, dataset_
         steps = [m["global_step"] for m in resumed if m["name"] == name]
         assert steps == sorted(set(steps)), f"{name} repeats a step: {steps}"
     assert [m["time"] for m in resumed] == sorted(m["time"] for m in resumed)
+
+
+@pytest.mark.slow
+def test_eaudecql_ctrl_c_in_a_real_run_then_resume_from_the_previous_checkpoint(
+    tmp_path: Path, synthetic_dataset: Path, env: dict
+) -> None:
+    """Ctrl-C to a real EauDeCQL process (checkpoints every 200 of 3 x 400 gradient steps): exit 130 with a --resume line
+    and two checkpoints; a torn log line plus the newest checkpoint cut in half still resume, from checkpoint.old/,
+    to complete logs; both checkpoints damaged is one error line naming the file, exit 2."""
+    argv = [
+        *LOOP, *EAUDE_K2, "--num-epochs", "3", "--steps-per-epoch", "400", "--target-network-frequency", "100", "--checkpoint-interval",
+        "200", "--dataset-dir", str(synthetic_dataset), "--output-dir", "runs",
+    ]  # fmt: skip
+    script = [sys.executable, str(ROOT / "eaudecql_atari_jax.py")]
+    process = subprocess.Popen(
+        [*script, *argv], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/checkpoint/meta.json")):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    interrupted_at, previous = checkpoint_step(run_dir), checkpoint_step(run_dir, "checkpoint.old")
+    assert stderr.strip().splitlines() == [
+        f"interrupted at step {interrupted_at:,}; checkpoint saved, continue with: python eaudecql_atari_jax.py "
+        f"--resume runs/{run_dir.name}"
+    ]  # the run folder as the user gave it
+    assert previous % 200 == 0 and 200 <= previous <= interrupted_at < 1200
+
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"global_step": 99999, "name": "charts/SP')  # a kill in the middle of a log write
+    state = run_dir / "checkpoint" / "state.msgpack"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a checkpoint cut in half
+    result = subprocess.run(
+        [*script, "--resume", str(run_dir)], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.startswith(f"warning: {state} is damaged") and "previous checkpoint" in result.stderr
+    assert f"resumed {run_dir.name} at step {previous:,}" in result.stdout and "resume: dropped" in result.stdout
+    metrics = strict_jsonl(run_dir / "metrics.jsonl")
+    for name in {m["name"] for m in metrics}:
+        steps = [m["global_step"] for m in metrics if m["name"] == name]
+        assert steps == sorted(set(steps)), f"{name} repeats a step"
+    assert [step for step, _ in metric(run_dir, "charts/SPS")] == [1000, 1200]
+    assert [step for step, _ in metric(run_dir, "losses/cql_loss")] == [1000, 1200]
+    events = [e["global_step"] for e in strict_jsonl(run_dir / "population.jsonl")]
+    assert events == list(range(100, 1201, 100))
+    assert [step for step, _ in metric(run_dir, "sparsity/target")] == [0, *events]
+
+    for name in ("checkpoint", "checkpoint.old"):  # nothing left to fall back to: one error line naming the file
+        state = run_dir / name / "state.msgpack"
+        state.write_bytes(state.read_bytes()[:100])
+    result = subprocess.run(
+        [*script, "--resume", str(run_dir)], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: --resume:") and "state.msgpack is damaged" in result.stderr
