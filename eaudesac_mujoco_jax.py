@@ -514,6 +514,44 @@ def renew_population(
     return state
 
 
+def population_step(
+    state: dict[str, Any],
+    sparsities: np.ndarray,
+    step: int,
+    args: Args,
+    optimizer: optax.GradientTransformation,
+    rng: np.random.Generator,
+) -> tuple[dict[str, Any], np.ndarray, list[dict[str, Any]]]:
+    """Alg. 2 l. 13-16, every P steps: for each critic population i separately, exploitation by tournaments (l. 14)
+    and exploration of the copies by Eq. 3 (l. 15); then all cumulated losses are reset (l. 16). Slot 0 of each new
+    population is the critic of lowest L (NaN counts as the worst), so after the reset psi_i = 0 keeps the agent on
+    the best critics. Returns the new state, the new nominal sparsities (2, K) and the two population.jsonl events."""
+    losses = np.asarray(state["cumulated_losses"], dtype=np.float64)
+    new_sparsities = np.array(sparsities, dtype=np.float64)
+    events = []
+    for i in range(2):
+        best = int(np.argmin(np.nan_to_num(losses[i], nan=np.inf)))
+        parents, after, is_copy = plan_next_population(
+            losses[i], sparsities[i], step, args.total_timesteps, args.pruning_period, args.tournament_size,
+            args.u_max, args.s_max, rng,
+        )  # fmt: skip
+        state = renew_population(state, i, parents, after, is_copy, optimizer, args.sparsity_distribution)
+        events.append(
+            {
+                "global_step": step,
+                "critic": i + 1,
+                "losses": losses[i].tolist(),
+                "sparsities_before": np.asarray(sparsities[i]).tolist(),
+                "target_index": best,
+                "parents": parents.tolist(),
+                "sparsities_after": after.tolist(),
+            }
+        )
+        new_sparsities[i] = after
+    state = {**state, "cumulated_losses": jnp.zeros_like(state["cumulated_losses"])}  # l. 16: psi_i = 0, the best
+    return state, new_sparsities, events
+
+
 # =====================================================================================================================
 # Update: one jitted step for the 2 x K critics, the actor, the temperature and the Polyak targets (Alg. 2 l. 5-12)
 # =====================================================================================================================
@@ -525,8 +563,21 @@ def ema_losses(cumulated_losses: jax.Array, losses: jax.Array, tau: float) -> ja
 
 
 def selected_indices(cumulated_losses: jax.Array) -> jax.Array:
-    """Alg. 2 l. 10: psi_i = argmin_k L_i^k for each population i (after a reset all L are 0: slot 0, the best)."""
-    return jnp.argmin(cumulated_losses, axis=1)
+    """Alg. 2 l. 10: psi_i = argmin_k L_i^k for each population i (after a reset all L are 0: slot 0, the best).
+    A NaN loss (a diverged critic) counts as the worst: jnp.argmin returns a NaN entry, which would make one diverged
+    critic the shared target of all 2 x K critics."""
+    return jnp.argmin(jnp.where(jnp.isnan(cumulated_losses), jnp.inf, cumulated_losses), axis=1)
+
+
+def behaviour_indices(cumulated_losses: jax.Array, key: jax.Array) -> jax.Array:
+    """Alg. 2 l. 11: psi_i^b ~ Choice({1..K}, p proportional to 1 / L_i^k) for each population i, one draw each."""
+    keys = jax.random.split(key, 2)
+    return jnp.stack(
+        [
+            jax.random.choice(keys[i], cumulated_losses.shape[1], p=behaviour_probabilities(cumulated_losses[i]))
+            for i in range(2)
+        ]
+    )
 
 
 def shared_target(
@@ -546,6 +597,31 @@ def shared_target(
     q1 = critic.apply(take(critic_targets, (0, psi[0])), next_observations, next_actions)
     q2 = critic.apply(take(critic_targets, (1, psi[1])), next_observations, next_actions)
     return rewards + gamma * (1.0 - terminations) * (jnp.minimum(q1, q2) - alpha * next_log_probs)
+
+
+def actor_loss(
+    actor: Actor,
+    critic: Critic,
+    actor_params: Any,
+    critics: Any,
+    psi_b: jax.Array,
+    observations: jax.Array,
+    alpha: jax.Array,
+    key: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Alg. 2 l. 12: mean of alpha log pi(a|s) - min(Q_1^psi1b, Q_2^psi2b)(s, a), a ~ pi(.|s), with the two *online*
+    critics drawn at l. 11 (`critics` are the just-updated online critics: SBX updates the critics first). Returns the
+    loss and log pi(a|s), which the temperature loss reuses."""
+    actions, log_probs = sample_action(actor, actor_params, observations, key)
+    q1 = critic.apply(take(critics, (0, psi_b[0])), observations, actions)
+    q2 = critic.apply(take(critics, (1, psi_b[1])), observations, actions)
+    return jnp.mean(alpha * log_probs - jnp.minimum(q1, q2)), log_probs
+
+
+def temperature_loss(log_alpha: jax.Array, log_probs: jax.Array, target_entropy: float) -> jax.Array:
+    """SAC's entropy tuning as in SBX: -log(alpha) mean(log pi(a|s) + target entropy) (target entropy -action_dim):
+    alpha grows while the policy's entropy -log pi is below the target. The log-probs are a constant here."""
+    return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
 
 
 def make_train_step(
@@ -601,29 +677,18 @@ def make_train_step(
         cumulated_losses = ema_losses(state["cumulated_losses"], losses, tau)
 
         # ---- actor (l. 11-12): min of two online critics drawn proportionally to 1 / L, one per population
-        keys = jax.random.split(behaviour_key, 2)
-        psi_b = jnp.stack(
-            [
-                jax.random.choice(keys[i], cumulated_losses.shape[1], p=behaviour_probabilities(cumulated_losses[i]))
-                for i in range(2)
-            ]
-        )
+        psi_b = behaviour_indices(cumulated_losses, behaviour_key)
 
-        def actor_loss(actor_params):
-            actions, log_probs = sample_action(actor, actor_params, batch["observations"], actor_key)
-            q1 = critic.apply(take(critics, (0, psi_b[0])), batch["observations"], actions)
-            q2 = critic.apply(take(critics, (1, psi_b[1])), batch["observations"], actions)
-            return jnp.mean(alpha * log_probs - jnp.minimum(q1, q2)), log_probs
+        def actor_objective(actor_params):
+            return actor_loss(actor, critic, actor_params, critics, psi_b, batch["observations"], alpha, actor_key)
 
-        (actor_loss_value, log_probs), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(state["actor"])
+        (actor_loss_value, log_probs), actor_grads = jax.value_and_grad(actor_objective, has_aux=True)(state["actor"])
         actor_updates, actor_opt_state = optimizer.update(actor_grads, state["actor_opt_state"], state["actor"])
         actor_params = apply_masks(optax.apply_updates(state["actor"], actor_updates), state["actor_masks"])
 
         # ---- temperature: match the entropy to -action_dim (SAC, Haarnoja et al. 2018)
-        def alpha_loss(log_alpha):
-            return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
-
-        alpha_loss_value, alpha_grad = jax.value_and_grad(alpha_loss)(state["log_alpha"])
+        temperature_loss_and_grad = jax.value_and_grad(temperature_loss)
+        alpha_loss_value, alpha_grad = temperature_loss_and_grad(state["log_alpha"], log_probs, target_entropy)
         alpha_update, alpha_opt_state = optimizer.update(alpha_grad, state["alpha_opt_state"], state["log_alpha"])
 
         # ---- Polyak (l. 8) for all 2 x K targets: masked online weights are 0, so masked target weights stay 0
@@ -1013,35 +1078,9 @@ def main(argv: list[str] | None = None) -> None:
 
         # ---- every P steps (Alg. 2 l. 13-16): exploitation and exploration per critic population, loss reset
         if global_step >= next_population:
-            losses = np.asarray(state["cumulated_losses"], dtype=np.float64)
-            for i in range(2):
-                parents, new_sparsities, is_copy = plan_next_population(
-                    losses[i],
-                    sparsities[i],
-                    global_step,
-                    args.total_timesteps,
-                    args.pruning_period,
-                    args.tournament_size,
-                    args.u_max,
-                    args.s_max,
-                    rng,
-                )
-                state = renew_population(
-                    state, i, parents, new_sparsities, is_copy, optimizer, args.sparsity_distribution
-                )
-                logger.population_event(
-                    {
-                        "global_step": global_step,
-                        "critic": i + 1,
-                        "losses": losses[i].tolist(),
-                        "sparsities_before": sparsities[i].tolist(),
-                        "target_index": int(parents[0]),
-                        "parents": parents.tolist(),
-                        "sparsities_after": new_sparsities.tolist(),
-                    }
-                )
-                sparsities[i] = new_sparsities
-            state["cumulated_losses"] = jnp.zeros((2, K))  # Alg. 2 l. 16: psi_i = 0, the best critic of each
+            state, sparsities, events = population_step(state, sparsities, global_step, args, optimizer, rng)
+            for event in events:
+                logger.population_event(event)
             if args.prune_actor:  # Eq. 2 on the actor; its Adam state is kept (Ceron et al. 2024)
                 new_actor_sparsity = polynomial_sparsity(
                     global_step,

@@ -428,6 +428,28 @@ def soft_target(
     return rewards + gamma * (1.0 - terminations) * (jnp.min(q, axis=0) - alpha * next_log_probs)
 
 
+def actor_loss(
+    actor: Actor,
+    critic: Critic,
+    actor_params: Any,
+    critics: Any,
+    observations: jax.Array,
+    alpha: jax.Array,
+    key: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """SAC's actor loss: mean of alpha log pi(a|s) - min(Q_1, Q_2)(s, a), a ~ pi(.|s), with the two *online* critics
+    (just updated: SBX updates the critics first). Returns the loss and log pi(a|s), which the temperature loss reuses."""
+    actions, log_probs = sample_action(actor, actor_params, observations, key)
+    q = jax.vmap(critic.apply, in_axes=(0, None, None))(critics, observations, actions)
+    return jnp.mean(alpha * log_probs - jnp.min(q, axis=0)), log_probs
+
+
+def temperature_loss(log_alpha: jax.Array, log_probs: jax.Array, target_entropy: float) -> jax.Array:
+    """SAC's entropy tuning as in SBX: -log(alpha) mean(log pi(a|s) + target entropy) (target entropy -action_dim):
+    alpha grows while the policy's entropy -log pi is below the target. The log-probs are a constant here."""
+    return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
+
+
 def make_train_step(
     actor: Actor,
     critic: Critic,
@@ -464,20 +486,16 @@ def make_train_step(
         critics = apply_masks(optax.apply_updates(state["critics"], updates), state["critic_masks"])
 
         # ---- actor: min of the two online critics
-        def actor_loss(actor_params):
-            actions, log_probs = sample_action(actor, actor_params, batch["observations"], actor_key)
-            q = jax.vmap(critic.apply, in_axes=(0, None, None))(critics, batch["observations"], actions)
-            return jnp.mean(alpha * log_probs - jnp.min(q, axis=0)), log_probs
+        def actor_objective(actor_params):
+            return actor_loss(actor, critic, actor_params, critics, batch["observations"], alpha, actor_key)
 
-        (actor_loss_value, log_probs), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(state["actor"])
+        (actor_loss_value, log_probs), actor_grads = jax.value_and_grad(actor_objective, has_aux=True)(state["actor"])
         actor_updates, actor_opt_state = optimizer.update(actor_grads, state["actor_opt_state"], state["actor"])
         actor_params = apply_masks(optax.apply_updates(state["actor"], actor_updates), state["actor_masks"])
 
         # ---- temperature: match the entropy to -action_dim (SAC, Haarnoja et al. 2018)
-        def alpha_loss(log_alpha):
-            return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
-
-        alpha_loss_value, alpha_grad = jax.value_and_grad(alpha_loss)(state["log_alpha"])
+        temperature_loss_and_grad = jax.value_and_grad(temperature_loss)
+        alpha_loss_value, alpha_grad = temperature_loss_and_grad(state["log_alpha"], log_probs, target_entropy)
         alpha_update, alpha_opt_state = optimizer.update(alpha_grad, state["alpha_opt_state"], state["log_alpha"])
 
         # ---- Polyak: masked online weights are 0, so masked target weights stay 0
