@@ -15,8 +15,10 @@ evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,6 +116,7 @@ class ArgumentError(Exception):
 def check_args(args: Args) -> None:
     """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
     checks = [
+        (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
         (0 <= args.final_sparsity < 1, "--final-sparsity", "s_F must be in [0, 1)"),
         (
@@ -123,12 +126,13 @@ def check_args(args: Args) -> None:
         ),
         (args.pruning_power > 0, "--pruning-power", "n must be positive"),
         (args.pruning_period >= 1, "--pruning-period", "P must be at least 1"),
-        (args.learning_rate > 0, "--learning-rate", "must be positive"),
+        (0 < args.learning_rate < math.inf, "--learning-rate", "must be a positive finite number"),
         (0 <= args.gamma <= 1, "--gamma", "must be in [0, 1]"),
         (0 < args.tau <= 1, "--tau", "must be in (0, 1]"),
         (args.num_envs >= 1, "--num-envs", "must be at least 1"),
         (args.batch_size >= 1, "--batch-size", "must be at least 1"),
-        (args.buffer_size >= args.batch_size, "--buffer-size", "must hold at least one mini-batch"),
+        (args.buffer_size >= args.batch_size, "--buffer-size", "must hold at least one --batch-size of transitions"),
+        (args.buffer_size >= args.learning_starts, "--buffer-size", "must hold the --learning-starts warm-up"),
         (args.learning_starts >= 1, "--learning-starts", "must be at least 1 (a transition to sample)"),
         (args.eval_frequency >= 0, "--eval-frequency", "must be non-negative (0 disables)"),
         (args.eval_episodes >= 0, "--eval-episodes", "must be non-negative"),
@@ -147,6 +151,17 @@ def is_mujoco(env_id: str) -> bool:
     """Whether envpool registers `env_id` as a gym(nasium) MuJoCo task (without building the environment)."""
     entry = envpool.registration.registry.specs.get(env_id)
     return entry is not None and entry[0] == "envpool.mujoco.gym"
+
+
+def check_output_dir(output_dir: str) -> None:
+    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
+    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
+            return
 
 
 def check_resume_dir(resume: str) -> Path:
@@ -177,6 +192,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = check_resume_dir(args.resume)
             saved = json.loads((run_dir / "config.json").read_text())["args"]
             args = Args(**{**saved, "resume": args.resume})
+        else:
+            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -572,11 +589,46 @@ def run_config(args: Args) -> dict[str, Any]:
     }
 
 
-def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop lines logged after the checkpoint being resumed, so no step is repeated."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= last_step]
-        atomic_write(path, "".join(line + "\n" for line in lines).encode())
+def create_run_dir(output_dir: Path, run_name: str) -> Path:
+    """A new run folder; runs of the same name started in the same second get the suffix -2, -3, ..."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_dir = output_dir / (run_name if attempt == 1 else f"{run_name}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{output_dir / run_name} and 998 suffixed folders exist")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
+
+
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the lines logged after the checkpoint being resumed (no step is repeated) and a line that a kill tore in
+    half; returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    lines, kept = path.read_text().splitlines(), []
+    for line in lines:
+        try:
+            if json.loads(line)["global_step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write(path, "".join(line + "\n" for line in kept).encode())
+    return len(lines) - len(kept)
 
 
 class RunLogger:
@@ -598,13 +650,14 @@ class RunLogger:
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
-        self.metrics.write(json.dumps(record) + "\n")
-        self.writer.add_scalar(name, float(value), int(step))
+        self.metrics.write(json_line(record))
+        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
+            self.writer.add_scalar(name, float(value), int(step))
 
     def population_event(self, event: dict[str, Any]) -> None:
         if self.population is None:
             self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
-        self.population.write(json.dumps(event) + "\n")
+        self.population.write(json_line(event))
 
     def close(self) -> None:
         self.metrics.close()
@@ -613,16 +666,18 @@ class RunLogger:
         self.writer.close()
 
 
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
+
+
 def checkpoint_dir(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint: `checkpoint/`, or `checkpoint.old/` if a save was cut off mid-swap."""
-    for name in ("checkpoint", "checkpoint.old"):
-        if (run_dir / name / "state.msgpack").is_file():
-            return run_dir / name
-    return None
+    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
-    """Write into checkpoint.tmp/, then swap it in with renames: a crash at any point leaves a complete checkpoint."""
+    """Write into checkpoint.tmp/, then swap it in with renames, keeping the previous checkpoint as checkpoint.old/: a
+    crash at any point leaves a complete checkpoint, and a checkpoint damaged later still has one to fall back to."""
     tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -630,21 +685,53 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, 
         with open(tmp / f"replay_{name}.npy", "wb") as f:
             np.save(f, np.asarray(value))
     atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
-    atomic_write(tmp / "meta.json", json.dumps(meta).encode())
-    shutil.rmtree(old, ignore_errors=True)
+    atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+
+
+class CheckpointError(Exception):
+    """No checkpoint of the run reads back whole: reported as one `error:` line naming the damaged file."""
+
+
+def stop_on_signals() -> dict[str, int]:
+    """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) asks the training loop to stop after the current step,
+    save a checkpoint and exit with 128 + the signal number; a second Ctrl-C stops at once."""
+    received: dict[str, int] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received["signal"] = signum
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return received
 
 
 def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffer) -> tuple[dict, dict]:
-    path = checkpoint_dir(run_dir)
-    assert path is not None
-    state = flax.serialization.from_bytes(template, (path / "state.msgpack").read_bytes())
-    names = replay.state_dict().keys()
-    replay.load_state_dict({name: np.load(path / f"replay_{name}.npy") for name in names})
-    return state, json.loads((path / "meta.json").read_text())
+    """Restore the newest checkpoint that reads back whole; a damaged newest one falls back to the previous one."""
+    damaged = []
+    for path in checkpoint_dirs(run_dir):
+        file = path / "state.msgpack"
+        try:
+            state = flax.serialization.from_bytes(template, file.read_bytes())
+            replay_state = {}
+            for name in replay.state_dict():
+                file = path / f"replay_{name}.npy"
+                replay_state[name] = np.load(file)
+            file = path / "meta.json"
+            meta = json.loads(file.read_text())
+        except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
+            damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
+            continue
+        if damaged:
+            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
+        replay.load_state_dict(replay_state)
+        return jax.tree.map(jnp.asarray, state), meta
+    raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
 
 
 # =====================================================================================================================
@@ -761,8 +848,12 @@ def main(argv: list[str] | None = None) -> None:
         run_name = run_dir.name
     else:
         run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = Path(args.output_dir) / run_name
-        run_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            run_dir = create_run_dir(Path(args.output_dir), run_name)
+        except OSError as error:
+            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+            raise SystemExit(2) from None
+        run_name = run_dir.name
         atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
 
     # ---- environment, networks, optimizers (Alg. 2 l. 1)
@@ -794,12 +885,18 @@ def main(argv: list[str] | None = None) -> None:
     next_eval = args.eval_frequency if args.eval_frequency > 0 else None
     elapsed = 0.0
     if args.resume:
-        state, meta = load_checkpoint(run_dir, state, rb)
+        try:
+            state, meta = load_checkpoint(run_dir, state, rb)
+        except CheckpointError as error:
+            print(f"error: --resume: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         sparsity, actor_sparsity = meta["sparsity"], meta["actor_sparsity"]
         global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
         next_pruning, next_eval, elapsed = meta["next_pruning"], meta["next_eval"], meta["elapsed"]
         rng.bit_generator.state = meta["rng_state"]
-        truncate_jsonl(run_dir / "metrics.jsonl", global_step)
+        dropped = truncate_jsonl(run_dir / "metrics.jsonl", global_step)
+        if dropped:
+            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
         envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
         print(f"resumed {run_name} at step {global_step:,}", flush=True)
 
@@ -845,6 +942,8 @@ def main(argv: list[str] | None = None) -> None:
     last_return, last_metrics = float("nan"), None
     window_time, window_step, last_print = time.time(), global_step, 0.0
 
+    stop = stop_on_signals()
+
     while global_step < args.total_timesteps:
         # ---- act: uniform unit actions during the warm-up, then the stochastic policy
         if global_step < args.learning_starts:
@@ -875,6 +974,17 @@ def main(argv: list[str] | None = None) -> None:
             state["key"], step_key = jax.random.split(state["key"])
             state, last_metrics = train_step(state, batch, step_key)
             grad_steps += 1
+            qf_loss, actor_loss_value = np.asarray(last_metrics["qf_loss"]), float(last_metrics["actor_loss"])
+            if not np.isfinite(qf_loss).all() or not math.isfinite(actor_loss_value):
+                logger.scalar("losses/qf_loss", float(np.mean(qf_loss)), global_step)
+                logger.scalar("losses/actor_loss", actor_loss_value, global_step)
+                logger.close()
+                print(
+                    f"error: a critic or the actor has a non-finite loss at step {global_step:,}: the run diverged"
+                    f" (try a lower --learning-rate); its last checkpoint is kept",
+                    file=sys.stderr,
+                )
+                raise SystemExit(3)
 
         # ---- every pruning period: recompute the critics' masks at the Eq. 2 sparsity (and the actor's)
         if global_step >= next_pruning:
@@ -927,6 +1037,15 @@ def main(argv: list[str] | None = None) -> None:
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
             next_checkpoint += args.checkpoint_interval
+        if stop:
+            checkpoint()
+            logger.close()
+            print(
+                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
+                f" python {Path(__file__).name} --resume {run_dir}",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + stop["signal"])
 
     envs.close()
     if next_checkpoint is not None:
@@ -959,4 +1078,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EAUDE = ["eaudedqn_atari_jax", "eaudedqn_jax", "eaudecql_atari_jax", "eaudesac_mujoco_jax"]
-POLYPRUNE = ["polyprune_dqn_atari_jax", "polyprune_cql_atari_jax", "polyprune_sac_mujoco_jax"]
+POLYPRUNE = ["polyprune_dqn_atari_jax", "polyprune_cql_atari_jax", "polyprune_sac_mujoco_jax", "polyprune_dqn_jax"]
 SCRIPTS = EAUDE + POLYPRUNE
 
 # functions every script (or every script of a family) carries verbatim
@@ -26,15 +26,23 @@ SHARED_EVERYWHERE = [
     "apply_masks",
     "measured_sparsity",
     "atomic_write",
+    "create_run_dir",
+    "json_line",
     "truncate_jsonl",
     "RunLogger",
+    "checkpoint_dirs",
     "checkpoint_dir",
+    "CheckpointError",
+    "stop_on_signals",
+    "check_output_dir",
     "format_duration",
 ]
 SHARED_EAUDE = ["tournament_selection", "exploration_sparsity", "plan_next_population"]
+EAUDE_DISCRETE = ["eaudedqn_atari_jax", "eaudedqn_jax", "eaudecql_atari_jax"]
+SHARED_EAUDE_DISCRETE = ["population_step", "init_learner"]  # Alg. 1 l. 1 and l. 12-16
 SHARED_POLYPRUNE = ["polynomial_sparsity"]
 SHARED_ATARI = ["MACHADO_PROTOCOL", "zero_fill_reset_frames", "QNetwork", "HEAD_WIDTHS"]
-ONLINE_DISCRETE = ["eaudedqn_atari_jax", "polyprune_dqn_atari_jax", "eaudedqn_jax"]
+ONLINE_DISCRETE = ["eaudedqn_atari_jax", "polyprune_dqn_atari_jax", "eaudedqn_jax", "polyprune_dqn_jax"]
 ATARI = ["eaudedqn_atari_jax", "polyprune_dqn_atari_jax", "eaudecql_atari_jax", "polyprune_cql_atari_jax"]
 
 
@@ -63,6 +71,11 @@ def test_population_code_is_identical_in_eaude_scripts(script: str, name: str) -
     assert source(load(script), name) == source(load(EAUDE[0]), name)
 
 
+@pytest.mark.parametrize("script, name", pairs(EAUDE_DISCRETE, SHARED_EAUDE_DISCRETE))
+def test_population_step_is_identical_in_discrete_eaude_scripts(script: str, name: str) -> None:
+    assert source(load(script), name) == source(load(EAUDE_DISCRETE[0]), name)
+
+
 @pytest.mark.parametrize("script, name", pairs(POLYPRUNE, SHARED_POLYPRUNE))
 def test_schedule_is_identical_in_polyprune_scripts(script: str, name: str) -> None:
     assert source(load(script), name) == source(load(POLYPRUNE[0]), name)
@@ -79,9 +92,11 @@ def test_behaviour_sampling_is_identical_in_online_eaude_scripts(script: str) ->
     assert source(load(script), "behaviour_probabilities") == reference
 
 
-@pytest.mark.parametrize("script", ONLINE_DISCRETE[1:])
-def test_epsilon_schedule_is_identical_in_online_discrete_scripts(script: str) -> None:
-    assert source(load(script), "linear_schedule") == source(load(ONLINE_DISCRETE[0]), "linear_schedule")
+@pytest.mark.parametrize(
+    "script, name", pairs(ONLINE_DISCRETE, ["epsilon_schedule", "epsilon_greedy", "gradient_steps_due"])
+)
+def test_acting_and_cadence_are_identical_in_online_discrete_scripts(script: str, name: str) -> None:
+    assert source(load(script), name) == source(load(ONLINE_DISCRETE[0]), name)
 
 
 COMMON_DEFAULTS = {

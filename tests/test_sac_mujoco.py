@@ -2,6 +2,8 @@
 
 import importlib
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +25,15 @@ sys.path.insert(0, str(ROOT))
 eaude = importlib.import_module("eaudesac_mujoco_jax")
 poly = importlib.import_module("polyprune_sac_mujoco_jax")
 EAUDE, POLY = ROOT / "eaudesac_mujoco_jax.py", ROOT / "polyprune_sac_mujoco_jax.py"
+
+
+@pytest.fixture(autouse=True)
+def pytest_signal_handlers():
+    """main installs its own SIGINT/SIGTERM handlers (Ctrl-C saves a checkpoint): give pytest's back after each test."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 def small_state(module, num_networks: int | None = 3, width: int = 16, obs_dim: int = 4, action_dim: int = 2):
@@ -633,7 +644,17 @@ LOOP = ["--env-id", "Hopper-v5", "--num-envs", "2", "--total-timesteps", "60", "
 def run_on_scripted_env(module, monkeypatch, tmp_path: Path, extra: list[str]) -> SimpleNamespace:
     """Run `module.main` on ScriptedEnv with 16-wide critics, reusing the test-compiled train step, and record what
     the loop does: transitions stored, actions sent, policy calls, train steps and the make_train_step arguments."""
-    record = SimpleNamespace(adds=[], acts=[], train_calls=[], make_train_step=None, env=None)
+    record = patch_scripted_env(module, monkeypatch)
+    module.main([*LOOP, *extra, "--output-dir", str(tmp_path / "runs")])
+    (record.run_dir,) = (tmp_path / "runs").iterdir()
+    record.steps = np.cumsum([len(add[0]) for add in record.adds])  # global_step after each env step
+    return record
+
+
+def patch_scripted_env(module, monkeypatch) -> SimpleNamespace:
+    """Make `module.main` run on ScriptedEnv with the test-compiled train step; the returned record fills as it runs
+    (a SIGINT is sent to this process during train step number `record.ctrl_c_at`, as if Ctrl-C were pressed)."""
+    record = SimpleNamespace(adds=[], acts=[], train_calls=[], make_train_step=None, env=None, ctrl_c_at=None)
 
     def make_env(env_id, num_envs, seed):
         record.env = ScriptedEnv(num_envs)
@@ -667,6 +688,8 @@ def run_on_scripted_env(module, monkeypatch, tmp_path: Path, extra: list[str]) -
         def counting_train_step(state, batch, key):
             new_state, metrics = train_step(state, batch, key)
             record.train_calls.append((len(record.env.received), state.get("cumulated_losses")))
+            if len(record.train_calls) == record.ctrl_c_at:
+                os.kill(os.getpid(), signal.SIGINT)
             return new_state, metrics
 
         return counting_train_step
@@ -675,9 +698,6 @@ def run_on_scripted_env(module, monkeypatch, tmp_path: Path, extra: list[str]) -
     for name, value in [("make_env", make_env), ("ReplayBuffer", RecordingBuffer), ("make_act", make_act),
                         ("make_train_step", make_train_step)]:  # fmt: skip
         monkeypatch.setattr(module, name, value)
-    module.main([*LOOP, *extra, "--output-dir", str(tmp_path / "runs")])
-    (record.run_dir,) = (tmp_path / "runs").iterdir()
-    record.steps = np.cumsum([len(add[0]) for add in record.adds])  # global_step after each env step
     return record
 
 
@@ -841,6 +861,152 @@ def test_argument_error_exit_code_in_a_subprocess(script, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudesac", "polyprune_sac"])
+def test_impossible_seed_learning_rate_buffer_and_output_dir_are_one_error_line(module, tmp_path, capsys):
+    def error(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            module.parse_args(["--env-id", "Hopper-v5", *argv])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [err]
+        return err
+
+    assert error(["--seed", "-1"]) == "error: --seed: must be non-negative"
+    for value in ("inf", "nan", "0"):
+        assert error(["--learning-rate", value]) == "error: --learning-rate: must be a positive finite number"
+    assert (
+        error(["--buffer-size", "100", "--batch-size", "256", "--learning-starts", "50"])
+        == "error: --buffer-size: must hold at least one --batch-size of transitions"
+    )
+    assert (
+        error(["--buffer-size", "1000", "--learning-starts", "5000"])
+        == "error: --buffer-size: must hold the --learning-starts warm-up"
+    )
+    (tmp_path / "taken").write_text("a file")
+    for output_dir in ("taken", "taken/runs"):
+        assert (
+            error(["--output-dir", str(tmp_path / output_dir)])
+            == f"error: --output-dir: '{tmp_path / 'taken'}' is a file, not a folder"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Crash safety: Ctrl-C, a kill's damage, divergence (in-process on ScriptedEnv)
+# ---------------------------------------------------------------------------------------------------------------------
+
+SCRIPTED_SCHEDULES = {
+    eaude: ["--num-networks", "3", "--tournament-size", "2", "--pruning-period", "10"],
+    poly: ["--pruning-period", "10", "--final-sparsity", "0.95", "--pruning-start", "0.1", "--sparsity-distribution",
+           "uniform"],
+}  # fmt: skip
+
+
+def checkpoint_step(run_dir: Path, name: str = "checkpoint") -> int:
+    return json.loads((run_dir / name / "meta.json").read_text())["global_step"]
+
+
+def strict_jsonl(path: Path) -> list[dict]:
+    """Every line parsed by strict JSON: a bare NaN or Infinity fails."""
+
+    def reject(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in {path.name}")
+
+    return [json.loads(line, parse_constant=reject) for line in path.read_text().splitlines()]
+
+
+def assert_scripted_logs_complete(module, run_dir: Path) -> None:
+    """Every logging step of a LOOP run (60 env steps, P = 10, warm-up 20) once, none missing."""
+    metrics = strict_jsonl(run_dir / "metrics.jsonl")
+    episodic = {"charts/episodic_return", "charts/episodic_length"}  # two envs may end an episode at the same step
+    for name in {m["name"] for m in metrics} - episodic:
+        steps = [m["global_step"] for m in metrics if m["name"] == name]
+        assert steps == sorted(set(steps)), f"{name} repeats a step: {steps}"
+    meta = json.loads((run_dir / "checkpoint" / "meta.json").read_text())
+    assert meta["global_step"] >= 60
+    assert sum(m["name"] == "charts/episodic_return" for m in metrics) == meta["episodes"]
+    sparsity_steps = [m["global_step"] for m in metrics if m["name"] == "sparsity/target"]
+    if module is eaude:  # one event per critic population at the first step >= 30, 40, 50, 60
+        events = strict_jsonl(run_dir / "population.jsonl")
+        assert [(e["global_step"] // 10, e["critic"]) for e in events] == [(m, c) for m in (3, 4, 5, 6) for c in (1, 2)]
+        assert sparsity_steps == [0, *[e["global_step"] for e in events[::2]]]
+    else:  # Eq. 2 changes the sparsity at the first step >= 10, 20, 30, 40, 50
+        assert [step // 10 for step in sparsity_steps] == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudesac", "polyprune_sac"])
+def test_ctrl_c_checkpoints_and_a_torn_log_and_a_damaged_checkpoint_still_resume(module, monkeypatch, tmp_path, capsys):
+    """A real SIGINT to this process during train step 15 (checkpoints every 10 env steps): the loop iteration
+    finishes, a checkpoint is saved, exit 130 with a --resume line. Then a kill's damage: a torn last log line and the
+    newest checkpoint cut in half: --resume falls back to checkpoint.old/ with no step logged twice or missing. With
+    both checkpoints damaged, --resume is one error line naming the files, exit 2."""
+    record = patch_scripted_env(module, monkeypatch)
+    record.ctrl_c_at = 15
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_:
+        module.main([*LOOP, *SCRIPTED_SCHEDULES[module], "--checkpoint-interval", "10", "--output-dir", str(runs)])
+    assert exit_.value.code == 130
+    (run_dir,) = runs.iterdir()
+    interrupted_at, previous = checkpoint_step(run_dir), checkpoint_step(run_dir, "checkpoint.old")
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"interrupted at step {interrupted_at}; checkpoint saved, continue with: python {module.__name__}.py --resume "
+        f"{run_dir}"
+    ]
+    meta = json.loads((run_dir / "checkpoint" / "meta.json").read_text())
+    assert len(record.train_calls) == meta["grad_steps"] == interrupted_at - 20  # none after the interrupted one
+    assert 30 <= previous < interrupted_at < 40
+
+    record.ctrl_c_at = None
+    logs = [run_dir / name for name in ("metrics.jsonl", "population.jsonl") if (run_dir / name).exists()]
+    after = sum(json.loads(line)["global_step"] > previous for log in logs for line in log.read_text().splitlines())
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"global_step": 41, "name": "charts/episodic_re')  # a kill in the middle of a log write
+    state = run_dir / "checkpoint" / "state.msgpack"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a checkpoint cut in half
+    module.main(["--resume", str(run_dir)])
+    out, err = capsys.readouterr()
+    (warning,) = err.strip().splitlines()
+    assert warning.startswith(f"warning: {state} is damaged (")
+    assert warning.endswith(f"); resuming from the previous checkpoint {run_dir / 'checkpoint.old'}")
+    assert f"resume: dropped {after + 1} log lines written after the checkpoint or torn by a kill" in out
+    assert f"resumed {run_dir.name} at step {previous}" in out
+    assert_scripted_logs_complete(module, run_dir)
+
+    for name in ("checkpoint", "checkpoint.old"):  # nothing left to fall back to: one error line naming the files
+        state = run_dir / name / "state.msgpack"
+        state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--resume", str(run_dir)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("error: --resume:")
+    assert f"{run_dir / 'checkpoint' / 'state.msgpack'} is damaged" in err
+    assert f"{run_dir / 'checkpoint.old' / 'state.msgpack'} is damaged" in err
+
+
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudesac", "polyprune_sac"])
+def test_divergence_stops_the_run_with_one_line_and_strict_json(module, monkeypatch, tmp_path, capsys):
+    """--learning-rate 1e30: the first Adam step moves every weight by about 1e30, so the losses of the next steps
+    overflow: exit 3 with one error line, the losses logged (a non-finite one as null), no checkpoint after it."""
+    monkeypatch.setattr(module, "make_env", lambda env_id, num_envs, seed: ScriptedEnv(num_envs))
+    monkeypatch.setitem(module.CRITIC_WIDTHS, "small", 16)
+    runs = tmp_path / "runs"
+    argv = [*LOOP, *SCRIPTED_SCHEDULES[module], "--learning-rate", "1e30", "--checkpoint-interval", "1"]
+    with pytest.raises(SystemExit) as exit_:
+        module.main([*argv, "--output-dir", str(runs)])
+    assert exit_.value.code == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "the run diverged" in lines[0]
+    step = int(re.search(r"at step (\d+):", lines[0]).group(1))
+    (run_dir,) = runs.iterdir()
+    metrics = strict_jsonl(run_dir / "metrics.jsonl")
+    losses = {m["name"]: m["value"] for m in metrics if m["name"].startswith("losses/")}
+    assert set(losses) == {"losses/qf_loss", "losses/actor_loss"} and None in losses.values()
+    assert {m["global_step"] for m in metrics if m["name"].startswith("losses/")} == {step}
+    if (run_dir / "population.jsonl").exists():
+        strict_jsonl(run_dir / "population.jsonl")
+    assert step - 2 <= checkpoint_step(run_dir) < step  # no checkpoint is written after divergence
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # End-to-end runs
 # ---------------------------------------------------------------------------------------------------------------------
@@ -950,6 +1116,64 @@ def test_eaudesac_kill_and_resume(tmp_path):
     assert max(max(e["sparsities_after"]) for e in events) > 0.0
     (model,) = run_dir.glob("*.cleanrl_model")
     assert model.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_eaudesac_ctrl_c_in_a_real_run_then_resume_from_the_previous_checkpoint(tmp_path):
+    """Ctrl-C to a real EauDeSAC process (checkpoints every 200 of 1 200 env steps): exit 130 with a --resume line and
+    two checkpoints; a torn log line plus the newest checkpoint cut in half still resume, from checkpoint.old/, to
+    complete logs."""
+    total = 1200
+    args = [*TINY, "--total-timesteps", str(total), "--checkpoint-interval", "200", "--num-networks", "3",
+            "--tournament-size", "2", "--output-dir", "runs"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(EAUDE), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/checkpoint/meta.json")):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    interrupted_at, previous = checkpoint_step(run_dir), checkpoint_step(run_dir, "checkpoint.old")
+    assert stderr.strip().splitlines() == [
+        f"interrupted at step {interrupted_at:,}; checkpoint saved, continue with: python eaudesac_mujoco_jax.py "
+        f"--resume runs/{run_dir.name}"
+    ]  # the run folder as the user gave it
+    assert previous == 200 <= interrupted_at < total
+
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"global_step": 99999, "name": "charts/SP')  # a kill in the middle of a log write
+    state = run_dir / "checkpoint" / "state.msgpack"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a checkpoint cut in half
+    result = subprocess.run(
+        [sys.executable, str(EAUDE), "--resume", str(run_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.startswith(f"warning: {state} is damaged") and "previous checkpoint" in result.stderr
+    assert f"resumed {run_dir.name} at step {previous:,}" in result.stdout and "resume: dropped" in result.stdout
+    metrics = strict_jsonl(run_dir / "metrics.jsonl")
+    per_episode = {"charts/episodic_return", "charts/episodic_length", "eval/episodic_return"}
+    for name in {m["name"] for m in metrics} - per_episode:
+        steps = [m["global_step"] for m in metrics if m["name"] == name]
+        assert steps == sorted(set(steps)), f"{name} repeats a step"
+    assert [m["global_step"] for m in metrics if m["name"] == "charts/SPS"] == [1000]
+    evals = [m["global_step"] for m in metrics if m["name"] == "eval/episodic_return"]
+    assert evals == [step for step in (300, 600, 900, 1200) for _ in range(2)]  # --eval-episodes 2
+    events = strict_jsonl(run_dir / "population.jsonl")
+    assert [(e["global_step"], e["critic"]) for e in events] == [
+        (s, c) for s in range(300, total + 1, 100) for c in (1, 2)
+    ]
+    meta = json.loads((run_dir / "checkpoint" / "meta.json").read_text())
+    assert meta["global_step"] == total and meta["grad_steps"] == total - 200
+    assert int(np.load(run_dir / "checkpoint" / "replay_size.npy")) == total  # no transition lost or stored twice
+    assert sum(m["name"] == "charts/episodic_return" for m in metrics) == meta["episodes"]
 
 
 def best_eval(run_dir: Path) -> float:
