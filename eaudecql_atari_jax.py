@@ -10,7 +10,7 @@ greedy policy of the target network is evaluated in the environment after every 
     uv run python eaudecql_atari_jax.py --help
 
 Reads top to bottom: arguments, environment, network, DQN Replay Dataset, pruning, population (Eq. 3, tournaments),
-update (CQL loss), run outputs, evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+update (CQL loss), run outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
 """
 
 import contextlib
@@ -125,7 +125,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors), dataset included."""
+    """Reject invalid arguments before any environment or JAX work (README, Errors), dataset included."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.num_epochs > 0, "--num-epochs", "must be positive"),
@@ -208,7 +208,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # =====================================================================================================================
-# Environment: envpool Atari under the Machado et al. (2018) protocol (REFERENCE.md section 3)
+# Environment: envpool Atari under the Machado et al. (2018) protocol (README, implementation notes)
 # =====================================================================================================================
 
 MACHADO_PROTOCOL = dict(

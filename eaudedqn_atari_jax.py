@@ -9,7 +9,7 @@ sparsity schedule is thereby discovered at the agent's learning pace instead of 
     uv run python eaudedqn_atari_jax.py --help
 
 Reads top to bottom: arguments, environment, network, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+update, run outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
 """
 
 import contextlib
@@ -121,7 +121,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
@@ -204,7 +204,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # =====================================================================================================================
-# Environment: envpool Atari under the Machado et al. (2018) protocol (REFERENCE.md section 3)
+# Environment: envpool Atari under the Machado et al. (2018) protocol (README, implementation notes)
 # =====================================================================================================================
 
 MACHADO_PROTOCOL = dict(

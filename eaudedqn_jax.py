@@ -11,7 +11,7 @@ every duplicated network is pruned to a sparsity drawn from Eq. 3 (l. 15).
     uv run python eaudedqn_jax.py --help
 
 Reads top to bottom: arguments, environment, network, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+update, run outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
 """
 
 import contextlib
@@ -123,7 +123,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),

@@ -11,7 +11,7 @@ renewed separately by elitist tournaments (l. 14) and the duplicated critics are
     uv run python eaudesac_mujoco_jax.py --help
 
 Reads top to bottom: arguments, environment, networks, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+update, run outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
 """
 
 import contextlib
@@ -121,7 +121,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
@@ -227,7 +227,7 @@ def env_seed(seed: int, purpose: int, step: int = 0) -> int:
 def scale_action(unit_action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """THE action convention: the policy (and the warm-up) acts in [-1, 1]^d, the replay buffer and the critics see
     that unit action, and only the env receives it mapped linearly onto [low, high] (Humanoid: [-0.4, 0.4]). Applying
-    it once, here, avoids the double rescale of REFERENCE.md section 6."""
+    it once, here, avoids the double rescale a reference SAC once had."""
     return low + (np.clip(unit_action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
 
 

@@ -10,7 +10,7 @@ environment after every epoch (Section 5.2, Figure 6). Baselines of the paper, f
     uv run python polyprune_cql_atari_jax.py --env-id Pong-v5 --dataset-dir datasets/Pong/1 --final-sparsity 0  # CQL
 
 Reads top to bottom: arguments, environment, network, DQN Replay Dataset, pruning (Eq. 2), update (CQL loss), run
-outputs, evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
 """
 
 import contextlib
@@ -124,7 +124,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors), dataset included."""
+    """Reject invalid arguments before any environment or JAX work (README, Errors), dataset included."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.num_epochs > 0, "--num-epochs", "must be positive"),
@@ -211,7 +211,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # =====================================================================================================================
-# Environment: envpool Atari under the Machado et al. (2018) protocol (REFERENCE.md section 3)
+# Environment: envpool Atari under the Machado et al. (2018) protocol (README, implementation notes)
 # =====================================================================================================================
 
 MACHADO_PROTOCOL = dict(

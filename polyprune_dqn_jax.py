@@ -12,7 +12,7 @@ smallest-magnitude weights reach the sparsity s_t = s_F (1 - (1 - clip((t - t_st
     uv run python polyprune_dqn_jax.py --env-id CartPole-v1 --pruning-period 500   # DistillQN (period = T)
 
 Reads top to bottom: arguments, environment, network, replay buffer, pruning (Eq. 2), update, run outputs,
-evaluation, training loop. Outputs and flags follow CONTRACTS.md (see the README).
+evaluation, training loop. Outputs and flags follow the contract in the README.
 """
 
 import contextlib
@@ -124,7 +124,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (CONTRACTS.md, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),

@@ -1,4 +1,4 @@
-"""CONTRACTS.md across scripts: shared code kept identical, common flags, documentation of every flag.
+"""The contract every script keeps (README: Outputs, Flags, Errors): shared code kept identical, common flags, documentation of every flag.
 
 Single-file scripts duplicate code on purpose; these tests make sure the copies never diverge."""
 
