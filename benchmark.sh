@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sweep launcher for the EauDeQN-JAX scripts: expands algorithms x env ids x network sizes x U_max x seeds into runs
 # and executes them with N local workers or as one Slurm job array. Finished runs are skipped and unfinished runs
-# that have a checkpoint/ are resumed with --resume. See `./benchmark.sh --help` and README "Reproducing the paper".
+# that have a checkpoint/ are resumed with --resume. See `./benchmark.sh --help` and docs/benchmark.md.
 set -euo pipefail
 
 # ================================================================================================================
@@ -581,7 +581,7 @@ if ((${#NEED_DATASET[@]})); then
                 >"$OUTPUT_DIR/_logs/dataset_$(game_of "$env").log" 2>&1 ||
                 die "writing the smoke dataset failed, see $OUTPUT_DIR/_logs/dataset_$(game_of "$env").log"
         else
-            die "--dataset-root: missing $ds/replay_logs (download the DQN Replay Dataset, see README)"
+            die "--dataset-root: missing $ds/replay_logs (download the DQN Replay Dataset, see docs/offline-atari.md)"
         fi
     done
 fi

@@ -9,7 +9,7 @@ sparsity schedule is thereby discovered at the agent's learning pace instead of 
     uv run python eaudedqn_atari_jax.py --help
 
 Reads top to bottom: arguments, environment, network, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
+update, run outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -121,7 +121,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
@@ -204,7 +204,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # =====================================================================================================================
-# Environment: envpool Atari under the Machado et al. (2018) protocol (README, implementation notes)
+# Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md)
 # =====================================================================================================================
 
 MACHADO_PROTOCOL = dict(
@@ -607,7 +607,7 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
     def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
         q = network.apply(params, observations)
         q_taken = jnp.take_along_axis(q, actions[:, None], axis=1)[:, 0]
-        return jnp.mean((targets - q_taken) ** 2)  # Alg. 1 l. 9 (mean instead of sum, see README)
+        return jnp.mean((targets - q_taken) ** 2)  # Alg. 1 l. 9 (mean instead of sum, docs/implementation-notes.md)
 
     loss_and_grad = jax.value_and_grad(td_loss)
 

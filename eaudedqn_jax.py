@@ -11,7 +11,7 @@ every duplicated network is pruned to a sparsity drawn from Eq. 3 (l. 15).
     uv run python eaudedqn_jax.py --help
 
 Reads top to bottom: arguments, environment, network, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
+update, run outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -94,7 +94,7 @@ class Args:
     learning_starts: int = 1_000
     """env steps of experience collected before learning starts (CleanRL: 10k; 1k lets pruning start early)"""
     train_frequency: int = 4
-    """G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps, see the README)"""
+    """G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps, docs/classic-control.md)"""
     eval_episodes: int = 10
     """greedy episodes played by the saved model at the end (with --save-model)"""
     eval_epsilon: float = 0.0
@@ -123,7 +123,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
@@ -548,7 +548,7 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
     def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
         q = network.apply(params, observations)
         q_taken = jnp.take_along_axis(q, actions[:, None], axis=1)[:, 0]
-        return jnp.mean((targets - q_taken) ** 2)  # Alg. 1 l. 9 (mean instead of sum, see README)
+        return jnp.mean((targets - q_taken) ** 2)  # Alg. 1 l. 9 (mean instead of sum, docs/implementation-notes.md)
 
     loss_and_grad = jax.value_and_grad(td_loss)
 
@@ -889,7 +889,7 @@ def main(argv: list[str] | None = None) -> None:
     K = args.num_networks
     layout = args.population_layout
     if layout == "auto":
-        layout = "vmap"  # unlike convolutions, vmapped MLPs are faster than the unrolled loop on CPU too (README)
+        layout = "vmap"  # unlike convolutions, vmapped MLPs are faster than the unrolled loop on CPU too (docs/classic-control.md)
 
     # ---- environment, networks, optimizer (Alg. 1 l. 1)
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))

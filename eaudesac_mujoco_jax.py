@@ -11,7 +11,7 @@ renewed separately by elitist tournaments (l. 14) and the duplicated critics are
     uv run python eaudesac_mujoco_jax.py --help
 
 Reads top to bottom: arguments, environment, networks, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
+update, run outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -109,7 +109,7 @@ class Args:
     """P, env steps between exploitation/exploration of the critic populations (Alg. 2 l. 13)"""
     population_layout: Literal["auto", "loop", "vmap"] = "auto"
     """how the 2 x K critics are updated in one jitted step: jax.vmap or a loop unrolled in the jit; auto = vmap (the
-    faster one measured for these MLPs on CPU, see the README)"""
+    faster one measured for these MLPs on CPU, docs/mujoco.md)"""
     prune_actor: bool = False
     """also prune the actor on the polynomial schedule of Eq. 2 (the paper prunes only the critics)"""
     actor_final_sparsity: float = 0.95
@@ -121,7 +121,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
@@ -651,7 +651,8 @@ def make_train_step(
     layout: str,
 ) -> Any:
     def critic_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
-        return jnp.mean((targets - critic.apply(params, observations, actions)) ** 2)  # Alg. 2 l. 8 (mean, see README)
+        # Alg. 2 l. 8; a mean, not a sum (docs/implementation-notes.md)
+        return jnp.mean((targets - critic.apply(params, observations, actions)) ** 2)
 
     critic_loss_and_grad = jax.value_and_grad(critic_loss)
 

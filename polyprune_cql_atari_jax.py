@@ -10,7 +10,7 @@ environment after every epoch (Section 5.2, Figure 6). Baselines of the paper, f
     uv run python polyprune_cql_atari_jax.py --env-id Pong-v5 --dataset-dir datasets/Pong/1 --final-sparsity 0  # CQL
 
 Reads top to bottom: arguments, environment, network, DQN Replay Dataset, pruning (Eq. 2), update (CQL loss), run
-outputs, evaluation, training loop. Outputs and flags follow the contract in the README.
+outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -80,7 +80,7 @@ class Args:
     transitions_per_checkpoint: int = 50_000
     """first rows loaded from each checkpoint: 50 x 50 000 = the 2.5M-transition (5%) set of Table 3"""
     num_epochs: int = 100
-    """training epochs; t_final = num_epochs * steps_per_epoch gradient steps (100 as Ceron et al. 2024, README)"""
+    """training epochs; t_final = num_epochs * steps_per_epoch gradient steps (100 as Ceron et al. 2024, docs/implementation-notes.md)"""
     steps_per_epoch: int = 62_500
     """gradient steps per epoch (Table 3); the greedy policy is evaluated after every epoch"""
     learning_rate: float = 5e-5
@@ -124,7 +124,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (README, Errors), dataset included."""
+    """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors), dataset included."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.num_epochs > 0, "--num-epochs", "must be positive"),
@@ -147,7 +147,11 @@ def check_args(args: Args) -> None:
         (0 <= args.eval_epsilon <= 1, "--eval-epsilon", "must be in [0, 1]"),
         (args.eval_max_episode_steps >= 1, "--eval-max-episode-steps", "must be at least 1"),
         (args.checkpoint_interval >= 0, "--checkpoint-interval", "must be non-negative (0 disables)"),
-        (args.dataset_dir is not None, "--dataset-dir", "required: a DQN Replay Dataset run folder (see the README)"),
+        (
+            args.dataset_dir is not None,
+            "--dataset-dir",
+            "required: a DQN Replay Dataset run folder (docs/offline-atari.md)",
+        ),
     ]
     for ok, flag, message in checks:
         if not ok:
@@ -211,7 +215,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # =====================================================================================================================
-# Environment: envpool Atari under the Machado et al. (2018) protocol (README, implementation notes)
+# Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md)
 # =====================================================================================================================
 
 MACHADO_PROTOCOL = dict(

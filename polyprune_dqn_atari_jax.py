@@ -9,7 +9,7 @@ online network every T steps. Baselines of the paper, all from this one file:
     uv run python polyprune_dqn_atari_jax.py --env-id Pong-v5 --pruning-period 8000 # DistillQN (period = T)
 
 Reads top to bottom: arguments, environment, network, replay buffer, pruning (Eq. 2), update, run outputs,
-evaluation, training loop. Outputs and flags follow the contract in the README.
+evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -120,7 +120,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
@@ -207,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # =====================================================================================================================
-# Environment: envpool Atari under the Machado et al. (2018) protocol (README, implementation notes)
+# Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md)
 # =====================================================================================================================
 
 MACHADO_PROTOCOL = dict(

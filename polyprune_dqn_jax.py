@@ -12,7 +12,7 @@ smallest-magnitude weights reach the sparsity s_t = s_F (1 - (1 - clip((t - t_st
     uv run python polyprune_dqn_jax.py --env-id CartPole-v1 --pruning-period 500   # DistillQN (period = T)
 
 Reads top to bottom: arguments, environment, network, replay buffer, pruning (Eq. 2), update, run outputs,
-evaluation, training loop. Outputs and flags follow the contract in the README.
+evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -95,7 +95,7 @@ class Args:
     learning_starts: int = 1_000
     """env steps of experience collected before learning starts (CleanRL: 10k; 1k lets pruning start early)"""
     train_frequency: int = 4
-    """G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps, see the README)"""
+    """G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps, docs/classic-control.md)"""
     eval_episodes: int = 10
     """greedy episodes played by the saved model at the end (with --save-model)"""
     eval_epsilon: float = 0.0
@@ -124,7 +124,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),

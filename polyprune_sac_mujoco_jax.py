@@ -9,7 +9,7 @@ schedule (the paper's future-work suggestion). Baselines of the paper, all from 
     uv run python polyprune_sac_mujoco_jax.py --env-id HalfCheetah-v5 --final-sparsity 0   # dense SAC
 
 Reads top to bottom: arguments, environment, networks, replay buffer, pruning (Eq. 2), update, run outputs,
-evaluation, training loop. Outputs and flags follow the contract in the README.
+evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -114,7 +114,7 @@ class ArgumentError(Exception):
 
 
 def check_args(args: Args) -> None:
-    """Reject invalid arguments before any environment or JAX work (README, Errors)."""
+    """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors)."""
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
@@ -476,7 +476,8 @@ def make_train_step(
     target_entropy: float,
 ) -> Any:
     def critic_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
-        return jnp.mean((targets - critic.apply(params, observations, actions)) ** 2)  # mean, see README
+        # a mean, not a sum (docs/implementation-notes.md)
+        return jnp.mean((targets - critic.apply(params, observations, actions)) ** 2)
 
     loss_and_grad = jax.vmap(jax.value_and_grad(critic_loss), in_axes=(0, None, None, None))  # the two critics
 

@@ -817,7 +817,7 @@ def test_parameter_counts():
     assert counts == {"small": 95_233, "medium": 1_786_881, "large": 4_431_873}  # Ant-v5: 105 obs + 8 actions
     actor = jax.eval_shape(eaude.Actor(action_dim=8).init, jax.random.PRNGKey(0), jnp.zeros((1, 105)))
     assert eaude.count_params(actor) == 97_040
-    # Table 1 (94 984 / 1 785 608 / 4 429 832) = an MLP 105 -> w -> w -> 8, see the README
+    # Table 1 (94 984 / 1 785 608 / 4 429 832) = an MLP 105 -> w -> w -> 8, see docs/mujoco.md
     for width, table in ((256, 94_984), (1280, 1_785_608), (2048, 4_429_832)):
         assert 105 * width + width + width * width + width + width * 8 + 8 == table
 

@@ -7,7 +7,7 @@
 Each algorithm runs in a fresh child process (one at a time, so peak memory is its own) for a short budget; the
 learning-phase SPS is the env steps per second logged after learning starts, leaving out the first logging window
 (compilation). Peak host memory is the child's maximum resident set size; peak accelerator memory is reported by JAX
-when it runs on a GPU. Not a test: speed depends on the machine, so the README quotes these tables with the machine.
+when it runs on a GPU. Not a test: speed depends on the machine, so docs/benchmark.md quotes these tables with the machine.
 """
 
 import argparse
