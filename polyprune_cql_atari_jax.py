@@ -19,6 +19,7 @@ import io
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import signal
@@ -885,8 +886,29 @@ def run_config(args: Args) -> dict[str, Any]:
         "script": Path(__file__).name,
         "versions": versions,
         "jax_backend": jax.default_backend(),
+        "machine": machine(),
         "git_commit": commit or None,
         "command": sys.argv,
+    }
+
+
+def machine() -> dict[str, str]:
+    """What a seeded run's numbers depend on besides the seed and the locked versions: on CPU, the processor model."""
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):  # Linux names the model here; elsewhere platform's answer stays
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
+    return {
+        "cpu": cpu,
+        "device": jax.devices()[0].device_kind,
+        "python": platform.python_version(),
+        "system": platform.platform(),
     }
 
 

@@ -5,6 +5,7 @@ import importlib
 import itertools
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -63,6 +64,7 @@ def test_eaudedqn_smoke_run_prunes_at_its_own_pace(tmp_path: Path) -> None:
     assert run_dir.name.startswith("Breakout-v5__eaudedqn_atari_jax__1__")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["args"]["num_networks"] == 3 and config["jax_backend"] == "cpu" and config["versions"]["jax"]
+    assert config["machine"]["device"] == "cpu" and config["machine"]["python"] == platform.python_version()
     names = {m["name"] for m in read_jsonl(run_dir / "metrics.jsonl")}
     assert {
         "charts/episodic_return",

@@ -27,6 +27,7 @@ SHARED_EVERYWHERE = [
     "measured_sparsity",
     "atomic_write",
     "create_run_dir",
+    "machine",
     "json_line",
     "truncate_jsonl",
     "RunLogger",
