@@ -3,6 +3,7 @@ with known answers."""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import math
@@ -411,3 +412,113 @@ def test_diverged_and_unfinished_runs_are_excluded(tmp_path: Path, capsys: pytes
     assert "dqn_population.png" in figures and sorted(p.name for p in dirty_out.glob("*.png")) == figures
     for name in figures:
         assert (dirty_out / name).read_bytes() == (clean_out / name).read_bytes(), name
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The paper's claims and the published (gzipped) runs
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def claims_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CartPole runs built so that C1 is not supported, C2 and C3 supported and C4 inconclusive."""
+    root = tmp_path_factory.mktemp("claims")
+    env, classic = "CartPole-v1", {"script": "eaudedqn_jax.py"}
+    poly = {"script": "polyprune_dqn_jax.py"}
+    for seed in (1, 2, 3):
+        # small: EauDe (sparsity 0.6) returns as much as dense DQN; PolyPrune s_F = 0.95 far less.
+        make_run(root, env, "eaudedqn_classic_small", seed, 500 - seed, 0.6, {**classic, "network_size": "small"})
+        make_run(
+            root,
+            env,
+            "dqn_classic_small",
+            seed,
+            500 - seed,
+            0.0,
+            {**poly, "network_size": "small", "final_sparsity": 0.0},
+        )
+        make_run(root, env, "polyprune_dqn_classic_small", seed, 200 + seed, 0.95, {**poly, "network_size": "small"})
+        # large: EauDe (sparsity 0.9) falls far below dense DQN.
+        make_run(root, env, "eaudedqn_classic_large", seed, 100 + seed, 0.9, {**classic, "network_size": "large"})
+        make_run(
+            root,
+            env,
+            "dqn_classic_large",
+            seed,
+            500 - seed,
+            0.0,
+            {**poly, "network_size": "large", "final_sparsity": 0.0},
+        )
+        # U_max: small trades return for sparsity; large gains sparsity without losing return (unclear).
+        for u_max, sparsity, ret in ((10, 0.7, 490), (30, 0.8, 480)):
+            config = {**classic, "network_size": "small", "u_max": float(u_max)}
+            make_run(root, env, f"eaudedqn_classic_small_umax{u_max}", seed, ret - seed, sparsity, config)
+        config = {**classic, "network_size": "large", "u_max": 30.0}
+        make_run(root, env, "eaudedqn_classic_large_umax30", seed, 150 + seed, 0.95, config)
+    return root
+
+
+def test_final_return_is_the_last_point_of_the_curve(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "CartPole-v1", "eaudedqn_classic_small", 1, 0.0, 0.5, {"network_size": "small"})
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:  # returns 10, 20, ..., 400 every 100 steps: the last 1/40 of 4000 steps holds only 400
+        if row["name"] == "charts/episodic_return":
+            row["value"] = row["global_step"] / 10
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = analyze.load_run(run_dir)
+    assert analyze.final_return(run) == 400.0
+    assert analyze.final_return(run, num_points=10) == pytest.approx(np.mean([370, 380, 390, 400]))
+
+
+def test_claims_verdicts_follow_their_rules(claims_runs: Path) -> None:
+    claims = {c["id"]: c for c in analyze.paper_claims(analyze.load_runs(claims_runs), reps=200)}
+    assert {cid: c["verdict"] for cid, c in claims.items()} == {
+        "C1": "not supported",
+        "C2": "supported",
+        "C3": "supported",
+        "C4": "inconclusive at this scale",
+    }
+    assert [(row[1], row[-1]) for row in claims["C1"]["rows"]] == [("small", "supports"), ("large", "contradicts")]
+    assert [(row[1], row[-1]) for row in claims["C4"]["rows"]] == [("small", "supports"), ("large", "unclear")]
+    assert claims["C3"]["rows"][0][1].startswith("small: 0.600") and "large: 0.900" in claims["C3"]["rows"][0][1]
+
+
+def test_claims_without_their_runs_are_not_tested(claims_runs: Path) -> None:
+    runs = [r for r in analyze.load_runs(claims_runs) if r.size == "small" and r.u_max in (None, 3.0)]
+    verdicts = {c["id"]: c["verdict"] for c in analyze.paper_claims(runs, reps=50)}
+    assert verdicts["C3"] == verdicts["C4"] == "not tested (no runs of this kind)"
+    assert verdicts["C1"] == verdicts["C2"] == "supported"
+
+
+def test_summary_states_verdicts_and_origin_and_gzipped_runs_read_the_same(claims_runs: Path, tmp_path: Path) -> None:
+    gzipped = tmp_path / "gzipped"
+    for run_dir in claims_runs.iterdir():
+        (gzipped / run_dir.name).mkdir(parents=True)
+        for path in run_dir.iterdir():
+            if path.suffix == ".jsonl":
+                (gzipped / run_dir.name / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+            else:
+                shutil.copy(path, gzipped / run_dir.name / path.name)
+    outs = []
+    for runs in (claims_runs, gzipped):
+        out = tmp_path / f"{runs.name}_out"
+        assert analyze.main(["--runs-dir", str(runs), "--output-dir", str(out), "--reps", "100"]) == 0
+        outs.append(out)
+    plain = (outs[0] / "summary.md").read_text()
+    assert plain.replace(str(claims_runs), "X") == (outs[1] / "summary.md").read_text().replace(str(gzipped), "X")
+    assert (
+        "| C2: PolyPrune with its hand-set s_F = 0.95 hurts the small network more than EauDe does | **supported** |"
+        in plain
+    )
+    assert "| eaudedqn_classic | large | 1 | 3 | 102.0 [" in plain
+    assert json.loads((outs[0] / "summary.json").read_text())["claims"][0]["verdict"] == "not supported"
+
+
+def test_raw_returns_of_several_envs_get_one_row_per_env(tmp_path: Path) -> None:
+    for env, ret in (("CartPole-v1", 500.0), ("Acrobot-v1", -80.0)):
+        for seed in (1, 2):
+            make_run(tmp_path / "runs", env, "eaudedqn_classic_small", seed, ret, 0.4, {"network_size": "small"})
+    assert (
+        analyze.main(["--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--reps", "50"]) == 0
+    )
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| Acrobot-v1 | eaudedqn_classic | small | 2 | -80.0 [-80.0, -80.0] | 0.400 [0.400, 0.400] |" in summary
+    assert "| CartPole-v1 | eaudedqn_classic | small | 2 | 500.0 [500.0, 500.0] | 0.400 [0.400, 0.400] |" in summary

@@ -2,7 +2,8 @@
 
     uv run python tools/analyze.py --runs-dir runs --output-dir figures
 
-Reads every `<runs-dir>/<env_id>__<exp_name>__<seed>__<unix_time>/` (config.json, metrics.jsonl, population.jsonl) and
+Reads every `<runs-dir>/<env_id>__<exp_name>__<seed>__<unix_time>/` (config.json, metrics.jsonl, population.jsonl, each jsonl possibly gzipped as
+`.jsonl.gz`) and
 writes, per setting present (Atari online DQN, Atari offline CQL, MuJoCo SAC, classic control):
 
 * `<setting>_return_iqm.png`: IQM over all runs (envs x seeds) of the human-normalised score (Atari) or raw return
@@ -30,6 +31,8 @@ that saved its `<exp_name>.cleanrl_model` is finished, and a run without a budge
 from __future__ import annotations
 
 import argparse
+import gzip
+import itertools
 import json
 import math
 import re
@@ -271,10 +274,20 @@ class Run:
         return max((int(s[-1]) for s, _ in self.metrics.values() if len(s)), default=0)
 
 
+def _jsonl_path(path: Path) -> Path | None:
+    """`path`, or its gzipped twin `path.gz` (the published runs of docs/results/runs/), None when neither exists."""
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
+    found = _jsonl_path(path)
+    if found is not None:
+        raw = gzip.decompress(found.read_bytes()) if found.suffix == ".gz" else found.read_bytes()
+        for line in raw.decode(errors="replace").splitlines():
             try:
                 row = json.loads(line)  # Python's json reads the bare NaN / Infinity of older runs as floats
             except json.JSONDecodeError:
@@ -336,7 +349,7 @@ def load_run(path: Path, finish_slack: int | None = None) -> Run | None:
     """One run folder, or None when it is not a run (no metrics.jsonl or an unparsable folder name); its `problem`
     says whether it diverged or stopped short of its budget (`finish_slack` steps of slack, default 1%)."""
     parts = path.name.split("__")
-    if not (path / "metrics.jsonl").exists() or len(parts) < 4:
+    if _jsonl_path(path / "metrics.jsonl") is None or len(parts) < 4:
         return None
     try:
         config = json.loads((path / "config.json").read_text())
@@ -454,6 +467,15 @@ def final_sparsity(run: Run) -> float:
     return float(run.metrics[SPARSITY][1][-1])
 
 
+def final_return(run: Run, num_points: int = 40) -> float:
+    """A run's final return as the summary reports it: the last point of its return curve, i.e. the mean return of the
+    episodes (or evaluations) logged in the last 1/num_points of its budget (its last logged step when config.json
+    has none). NaN when nothing was logged there."""
+    budget = _budget(run.config) or run.last_step
+    grid = np.linspace(budget / num_points, budget, num_points) if budget > 0 else np.array([0.0])
+    return float(run_scores(run, grid, normalize=False)[-1])
+
+
 def aggregate(
     runs: Sequence[Run], per_run: Callable[[Run], np.ndarray], reps: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -539,6 +561,7 @@ def analyze(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> dict
                     "seed": run.seed,
                     "u_max": run.u_max,
                     "final_sparsity": final_sparsity(run),
+                    "final_return": final_return(run, num_points),
                     "last_step": run.last_step,
                 }
             )
@@ -715,24 +738,236 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
     return written
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# The paper's claims, decided from the runs present
+# ----------------------------------------------------------------------------------------------------------------------
+DENSE_ALGOS = ("dqn", "dqn_classic", "cql", "sac")
+SUBSTANTIAL_SPARSITY = 0.5
+CLAIMS = {
+    "C1": "EauDe reaches returns comparable to its dense counterpart while reaching a substantial sparsity",
+    "C2": "PolyPrune with its hand-set s_F = 0.95 hurts the small network more than EauDe does",
+    "C3": "EauDe's discovered final sparsity grows with the network size",
+    "C4": "U_max trades return for sparsity (3 normal, 10 ambitious, 30 aggressive)",
+}
+CLAIM_RULES = {
+    "C1": "per env and size: a cell supports the claim when EauDe's final-return CI is not entirely below the dense "
+    f"one's and EauDe's final sparsity (IQM) is at least {SUBSTANTIAL_SPARSITY}; otherwise it contradicts it.",
+    "C2": "per env, small network: supports when PolyPrune's final-return CI lies entirely below EauDe's; "
+    "contradicts when PolyPrune's IQM is not below EauDe's; unclear when it is below but the CIs overlap.",
+    "C3": "per env: supports when EauDe's final sparsity (IQM) grows from size to size and the CIs of the smallest "
+    "and the largest size are disjoint; contradicts when the largest size's IQM is not above the smallest's; "
+    "unclear otherwise.",
+    "C4": "per env and size: supports when EauDe's final sparsity (IQM) grows with U_max, the CIs of the lowest and "
+    "the highest U_max are disjoint and the highest U_max's final return (IQM) is not above the lowest's; contradicts "
+    "when the highest U_max's sparsity IQM is not above the lowest's; unclear otherwise.",
+}
+
+
+def _role(run: Run) -> str | None:
+    """eaude, polyprune or dense (a PolyPrune script run with s_F = 0 is the dense baseline)."""
+    if run.is_eaude:
+        return "eaude"
+    if run.algo.startswith("polyprune_"):
+        return "polyprune"
+    return "dense" if run.algo in DENSE_ALGOS else None
+
+
+def _variant(run: Run) -> str:
+    """What an exp name adds beyond algo, size, U_max and s_F (a training length such as `_t30k`): runs of
+    different variants are never compared with each other."""
+    m = _EXP_RE.match(run.exp_name)
+    return m["rest"] if m else run.exp_name
+
+
+def claim_cells(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> dict[tuple, dict]:
+    """Final return and final sparsity (IQM [95% CI] over seeds) of every (family, env, variant, role, size, U_max,
+    s_F) cell of the finished runs; U_max is None except for EauDe, s_F None except for PolyPrune."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        role = _role(run)
+        if run.problem is not None or role is None:
+            continue
+        u_max = (run.u_max if run.u_max is not None else DEFAULT_U_MAX) if role == "eaude" else None
+        s_f = (run.final_sparsity_arg if run.final_sparsity_arg is not None else 0.95) if role == "polyprune" else None
+        groups[(run.family, run.env_id, _variant(run), role, run.size, u_max, s_f)].append(run)
+    cells = {}
+    for key, group in groups.items():
+        returns = np.array([final_return(r, num_points) for r in group])
+        sparsities = np.array([final_sparsity(r) for r in group])
+        cells[key] = {
+            "n": len(group),
+            "return": stratified_bootstrap_ci([returns[~np.isnan(returns)]], reps=reps),
+            "sparsity": stratified_bootstrap_ci([sparsities[~np.isnan(sparsities)]], reps=reps),
+        }
+    return cells
+
+
+def _verdict(outcomes: list[str]) -> str:
+    if not outcomes:
+        return "not tested (no runs of this kind)"
+    if all(o == "supports" for o in outcomes):
+        return "supported"
+    if 2 * outcomes.count("contradicts") >= len(outcomes):
+        return "not supported"
+    return "inconclusive at this scale"
+
+
+def paper_claims(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> list[dict]:
+    """A verdict for each of the paper's claims C1-C4 from the runs present, with the table that decides it. Only
+    default settings are compared (EauDe at U_max = 3, PolyPrune at s_F = 0.95) except for C4, which varies U_max;
+    each cell's outcome follows CLAIM_RULES and the verdict combines them: supported when every cell supports the
+    claim, not supported when at least half contradict it, inconclusive at this scale otherwise."""
+    cells = claim_cells(runs, num_points, reps)
+
+    def cell(family, env, variant, role, size, u_max=None, s_f=None):
+        return cells.get((family, env, variant, role, size, u_max, s_f))
+
+    def fmt(value: tuple[float, float, float], digits: int) -> str:
+        return _fmt(*value, digits)
+
+    places = sorted({k[:3] for k in cells})
+    sizes_of = {place: sorted({k[4] for k in cells if k[:3] == place}, key=_size_order) for place in places}
+    claims = {cid: {"id": cid, "claim": text, "rule": CLAIM_RULES[cid], "rows": []} for cid, text in CLAIMS.items()}
+    for family, env, variant in places:
+        where = f"{env} ({family}{variant})"
+        for size in sizes_of[(family, env, variant)]:
+            eaude = cell(family, env, variant, "eaude", size, DEFAULT_U_MAX)
+            dense = cell(family, env, variant, "dense", size)
+            poly = cell(family, env, variant, "polyprune", size, s_f=0.95)
+            if eaude and dense:
+                below = eaude["return"][2] < dense["return"][1]
+                ok = not below and eaude["sparsity"][0] >= SUBSTANTIAL_SPARSITY
+                c1 = [fmt(eaude["return"], 1), fmt(dense["return"], 1), fmt(eaude["sparsity"], 3)]
+                claims["C1"]["rows"].append([where, size, *c1, "supports" if ok else "contradicts"])
+            if eaude and poly and size == "small":
+                p_ret, e_ret = poly["return"], eaude["return"]
+                outcome = "supports" if p_ret[2] < e_ret[1] else "contradicts" if p_ret[0] >= e_ret[0] else "unclear"
+                c2 = [
+                    fmt(e_ret, 1),
+                    fmt(p_ret, 1),
+                    fmt(dense["return"], 1) if dense else "n/a",
+                    fmt(poly["sparsity"], 3),
+                ]
+                claims["C2"]["rows"].append([where, size, *c2, outcome])
+            u_cells = sorted(
+                (k[5], c) for k, c in cells.items() if k[:5] == (family, env, variant, "eaude", size) and k[5]
+            )
+            if len(u_cells) >= 2:
+                (_, low), (_, high) = u_cells[0], u_cells[-1]
+                sp = [c["sparsity"][0] for _, c in u_cells]
+                rises = all(a < b for a, b in itertools.pairwise(sp)) and low["sparsity"][2] < high["sparsity"][1]
+                costs = high["return"][0] <= low["return"][0]
+                outcome = (
+                    "supports"
+                    if rises and costs
+                    else "contradicts"
+                    if high["sparsity"][0] <= low["sparsity"][0]
+                    else "unclear"
+                )
+                by_u_sparsity = "; ".join(f"{u:g}: {fmt(c['sparsity'], 3)}" for u, c in u_cells)
+                by_u_return = "; ".join(f"{u:g}: {fmt(c['return'], 1)}" for u, c in u_cells)
+                claims["C4"]["rows"].append([where, size, by_u_sparsity, by_u_return, outcome])
+        by_size = [
+            (size, c)
+            for size in sizes_of[(family, env, variant)]
+            if (c := cell(family, env, variant, "eaude", size, DEFAULT_U_MAX))
+        ]
+        if len(by_size) >= 2:
+            sp = [c["sparsity"] for _, c in by_size]
+            grows = all(a[0] < b[0] for a, b in itertools.pairwise(sp)) and sp[0][2] < sp[-1][1]
+            outcome = "supports" if grows else "contradicts" if sp[-1][0] <= sp[0][0] else "unclear"
+            claims["C3"]["rows"].append(
+                [where, "; ".join(f"{size}: {fmt(c['sparsity'], 3)}" for size, c in by_size), outcome]
+            )
+    headers = {
+        "C1": ["env (setting)", "size", "EauDe return", "dense return", "EauDe sparsity", "cell"],
+        "C2": [
+            "env (setting)",
+            "size",
+            "EauDe return",
+            "PolyPrune return",
+            "dense return",
+            "PolyPrune sparsity",
+            "cell",
+        ],
+        "C3": ["env (setting)", "EauDe final sparsity by size", "cell"],
+        "C4": ["env (setting)", "size", "final sparsity by U_max", "final return by U_max", "cell"],
+    }
+    for cid, claim in claims.items():
+        claim["header"] = headers[cid]
+        claim["verdict"] = _verdict([row[-1] for row in claim["rows"]])
+    return list(claims.values())
+
+
+def provenance(runs: Sequence[Run]) -> list[str]:
+    """Where the runs came from, read from their config.json: scripts' git commits, package versions, JAX backend and,
+    when recorded, the machine."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for run in runs:
+        config = run.config
+        if config.get("git_commit"):
+            seen["git commit"].add(str(config["git_commit"])[:12])
+        for name, version in sorted((config.get("versions") or {}).items()):
+            seen[name].add(str(version))
+        if config.get("jax_backend"):
+            seen["JAX backend"].add(str(config["jax_backend"]))
+        for name, value in sorted((config.get("machine") or {}).items()):
+            seen[name].add(str(value))
+    return [f"{name}: {', '.join(sorted(values))}" for name, values in seen.items()]
+
+
 def _fmt(est: float, lo: float, hi: float, digits: int) -> str:
     if any(math.isnan(v) for v in (est, lo, hi)):
         return "n/a"
     return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def write_summary(result: dict, figures: Sequence[Path], out: Path, runs_dir: Path, reps: int) -> Path:
-    """summary.md: run counts, final IQM scores and sparsities with CIs, final sparsity per env, figure list."""
+def _claims_markdown(claims: Sequence[dict]) -> list[str]:
+    lines = ["## The paper's claims", ""]
+    lines += ["| claim | verdict |", "|---|---|"]
+    lines += [f"| {c['id']}: {c['claim']} | **{c['verdict']}** |" for c in claims]
+    lines += [
+        "",
+        "Each verdict combines cells (env x size, runs of the same training length only): supported when every cell "
+        "supports the claim, not supported when at least half contradict it, inconclusive at this scale otherwise. "
+        "EauDe runs at U_max = 3 and PolyPrune at s_F = 0.95 unless the claim varies them.",
+        "",
+    ]
+    for c in claims:
+        lines += [f"### {c['id']}: {c['claim']}", "", f"Verdict: **{c['verdict']}**. Rule: {c['rule']}", ""]
+        if c["rows"]:
+            lines += ["| " + " | ".join(c["header"]) + " |", "|" + "---|" * len(c["header"])]
+            lines += ["| " + " | ".join(row) + " |" for row in c["rows"]]
+            lines.append("")
+    return lines
+
+
+def write_summary(
+    result: dict,
+    figures: Sequence[Path],
+    out: Path,
+    runs_dir: Path,
+    reps: int,
+    claims: Sequence[dict] = (),
+    origin: Sequence[str] = (),
+) -> Path:
+    """summary.md: the claims' verdicts, run counts, final IQM scores and sparsities with CIs, per-env tables,
+    figure list and where the runs came from."""
     lines = [
         "# EauDeQN-JAX results",
         "",
         f"Runs read from `{runs_dir}`. Scores: human-normalised for Atari (`(score - random) / (human - random)`, "
         "Atari-57 reference scores), raw returns otherwise. Aggregates: IQM over all runs (env ids x seeds) with 95% "
         f"stratified bootstrap confidence intervals ({reps} resamples of seeds within each env, percentile method). "
-        "Final score: the last point of the return curve (returns binned on a common step grid); final sparsity: the "
-        "last logged `sparsity/target`.",
+        "Final score (final return): the last point of the return curve, i.e. the mean return logged in the last "
+        "1/num-points of the budget (returns binned on a common step grid); final sparsity: the last logged "
+        "`sparsity/target`.",
         "",
     ]
+    if origin:
+        lines += ["Where the runs came from (their config.json):", ""] + [f"* {line}" for line in origin] + [""]
+    if claims:
+        lines += _claims_markdown(claims)
     if result["excluded"]:
         lines += [
             "## Excluded runs",
@@ -768,6 +1003,23 @@ def write_summary(result: dict, figures: Sequence[Path], out: Path, runs_dir: Pa
                     v = [r["final_sparsity"] for r in s["runs"] if (r["env_id"], r["method"], r["size"]) == (env, m, z)]
                     cells.append(f"{np.nanmean(v):.3f}" if v and not all(math.isnan(x) for x in v) else "")
                 lines.append(f"| {env} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if not s["normalized"] and len(envs) > 1:  # raw returns of different envs do not pool: one row per env
+            lines += ["Final return and sparsity per env (IQM [95% CI] over seeds):", ""]
+            lines += ["| env | method | size | runs | final return | final sparsity |", "|---|---|---|---|---|---|"]
+            cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+            for r in s["runs"]:
+                cells[(r["env_id"], r["method"], r["size"])].append(r)
+            for (env, method, size), rs in sorted(
+                cells.items(), key=lambda kv: (kv[0][0], _method_order(kv[0][1]), _size_order(kv[0][2]))
+            ):
+                ret = np.array([r["final_return"] for r in rs], dtype=float)
+                spa = np.array([r["final_sparsity"] for r in rs], dtype=float)
+                ret_ci = stratified_bootstrap_ci([ret[~np.isnan(ret)]], reps=reps)
+                spa_ci = stratified_bootstrap_ci([spa[~np.isnan(spa)]], reps=reps)
+                lines.append(
+                    f"| {env} | {method} | {size} | {len(rs)} | {_fmt(*ret_ci, digits)} | {_fmt(*spa_ci, 3)} |"
+                )
             lines.append("")
         figs = [p for p in figures if p.name.startswith(f"{setting}_")]
         lines += [f"![{p.stem}]({p.name})" for p in figs] + [""]
@@ -824,8 +1076,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for excluded in result["excluded"]:
         print(f"excluded {excluded['run']}: {excluded['reason']}", file=sys.stderr)
     figures = make_figures(result, runs, args.output_dir)
+    result["claims"] = paper_claims(runs, num_points=args.num_points, reps=args.reps)
     (args.output_dir / "summary.json").write_text(json.dumps(_nan_to_none(result), indent=1))
-    summary = write_summary(result, figures, args.output_dir, args.runs_dir, args.reps)
+    counted_runs = [r for r in runs if r.problem is None]
+    summary = write_summary(
+        result, figures, args.output_dir, args.runs_dir, args.reps, result["claims"], provenance(counted_runs)
+    )
     counted = len(runs) - len(result["excluded"])
     print(f"{counted} runs ({len(result['excluded'])} excluded) -> {len(figures)} figures and {summary}")
     return 0
