@@ -183,10 +183,13 @@ def parse_args(argv: list[str] | None = None) -> Args:
         with contextlib.redirect_stderr(captured):
             args = tyro.cli(Args, args=argv)
     except SystemExit as exit_:
-        if exit_.code:  # tyro draws a box: keep the message between its title and first rule, on one line
-            lines = [line.strip().strip("│").strip() for line in captured.getvalue().splitlines()[1:]]
-            rule = next((i for i, line in enumerate(lines) if line and set(line) == {"─"}), len(lines))
-            message = " ".join(" ".join(lines[:rule]).split()) or "invalid command line"
+        if exit_.code:  # tyro draws a box (UTF-8, or ASCII rules when told or stdout is not UTF-8): keep the
+            # message between the title and the next rule, on one line
+            lines = [line.strip().strip("│╭╮╰╯").strip() for line in captured.getvalue().splitlines()[1:]]
+            rules = [bool(line) and set(line) <= set("─-") for line in lines]
+            start = next((i for i, line in enumerate(lines) if line and not rules[i]), len(lines))
+            end = next((i for i in range(start, len(lines)) if rules[i]), len(lines))
+            message = " ".join(" ".join(lines[start:end]).split()) or "invalid command line"
             print(f"error: {message} (see --help)", file=sys.stderr)
             raise SystemExit(2) from None
         raise

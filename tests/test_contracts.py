@@ -5,9 +5,13 @@ Single-file scripts duplicate code on purpose; these tests make sure the copies 
 import dataclasses
 import importlib
 import inspect
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 EAUDE = ["eaudedqn_atari_jax", "eaudedqn_jax", "eaudecql_atari_jax", "eaudesac_mujoco_jax"]
@@ -157,6 +161,35 @@ def test_every_flag_has_a_docstring(script: str) -> None:
     for field in dataclasses.fields(load(script).Args):
         (at,) = [i for i, line in enumerate(lines) if line.startswith(f"{field.name}:")]
         assert lines[at + 1].startswith('"""') and len(lines[at + 1]) > 10, f"{script} --{field.name}"
+
+
+@pytest.mark.parametrize("utf8_boxes", [True, False], ids=["utf8-boxes", "ascii-rules"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_parse_error_is_one_line_whatever_tyro_draws(
+    script: str, utf8_boxes: bool, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tyro frames its errors in UTF-8 boxes or, with PYTHON_TYRO_UTF8_BOXES=False or a non-UTF-8 stdout, in ASCII
+    rules; either way the user sees tyro's message on one line."""
+    monkeypatch.setitem(tyro._settings._experimental_options, "utf8_boxes", utf8_boxes)
+    with pytest.raises(SystemExit) as exit_:
+        load(script).parse_args(["--seed", "abc"])
+    assert exit_.value.code == 2
+    expected = "error: Error parsing --seed: invalid literal for int() with base 10: 'abc' (see --help)"
+    assert capsys.readouterr().err.splitlines() == [expected]
+    with pytest.raises(SystemExit):
+        load(script).parse_args(["--sed", "1"])
+    assert capsys.readouterr().err.splitlines() == ["error: Unrecognized options: --sed, 1 (see --help)"]
+
+
+def test_ascii_error_format_from_the_environment_variable() -> None:
+    env = {**os.environ, "PYTHON_TYRO_UTF8_BOXES": "False"}
+    result = subprocess.run(
+        [sys.executable, "polyprune_dqn_jax.py", "--seed", "abc"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: Error parsing --seed: invalid literal for int() with base 10: 'abc' (see --help)"
+    ]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
