@@ -227,7 +227,7 @@ def test_load_runs(runs_dir: Path) -> None:
 
 def test_analysis_known_answers(runs_dir: Path) -> None:
     result = analyze.analyze(analyze.load_runs(runs_dir), num_points=10, reps=500)
-    assert set(result["settings"]) == {"dqn", "sac"}
+    assert set(result["settings"]) == {"dqn", "sac_Ant-v5", "sac_Hopper-v5"}  # raw returns: one setting per env
     dqn = result["settings"]["dqn"]
     assert dqn["normalized"] and dqn["grid"][-1] == TOTAL and len(dqn["grid"]) == 10
     curve, final = _by(dqn, "eaudedqn", "small")
@@ -245,11 +245,11 @@ def test_analysis_known_answers(runs_dir: Path) -> None:
     np.testing.assert_allclose(sched, 0.9 * np.asarray(dqn["grid"]) / TOTAL, atol=0.05)  # linear ramp
     per_env = {(r["env_id"], r["method"], r["size"]) for r in dqn["runs"] if r["final_sparsity"] == pytest.approx(0.8)}
     assert per_env == {("SpaceInvaders-v5", "eaudedqn", "small")}
-    # MuJoCo: raw evaluation returns (training returns ignored), IQM of {1000, 1000, 3000, 3000} = 2000; each
-    # stratified resample keeps two runs per env, hence the same multiset and a degenerate interval.
-    sac = result["settings"]["sac"]
-    assert not sac["normalized"]
-    assert _by(sac, "eaudesac", "small")[1]["final_score"] == pytest.approx([2000.0, 2000.0, 2000.0])
+    # MuJoCo: raw evaluation returns (training returns ignored), 1000 on Hopper and 3000 on Ant, never pooled.
+    for env, score in (("Hopper-v5", 1000.0), ("Ant-v5", 3000.0)):
+        sac = result["settings"][f"sac_{env}"]
+        assert not sac["normalized"] and sac["title"] == f"MuJoCo (SAC), {env}" and sac["env_ids"] == [env]
+        assert _by(sac, "eaudesac", "small")[1]["final_score"] == pytest.approx([score] * 3)
 
 
 def test_cli_writes_figures_and_summary(runs_dir: Path, tmp_path: Path) -> None:
@@ -262,17 +262,22 @@ def test_cli_writes_figures_and_summary(runs_dir: Path, tmp_path: Path) -> None:
     assert names == {
         f"dqn_{k}.png"
         for k in ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity", "population")
-    } | {f"sac_{k}.png" for k in ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity")}
+    } | {
+        f"sac_{env}_{k}.png"
+        for env in ("Ant-v5", "Hopper-v5")
+        for k in ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity")
+    }
     assert all((out / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
     summary = (out / "summary.md").read_text()
     assert "| dqn | small | 3 | 9 | 0.500 [" in summary
     assert "| eaudedqn | small | 3 | 9 | 1.000 [1.000, 1.000] | 0.700 [" in summary
     assert "| SpaceInvaders-v5 | 0.800 | 0.900 | 0.950 |" in summary  # final sparsity per env: small, large, umax10
-    assert "| eaudesac | small | 2 | 4 | 2000.0 [2000.0, 2000.0] |" in summary
+    assert "| eaudesac | small | 1 | 2 | 1000.0 [1000.0, 1000.0] |" in summary
+    assert "| eaudesac | small | 1 | 2 | 3000.0 [3000.0, 3000.0] |" in summary
     assert "![dqn_population](dqn_population.png)" in summary
     assert "Excluded runs" not in summary
     data = json.loads((out / "summary.json").read_text())  # strict JSON
-    assert set(data["settings"]) == {"dqn", "sac"}
+    assert set(data["settings"]) == {"dqn", "sac_Ant-v5", "sac_Hopper-v5"}
 
 
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -512,13 +517,19 @@ def test_summary_states_verdicts_and_origin_and_gzipped_runs_read_the_same(claim
     assert json.loads((outs[0] / "summary.json").read_text())["claims"][0]["verdict"] == "not supported"
 
 
-def test_raw_returns_of_several_envs_get_one_row_per_env(tmp_path: Path) -> None:
+def test_raw_returns_of_several_envs_are_never_pooled(tmp_path: Path) -> None:
     for env, ret in (("CartPole-v1", 500.0), ("Acrobot-v1", -80.0)):
         for seed in (1, 2):
-            make_run(tmp_path / "runs", env, "eaudedqn_classic_small", seed, ret, 0.4, {"network_size": "small"})
+            config = {"network_size": "small", "script": "eaudedqn_jax.py"}
+            make_run(tmp_path / "runs", env, "eaudedqn_classic_small", seed, ret, 0.4, config, population=True)
     assert (
         analyze.main(["--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--reps", "50"]) == 0
     )
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "| Acrobot-v1 | eaudedqn_classic | small | 2 | -80.0 [-80.0, -80.0] | 0.400 [0.400, 0.400] |" in summary
-    assert "| CartPole-v1 | eaudedqn_classic | small | 2 | 500.0 [500.0, 500.0] | 0.400 [0.400, 0.400] |" in summary
+    acrobot = summary.index("## Classic control (DQN), Acrobot-v1")
+    cartpole = summary.index("## Classic control (DQN), CartPole-v1")
+    row = "| eaudedqn_classic | small | 1 | 2 | {} | 0.400 [0.400, 0.400] |"
+    assert summary.index(row.format("-80.0 [-80.0, -80.0]")) in range(acrobot, cartpole)
+    assert summary.index(row.format("500.0 [500.0, 500.0]")) > cartpole
+    assert "![dqn_classic_CartPole-v1_population](dqn_classic_CartPole-v1_population.png)" in summary
+    assert (tmp_path / "out" / "dqn_classic_Acrobot-v1_population.png").exists()

@@ -138,6 +138,7 @@ RETURN_METRICS = {
     "cql": ("eval/episodic_return", "charts/episodic_return"),
     "sac": ("eval/episodic_return", "charts/episodic_return"),
 }
+FIGURE_KINDS = ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity", "population")
 DEFAULT_U_MAX = 3.0
 SPARSITY = "sparsity/target"
 
@@ -510,12 +511,22 @@ def analyze(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> dict
         "settings": {},
         "excluded": [{"run": run.path.name, "reason": run.problem} for run in runs if run.problem is not None],
     }
-    by_setting: dict[str, list[Run]] = defaultdict(list)
+    by_family: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         if run.problem is None:
-            by_setting[run.family].append(run)
-    for setting, sruns in sorted(by_setting.items()):
+            by_family[run.family].append(run)
+    # Human-normalised Atari scores pool over games; raw returns of different envs (CartPole's 500 and Acrobot's
+    # -100) do not, so a non-Atari family with several envs becomes one setting per env, `<family>_<env_id>`.
+    by_setting: dict[str, tuple[str, list[Run]]] = {}
+    for family, fruns in by_family.items():
+        envs = sorted({r.env_id for r in fruns})
+        if len(envs) == 1 or all(atari_game(env) is not None for env in envs):
+            by_setting[family] = (family, fruns)
+        else:
+            by_setting.update({f"{family}_{env}": (family, [r for r in fruns if r.env_id == env]) for env in envs})
+    for setting, (family, sruns) in sorted(by_setting.items()):
         normalize = all(atari_game(r.env_id) is not None for r in sruns)
+        title = SETTING_TITLES.get(family, family) + ("" if setting == family else f", {sruns[0].env_id}")
         budget = max(r.last_step for r in sruns)
         grid = np.linspace(budget / num_points, budget, num_points) if budget > 0 else np.array([0.0])
         groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
@@ -566,9 +577,11 @@ def analyze(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> dict
                 }
             )
         result["settings"][setting] = {
-            "title": SETTING_TITLES.get(setting, setting),
+            "title": title,
+            "family": family,
+            "env_ids": sorted({r.env_id for r in sruns}),
             "normalized": normalize,
-            "x_label": "gradient steps" if setting == "cql" else "environment steps",
+            "x_label": "gradient steps" if family == "cql" else "environment steps",
             "grid": grid.tolist(),
             "curves": curves,
             "finals": finals,
@@ -696,7 +709,11 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
         save(fig, f"{setting}_return_vs_sparsity.png")
         # Population trajectories (Fig. 14): rows = sizes, columns = envs; dots = every member after each update
         # (first seed), line = the target's sparsity averaged over seeds; colour = U_max regime.
-        pruns = [r for r in runs if r.family == setting and r.population and r.problem is None]
+        pruns = [
+            r
+            for r in runs
+            if r.family == s["family"] and r.env_id in s["env_ids"] and r.population and r.problem is None
+        ]
         if pruns:
             envs = sorted({r.env_id for r in pruns})
             psizes = sorted({r.size for r in pruns}, key=_size_order)
@@ -1004,24 +1021,7 @@ def write_summary(
                     cells.append(f"{np.nanmean(v):.3f}" if v and not all(math.isnan(x) for x in v) else "")
                 lines.append(f"| {env} | " + " | ".join(cells) + " |")
             lines.append("")
-        if not s["normalized"] and len(envs) > 1:  # raw returns of different envs do not pool: one row per env
-            lines += ["Final return and sparsity per env (IQM [95% CI] over seeds):", ""]
-            lines += ["| env | method | size | runs | final return | final sparsity |", "|---|---|---|---|---|---|"]
-            cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-            for r in s["runs"]:
-                cells[(r["env_id"], r["method"], r["size"])].append(r)
-            for (env, method, size), rs in sorted(
-                cells.items(), key=lambda kv: (kv[0][0], _method_order(kv[0][1]), _size_order(kv[0][2]))
-            ):
-                ret = np.array([r["final_return"] for r in rs], dtype=float)
-                spa = np.array([r["final_sparsity"] for r in rs], dtype=float)
-                ret_ci = stratified_bootstrap_ci([ret[~np.isnan(ret)]], reps=reps)
-                spa_ci = stratified_bootstrap_ci([spa[~np.isnan(spa)]], reps=reps)
-                lines.append(
-                    f"| {env} | {method} | {size} | {len(rs)} | {_fmt(*ret_ci, digits)} | {_fmt(*spa_ci, 3)} |"
-                )
-            lines.append("")
-        figs = [p for p in figures if p.name.startswith(f"{setting}_")]
+        figs = [p for p in figures if p.stem in {f"{setting}_{kind}" for kind in FIGURE_KINDS}]
         lines += [f"![{p.stem}]({p.name})" for p in figs] + [""]
     path = out / "summary.md"
     path.write_text("\n".join(lines))

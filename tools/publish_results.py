@@ -154,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in published:
             writer.writerow(csv_row(run, run.path))
     print(f"published {len(runs)} runs from {args.runs_dir}; {args.output_dir / 'runs.csv'} lists {len(published)}")
+    for stale in args.output_dir.glob("*.png"):  # the figures are redrawn below; none of an older layout may stay
+        stale.unlink()
     return analyze.main(["--runs-dir", str(runs_out), "--output-dir", str(args.output_dir), "--reps", str(args.reps)])
 
 
