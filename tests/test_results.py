@@ -1,0 +1,91 @@
+"""docs/results/: the published runs re-draw the published summary, and a row's command reproduces its numbers."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+_spec = importlib.util.spec_from_file_location("analyze", ROOT / "tools" / "analyze.py")
+analyze = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("analyze", analyze)
+_spec.loader.exec_module(analyze)
+
+
+def rows() -> list[dict[str, str]]:
+    with open(RESULTS / "runs.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_row_names_its_files_and_a_command_from_the_repository_root() -> None:
+    table = rows()
+    assert table and list(table[0])[:12] == [
+        "script", "env_id", "network_size", "seed", "u_max", "s_f", "total_timesteps", "final_return",
+        "final_sparsity", "wall_seconds", "command", "metrics",
+    ]  # fmt: skip
+    for row in table:
+        metrics = ROOT / row["metrics"]
+        assert metrics.name == "metrics.jsonl.gz" and metrics.is_file(), row["metrics"]
+        assert (metrics.parent / "config.json").is_file()
+        argv = shlex.split(row["command"])
+        assert argv[:3] == ["uv", "run", "python"] and argv[3] == row["script"] and (ROOT / argv[3]).is_file()
+        assert "--output-dir" not in argv and f"--seed {row['seed']}" in row["command"]
+    # Nothing but the small files: no checkpoints, models or event files.
+    assert {p.name for p in (RESULTS / "runs").rglob("*") if p.is_file()} <= {
+        "config.json", "metrics.jsonl.gz", "population.jsonl.gz",
+    }  # fmt: skip
+
+
+def test_runs_csv_agrees_with_the_published_files() -> None:
+    runs = {run.path.name: run for run in analyze.load_runs(RESULTS / "runs")}
+    for row in rows():
+        run = runs[Path(row["metrics"]).parent.name]
+        assert repr(analyze.final_return(run)) == row["final_return"]
+        assert repr(analyze.final_sparsity(run)) == row["final_sparsity"]
+        assert (run.env_id, str(run.seed), run.config["script"]) == (row["env_id"], row["seed"], row["script"])
+
+
+def test_the_published_verdicts_are_what_the_analysis_of_the_published_runs_says() -> None:
+    published = json.loads((RESULTS / "summary.json").read_text())["claims"]
+    claims = analyze.paper_claims(analyze.load_runs(RESULTS / "runs"), reps=2000)
+    assert [(c["id"], c["verdict"], c["rows"]) for c in claims] == [
+        (c["id"], c["verdict"], c["rows"]) for c in published
+    ]
+    summary = (RESULTS / "summary.md").read_text()
+    for claim in claims:
+        assert f"| {claim['id']}: {claim['claim']} | **{claim['verdict']}** |" in summary
+
+
+@pytest.mark.slow
+def test_the_cheapest_row_reproduces_its_final_return_and_sparsity(tmp_path: Path) -> None:
+    """Seeded CPU runs are deterministic given the locked versions and the processor: on the machine the results came
+    from, re-running a row's command gives its numbers exactly."""
+    row = min(rows(), key=lambda r: float(r["wall_seconds"]))
+    config = json.loads((ROOT / row["metrics"]).with_name("config.json").read_text())
+    machine, versions = config["machine"], config["versions"]
+    here = (cpu_model(), platform.python_version(), metadata.version("jax"))
+    if (machine["cpu"], machine["python"], versions["jax"]) != here:
+        pytest.skip(f"results came from {machine['cpu']} / Python {machine['python']} / jax {versions['jax']}")
+    argv = [*shlex.split(row["command"])[3:], "--output-dir", str(tmp_path)]
+    subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, capture_output=True, timeout=900)
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    run = analyze.load_run(run_dir)
+    assert repr(analyze.final_return(run)) == row["final_return"]
+    assert repr(analyze.final_sparsity(run)) == row["final_sparsity"]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
