@@ -533,3 +533,19 @@ def test_raw_returns_of_several_envs_are_never_pooled(tmp_path: Path) -> None:
     assert summary.index(row.format("500.0 [500.0, 500.0]")) > cartpole
     assert "![dqn_classic_CartPole-v1_population](dqn_classic_CartPole-v1_population.png)" in summary
     assert (tmp_path / "out" / "dqn_classic_Acrobot-v1_population.png").exists()
+
+
+def test_notes_follow_the_claims_and_a_missing_notes_file_is_an_error(
+    claims_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Reading the verdicts\n\nC1 fails on sparsity, not on return.\n")
+    out = tmp_path / "out"
+    assert (
+        analyze.main(["--runs-dir", str(claims_runs), "--output-dir", str(out), "--reps", "20", "--notes", str(notes)])
+        == 0
+    )
+    summary = (out / "summary.md").read_text()
+    assert summary.index("### C4:") < summary.index("## Reading the verdicts") < summary.index("## Classic control")
+    assert analyze.main(["--runs-dir", str(claims_runs), "--notes", str(tmp_path / "nope.md")]) == 2
+    assert capsys.readouterr().err.endswith(f"error: --notes {tmp_path / 'nope.md'} is not a file\n")

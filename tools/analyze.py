@@ -967,6 +967,7 @@ def write_summary(
     reps: int,
     claims: Sequence[dict] = (),
     origin: Sequence[str] = (),
+    notes: str = "",
 ) -> Path:
     """summary.md: the claims' verdicts, run counts, final IQM scores and sparsities with CIs, per-env tables,
     figure list and where the runs came from."""
@@ -985,6 +986,8 @@ def write_summary(
         lines += ["Where the runs came from (their config.json):", ""] + [f"* {line}" for line in origin] + [""]
     if claims:
         lines += _claims_markdown(claims)
+    if notes:  # the reader's guide to these numbers, written by hand (--notes)
+        lines += [notes.strip(), ""]
     if result["excluded"]:
         lines += [
             "## Excluded runs",
@@ -1053,9 +1056,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="a run counts as finished when its metrics reach budget - N steps (default: 1%% of budget, as benchmark.sh)",
     )
+    parser.add_argument("--notes", type=Path, default=None, help="Markdown file placed in summary.md after the claims")
     args = parser.parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"error: --runs-dir {args.runs_dir} is not a folder", file=sys.stderr)
+        return 2
+    if args.notes is not None and not args.notes.is_file():
+        print(f"error: --notes {args.notes} is not a file", file=sys.stderr)
         return 2
     if args.num_points < 1 or args.reps < 1:
         print("error: --num-points and --reps must be positive", file=sys.stderr)
@@ -1080,7 +1087,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.output_dir / "summary.json").write_text(json.dumps(_nan_to_none(result), indent=1))
     counted_runs = [r for r in runs if r.problem is None]
     summary = write_summary(
-        result, figures, args.output_dir, args.runs_dir, args.reps, result["claims"], provenance(counted_runs)
+        result,
+        figures,
+        args.output_dir,
+        args.runs_dir,
+        args.reps,
+        result["claims"],
+        provenance(counted_runs),
+        args.notes.read_text() if args.notes else "",
     )
     counted = len(runs) - len(result["excluded"])
     print(f"{counted} runs ({len(result['excluded'])} excluded) -> {len(figures)} figures and {summary}")

@@ -13,7 +13,8 @@ for later), it writes `<output-dir>/runs/<run folder>/` with `config.json` and t
 logged sparsity/target), `wall_seconds` the last `time` of metrics.jsonl (seconds since the run started), `command`
 the exact command line, run from the repository root, that produced the row (append `--output-dir X` to reproduce it
 into X), `metrics` the path of the gzipped metrics.jsonl relative to the repository root. Last, it runs
-tools/analyze.py on the published runs, which writes `summary.md`, `summary.json` and the figures next to runs.csv.
+tools/analyze.py on the published runs, which writes `summary.md` (with `<output-dir>/notes.md`, the hand-written reading
+of the verdicts, when it exists), `summary.json` and the figures next to runs.csv.
 Runs published earlier stay; re-publishing a run rewrites the same bytes (gzip without a timestamp).
 """
 
@@ -156,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"published {len(runs)} runs from {args.runs_dir}; {args.output_dir / 'runs.csv'} lists {len(published)}")
     for stale in args.output_dir.glob("*.png"):  # the figures are redrawn below; none of an older layout may stay
         stale.unlink()
-    return analyze.main(["--runs-dir", str(runs_out), "--output-dir", str(args.output_dir), "--reps", str(args.reps)])
+    notes = args.output_dir / "notes.md"  # the hand-written reading of the verdicts, kept beside the numbers
+    extra = ["--notes", str(notes)] if notes.is_file() else []
+    return analyze.main(
+        ["--runs-dir", str(runs_out), "--output-dir", str(args.output_dir), "--reps", str(args.reps), *extra]
+    )
 
 
 if __name__ == "__main__":
