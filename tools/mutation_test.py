@@ -136,7 +136,7 @@ def markdown(script: str, outcomes: list[Outcome]) -> str:
         f"    uv run python tools/mutation_test.py --script {script} --write-docs",
         "",
         f"Result: {killed} of {len(outcomes)} mutants killed. Machine: {cpu}, {platform.system()}, Python"
-        f" {platform.python_version()}; seconds include pytest start-up and another mutant running beside it.",
+        f" {platform.python_version()}; s: wall-clock seconds of the pytest calls, start-up included (not a benchmark).",
         "",
         "| line | break | result | caught by | s |",
         "|---|---|---|---|---|",
