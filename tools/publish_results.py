@@ -159,9 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stale.unlink()
     notes = args.output_dir / "notes.md"  # the hand-written reading of the verdicts, kept beside the numbers
     extra = ["--notes", str(notes)] if notes.is_file() else []
-    return analyze.main(
-        ["--runs-dir", str(runs_out), "--output-dir", str(args.output_dir), "--reps", str(args.reps), *extra]
-    )
+    # Run from the repository root with root-relative paths: summary.md names where its runs are, on any machine.
+    with contextlib.chdir(ROOT):
+        out = args.output_dir.resolve().relative_to(ROOT)
+        extra = ["--notes", str(out / "notes.md")] if extra else []
+        return analyze.main(
+            ["--runs-dir", str(out / "runs"), "--output-dir", str(out), "--reps", str(args.reps), *extra]
+        )
 
 
 if __name__ == "__main__":
