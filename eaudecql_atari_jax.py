@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import envpool
 import flax
@@ -43,9 +43,7 @@ import numpy as np
 import optax
 import tyro
 
-# =====================================================================================================================
-# Arguments
-# =====================================================================================================================
+# ---- Arguments -------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -175,15 +173,6 @@ def check_output_dir(output_dir: str) -> None:
             return
 
 
-def check_resume_dir(resume: str) -> Path:
-    run_dir = Path(resume)
-    if not (run_dir / "config.json").is_file():
-        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
-    if checkpoint_dir(run_dir) is None:
-        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
-    return run_dir
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -203,9 +192,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
         raise
     try:
         if args.resume is not None:
-            run_dir = check_resume_dir(args.resume)
-            saved = json.loads((run_dir / "config.json").read_text())["args"]
-            args = Args(**{**saved, "resume": args.resume})
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.json").is_file():
+                raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
+            if checkpoint_dir(run_dir) is None:
+                raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
+            args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
             check_output_dir(args.output_dir)
         check_args(args)
@@ -215,9 +207,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-# =====================================================================================================================
-# Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md)
-# =====================================================================================================================
+# ---- Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md) --------------
 
 MACHADO_PROTOCOL = dict(
     repeat_action_probability=0.25,  # sticky actions
@@ -261,9 +251,7 @@ def zero_fill_reset_frames(obs: np.ndarray, elapsed_step: np.ndarray) -> np.ndar
     return obs * keep[:, :, None, None].astype(obs.dtype)
 
 
-# =====================================================================================================================
-# Network (Table 3): Nature-CNN torso with Flax's default SAME padding, dense head of 32 / 512 / 2048 units
-# =====================================================================================================================
+# ---- Network (Table 3): Nature-CNN torso with Flax's default SAME padding, dense head of 32 / 512 / 2048 units -------
 
 HEAD_WIDTHS = {"small": 32, "medium": 512, "large": 2048}
 
@@ -287,15 +275,12 @@ def count_params(params: Any) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
 
 
-# =====================================================================================================================
-# DQN Replay Dataset (Agarwal et al. 2020): streaming loader and frame-stack rebuilding. stdlib + numpy only.
-#
+# ---- DQN Replay Dataset (Agarwal et al. 2020): streaming loader and frame-stack rebuilding, stdlib + numpy only -----
 # Layout (Dopamine's OutOfGraphReplayBuffer.save): `replay_logs/$store$_{observation,action,reward,terminal}_ckpt.N.gz`
 # plus `add_count_ckpt.N.gz` and `invalid_range_ckpt.N.gz`; each file is a gzip stream holding one `np.save` array.
 # Entry i holds (frame o_i, action a_i, clipped reward r_i, terminal_i); the next frame is entry i + 1. Dopamine writes
 # three all-zero "padding" entries (action 0, reward 0, terminal 0) before the first step of every episode, so the
 # 4-frame stack of an episode's first step reads [0, 0, 0, o_0] straight from the array.
-# =====================================================================================================================
 
 DQN_REPLAY_STORE_KEYS = ("observation", "action", "reward", "terminal")
 DQN_REPLAY_STACK_SIZE = 4
@@ -429,12 +414,9 @@ def _dqn_replay_list_files(folder: str) -> dict[int, dict[str, str]]:
 
 
 def _dqn_replay_plan(
-    dataset_dir: str,
-    checkpoints: Sequence[int] | None,
-    transitions_per_checkpoint: int | None,
-    frame_shape: tuple[int, int] | None,
-    max_checkpoints: int,
-) -> list[_CheckpointPlan]:
+    dataset_dir: str, checkpoints: Sequence[int] | None, transitions_per_checkpoint: int | None,
+    frame_shape: tuple[int, int] | None, max_checkpoints: int,
+) -> list[_CheckpointPlan]:  # fmt: skip
     """Checks files, headers, dtypes, lengths and sizes (headers and add_count only) and plans what to read."""
     if transitions_per_checkpoint is not None and transitions_per_checkpoint < 1:
         raise DatasetError("--transitions-per-checkpoint", f"must be at least 1, got {transitions_per_checkpoint}")
@@ -520,12 +502,9 @@ def _dqn_replay_check_headers(
 
 
 def validate_dataset_dir(
-    dataset_dir: str,
-    checkpoints: Sequence[int] | None = None,
-    transitions_per_checkpoint: int | None = 50_000,
-    frame_shape: tuple[int, int] | None = (84, 84),
-    max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
-) -> list[int]:
+    dataset_dir: str, checkpoints: Sequence[int] | None = None, transitions_per_checkpoint: int | None = 50_000,
+    frame_shape: tuple[int, int] | None = (84, 84), max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
+) -> list[int]:  # fmt: skip
     """Cheap check before any JAX work: files present, .npy headers, dtypes, lengths, enough rows.
 
     Reads only the .npy headers (a few hundred decompressed bytes per file) and the tiny add_count files, so a
@@ -537,13 +516,10 @@ def validate_dataset_dir(
 
 
 def load_dqn_replay_dataset(
-    dataset_dir: str,
-    checkpoints: Sequence[int] | None = None,
-    transitions_per_checkpoint: int | None = 50_000,
-    frame_shape: tuple[int, int] | None = (84, 84),
-    num_actions: int | None = None,
+    dataset_dir: str, checkpoints: Sequence[int] | None = None, transitions_per_checkpoint: int | None = 50_000,
+    frame_shape: tuple[int, int] | None = (84, 84), num_actions: int | None = None,
     max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
-) -> DqnReplayDataset:
+) -> DqnReplayDataset:  # fmt: skip
     """Loads the first `transitions_per_checkpoint` rows of each checkpoint (all rows if None).
 
     `checkpoints`: checkpoint numbers N to load, in this order (default: the first `max_checkpoints` found, in
@@ -573,12 +549,7 @@ def load_dqn_replay_dataset(
     start = 0
     for j, plan in enumerate(plans):
         stop = start + plan.rows
-        for key, out in (
-            ("observation", observations),
-            ("action", actions),
-            ("reward", rewards),
-            ("terminal", terminals),
-        ):
+        for key, out in zip(DQN_REPLAY_STORE_KEYS, (observations, actions, rewards, terminals), strict=True):
             path = plan.paths[key]
             try:
                 with _dqn_replay_open(path) as fp:
@@ -615,26 +586,16 @@ def load_dqn_replay_dataset(
     if not valid.any():
         raise DatasetError("--dataset-dir", f"{dataset_dir}: the selected rows hold no usable transition")
     return DqnReplayDataset(
-        observations=observations,
-        actions=actions,
-        rewards=rewards,
-        terminals=terminals,
-        episode_starts=episode_starts,
-        valid=valid,
-        valid_indices=np.flatnonzero(valid),
-        checkpoints=tuple(p.number for p in plans),
+        observations=observations, actions=actions, rewards=rewards, terminals=terminals, episode_starts=episode_starts,
+        valid=valid, valid_indices=np.flatnonzero(valid), checkpoints=tuple(p.number for p in plans),
         slice_starts=slice_starts,
-    )
+    )  # fmt: skip
 
 
 def _dqn_replay_padding(
-    observations: np.ndarray,
-    actions: np.ndarray,
-    rewards: np.ndarray,
-    terminals: np.ndarray,
-    episode_starts: np.ndarray,
-    stack_size: int = DQN_REPLAY_STACK_SIZE,
-) -> np.ndarray:
+    observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminals: np.ndarray,
+    episode_starts: np.ndarray, stack_size: int = DQN_REPLAY_STACK_SIZE,
+) -> np.ndarray:  # fmt: skip
     """Marks Dopamine's padding: up to stack_size - 1 consecutive all-zero entries right after an episode boundary.
 
     Only entries that are all zero (frame, action, reward, terminal) count, so data written without padding keeps
@@ -661,10 +622,7 @@ def _dqn_replay_padding(
 
 
 def rebuild_frame_stacks(
-    observations: np.ndarray,
-    episode_starts: np.ndarray,
-    indices: np.ndarray,
-    stack_size: int = DQN_REPLAY_STACK_SIZE,
+    observations: np.ndarray, episode_starts: np.ndarray, indices: np.ndarray, stack_size: int = DQN_REPLAY_STACK_SIZE
 ) -> np.ndarray:
     """The (B, stack_size, H, W) uint8 frame stacks ending at `indices`, oldest frame first (envpool's layout).
 
@@ -711,14 +669,10 @@ def sample_dqn_replay_batch(
     return dqn_replay_batch(dataset, indices, stack_size)
 
 
-# =====================================================================================================================
-# end of the DQN Replay Dataset section
-# =====================================================================================================================
+# ---- end of the DQN Replay Dataset section ---------------------------------------------------------------------------
 
 
-# =====================================================================================================================
-# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
-# =====================================================================================================================
+# ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
 
 
 def is_prunable(leaf: Any) -> bool:
@@ -807,9 +761,7 @@ def measured_sparsity(params: Any) -> float:
     return float(sum((w == 0).sum() for w in kernels) / sum(w.size for w in kernels))
 
 
-# =====================================================================================================================
-# Population: exploitation (Fig. 3 left) and exploration (Eq. 3); offline there is no behaviour policy (Fig. 3 right)
-# =====================================================================================================================
+# ---- Population: exploitation (Fig. 3 left), exploration (Eq. 3); offline, no behaviour policy (Fig. 3 right) --------
 
 
 def tournament_selection(losses: np.ndarray, tournament_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -834,16 +786,9 @@ def exploration_sparsity(sparsity: float, step: int, total_steps: int, period: i
 
 
 def plan_next_population(
-    losses: np.ndarray,
-    sparsities: np.ndarray,
-    step: int,
-    total_steps: int,
-    period: int,
-    tournament_size: int,
-    u_max: float,
-    s_max: float,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    losses: np.ndarray, sparsities: np.ndarray, step: int, total_steps: int, period: int, tournament_size: int,
+    u_max: float, s_max: float, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Exploitation then exploration (Alg. 1 l. 14-15). A network chosen c times keeps its original (params, mask,
     optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
     keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
@@ -863,14 +808,9 @@ def plan_next_population(
 
 
 def population_step(
-    learner: dict[str, Any],
-    sparsities: np.ndarray,
-    step: int,
-    total_steps: int,
-    args: Args,
-    optimizer: optax.GradientTransformation,
-    rng: np.random.Generator,
-) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    learner: dict[str, Any], sparsities: np.ndarray, step: int, total_steps: int, args: Args,
+    optimizer: optax.GradientTransformation, rng: np.random.Generator,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:  # fmt: skip
     """Alg. 1 l. 12-16, every T steps: the target becomes the online network with the smallest cumulated loss
     (l. 12, NaN counts as the worst loss), the population is renewed by tournaments (l. 14), every copy is pruned to
     its Eq. 3 sparsity with a fresh Adam state (l. 15, paper appendix), and the cumulated losses are reset (l. 16).
@@ -934,9 +874,7 @@ def init_learner(
     }
 
 
-# =====================================================================================================================
-# Update: the discrete CQL loss and one jitted gradient step for all K networks against the shared target
-# =====================================================================================================================
+# ---- Update: the discrete CQL loss and one jitted gradient step for all K networks against the shared target ---------
 
 
 def cql_loss(
@@ -989,9 +927,7 @@ def to_device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**batch, "terminals": batch["terminals"].astype(np.float32)}
 
 
-# =====================================================================================================================
-# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
-# =====================================================================================================================
+# ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -1004,19 +940,15 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def run_config(args: Args) -> dict[str, Any]:
-    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
-    versions = {}
-    for package in packages:
-        try:
+    versions = dict.fromkeys(("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro"))
+    for package in versions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        here = Path(__file__).parent
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        commit = git.stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -1032,20 +964,10 @@ def machine() -> dict[str, str]:
     """What a seeded run's numbers depend on besides the seed and the locked versions: on CPU, the processor model."""
     cpu = platform.processor()
     with contextlib.suppress(OSError):  # Linux names the model here; elsewhere platform's answer stays
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
-    return {
-        "cpu": cpu,
-        "device": jax.devices()[0].device_kind,
-        "python": platform.python_version(),
-        "system": platform.platform(),
-    }
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    device = jax.devices()[0].device_kind
+    return {"cpu": cpu, "device": device, "python": platform.python_version(), "system": platform.platform()}
 
 
 def create_run_dir(output_dir: Path, run_name: str) -> Path:
@@ -1091,21 +1013,32 @@ def truncate_jsonl(path: Path, last_step: int) -> int:
 
 
 class RunLogger:
-    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
-    at the first population event, so only EauDe runs have one)."""
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, population.jsonl (created at the
+    first population event, so only EauDe runs have one) and the progress line on stdout."""
 
     def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
         from tensorboardX import SummaryWriter
 
-        self.run_dir = run_dir
-        self.start = time.time() - elapsed
+        self.run_dir, self.start, self.population = run_dir, time.time() - elapsed, None
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
-        self.population = None
         # purge_step hides events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+        self.window_time, self.window_step, self.last_print = time.time(), resume_step or 0, 0.0
 
     def elapsed(self) -> float:
         return time.time() - self.start
+
+    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
+        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
+        sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
+        self.scalar("charts/SPS", sps, step)
+        if time.time() - self.last_print > 10 or step >= total:
+            eta = format_duration((total - step) / max(sps, 1e-9) + extra_seconds)
+            line = f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta} | {details}"
+            print(line, flush=True)
+            self.last_print = time.time()
+        self.window_time, self.window_step = time.time(), step
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
@@ -1123,6 +1056,12 @@ class RunLogger:
         if self.population is not None:
             self.population.close()
         self.writer.close()
+
+    def exit(self, code: int, message: str) -> NoReturn:
+        """Close the logs and exit with `code` and one line on stderr (a diverged run, a signal)."""
+        self.close()
+        print(message, file=sys.stderr)
+        raise SystemExit(code)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -1187,21 +1126,13 @@ def stop_on_signals() -> dict[str, int]:
     return received
 
 
-# =====================================================================================================================
-# Evaluation: the greedy policy in the environment (Machado protocol), after every epoch and for the saved model
-# =====================================================================================================================
+# ---- Evaluation: the greedy policy in the environment (Machado protocol), after every epoch and for the saved model
 
 
 def evaluate_policy(
-    q_values: Any,
-    params: Any,
-    env_id: str,
-    eval_episodes: int,
-    seed: int,
-    epsilon: float,
-    max_episode_steps: int = 27_000,
-    video_dir: Path | None = None,
-) -> list[float]:
+    q_values: Any, params: Any, env_id: str, eval_episodes: int, seed: int, epsilon: float,
+    max_episode_steps: int = 27_000, video_dir: Path | None = None,
+) -> list[float]:  # fmt: skip
     """Raw game scores of `eval_episodes` epsilon-greedy episodes played in parallel, one per env (env i's first
     episode only, so short episodes are not over-represented). `q_values(params, obs)` is a jitted network."""
     envs = make_env(env_id, eval_episodes, seed, render=video_dir is not None, max_episode_steps=max_episode_steps)
@@ -1234,15 +1165,9 @@ def evaluate_policy(
 
 
 def evaluate(
-    model_path: Path,
-    env_id: str,
-    eval_episodes: int,
-    seed: int,
-    epsilon: float,
-    network_size: str,
-    video_dir: Path | None = None,
-    max_episode_steps: int = 27_000,
-) -> list[float]:
+    model_path: Path, env_id: str, eval_episodes: int, seed: int, epsilon: float, network_size: str,
+    video_dir: Path | None = None, max_episode_steps: int = 27_000,
+) -> list[float]:  # fmt: skip
     """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; raw game scores."""
     num_actions = envpool.make_spec(env_id, full_action_space=False).action_space.n
     network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[network_size])
@@ -1268,9 +1193,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# =====================================================================================================================
-# Training loop
-# =====================================================================================================================
+# ---- Training loop ---------------------------------------------------------------------------------------------------
 
 
 def format_duration(seconds: float) -> str:
@@ -1297,118 +1220,119 @@ def load_dataset(args: Args) -> DqnReplayDataset:
     return dataset
 
 
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
+
+
+def start_run(args: Args) -> Path:
+    """The run folder: the one --resume names, or a new one that receives config.json."""
+    if args.resume:
+        return Path(args.resume)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    try:
+        run_dir = create_run_dir(Path(args.output_dir), run_name)
+    except OSError as error:
+        print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+        raise SystemExit(2) from None
+    atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+    return run_dir
+
+
+def init_wandb(args: Args, run_name: str) -> Any:
+    """--track: Weights & Biases syncs the TensorBoard files; returns the module, whose `finish()` ends the run."""
+    import wandb
+
+    wandb.init(
+        project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=asdict(args),
+        name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
+    )  # fmt: skip
+    return wandb
+
+
+def resume_run(run_dir: Path, learner: dict[str, Any], rng: np.random.Generator) -> tuple[dict, dict]:
+    """Restore the learner state and the numpy generator from the newest whole checkpoint and drop the log lines
+    written after it, so that no step is logged twice; returns the learner and the loop counters."""
+    try:
+        learner, meta = load_checkpoint(run_dir, learner)
+    except CheckpointError as error:
+        print(f"error: --resume: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    rng.bit_generator.state = meta["rng_state"]
+    dropped = sum(truncate_jsonl(run_dir / name, meta["global_step"]) for name in ("metrics.jsonl", "population.jsonl"))
+    if dropped:
+        print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
+    print(f"resumed {run_dir.name} at step {meta['global_step']:,}", flush=True)
+    return learner, meta
+
+
+def save_and_evaluate(args: Args, run_dir: Path, target_params: Any, logger: RunLogger, step: int) -> None:
+    """--save-model: the target network's params (pruned weights are exact zeros), then its evaluation episodes."""
+    model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+    atomic_write(model_path, flax.serialization.to_bytes(target_params))
+    print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
+    if args.eval_episodes > 0:
+        video_dir = Path("videos") / run_dir.name if args.capture_video else None
+        evaluation = (args.seed, args.eval_epsilon, args.network_size, video_dir, args.eval_max_episode_steps)
+        for value in evaluate(model_path, args.env_id, args.eval_episodes, *evaluation):
+            logger.scalar("eval/episodic_return", value, step)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     dataset = load_dataset(args)  # re-loaded on --resume: the checkpoint never stores it
-    if args.resume:
-        run_dir = Path(args.resume)
-        run_name = run_dir.name
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        try:
-            run_dir = create_run_dir(Path(args.output_dir), run_name)
-        except OSError as error:
-            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
-            raise SystemExit(2) from None
-        run_name = run_dir.name
-        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
-
-    K = args.num_networks
+    run_dir = start_run(args)
+    K, total_steps = args.num_networks, args.num_epochs * args.steps_per_epoch  # t_final, in gradient steps
     layout = args.population_layout
     if layout == "auto":
         layout = "loop" if jax.default_backend() == "cpu" else "vmap"
-    total_steps = args.num_epochs * args.steps_per_epoch  # t_final, in gradient steps
 
     # ---- networks, optimizer (Alg. 1 l. 1)
     num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
     network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
     optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    dummy = np.zeros((1, 4, 84, 84), np.uint8)
-    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, dummy)
-    sparsities = np.zeros(K)  # nominal sparsity level of each online network
+    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, 4, 84, 84), np.uint8))
     rng = np.random.default_rng(args.seed)  # mini-batches and population selection
-    train_step = make_train_step(network, optimizer, args.gamma, args.cql_alpha, layout)
-    q_values = jax.jit(network.apply)
-    num_params = count_params(learner["target_params"])
+    train_step, q_values = (
+        make_train_step(network, optimizer, args.gamma, args.cql_alpha, layout),
+        jax.jit(network.apply),
+    )
     print(
-        f"{run_name}: K={K} online networks of {num_params:,} parameters ({args.network_size}), "
-        f"{layout} layout on {jax.default_backend()}; outputs in {run_dir}",
+        f"{run_dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
+        f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run_dir}",
         flush=True,
     )
-
-    global_step = 0  # gradient steps: t of Eq. 3 (offline, the paper's x-axis is the number of batch updates)
-    next_target_update = args.target_network_frequency
-    elapsed, last_eval_return, last_eval_seconds = 0.0, float("nan"), float("nan")
+    # global_step counts gradient steps: t of Eq. 3 (offline, the paper's x-axis is the number of batch updates)
+    meta = {"global_step": 0, "next_target_update": args.target_network_frequency, "sparsities": [0.0] * K}
+    meta |= {"elapsed": 0.0, "last_eval_return": float("nan"), "last_eval_seconds": float("nan")}
     if args.resume:
-        try:
-            learner, meta = load_checkpoint(run_dir, learner)
-        except CheckpointError as error:
-            print(f"error: --resume: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        sparsities = np.array(meta["sparsities"])
-        global_step, next_target_update, elapsed = meta["global_step"], meta["next_target_update"], meta["elapsed"]
-        last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
-        rng.bit_generator.state = meta["rng_state"]
-        dropped = sum(truncate_jsonl(run_dir / name, global_step) for name in ("metrics.jsonl", "population.jsonl"))
-        if dropped:
-            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
-        print(f"resumed {run_name} at step {global_step:,}", flush=True)
+        learner, meta = resume_run(run_dir, learner, rng)
+    global_step, next_target_update = meta["global_step"], meta["next_target_update"]
+    sparsities = np.array(meta["sparsities"])  # nominal sparsity level of each online network
+    last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
     finished_before = global_step >= total_steps  # resuming a finished run adds nothing (no second final eval)
-
-    if args.track:
-        import wandb
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=run_name,
-            id=run_name.replace("/", "-"),
-            resume="allow",
-            save_code=True,
-        )
-    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+    wandb = init_wandb(args, run_dir.name) if args.track else None
+    logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None)
+    target_sparsity = measured_sparsity(learner["target_params"])
     if not args.resume:
-        logger.scalar("sparsity/target", measured_sparsity(learner["target_params"]), 0)
-    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
-    if args.checkpoint_interval > 0:
-        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+        logger.scalar("sparsity/target", target_sparsity, 0)
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
 
     def checkpoint() -> None:
-        meta = {
-            "global_step": global_step,
-            "next_target_update": next_target_update,
-            "sparsities": sparsities.tolist(),
-            "elapsed": logger.elapsed(),
-            "rng_state": rng.bit_generator.state,
-            "last_eval_return": last_eval_return,
-            "last_eval_seconds": last_eval_seconds,
-        }
-        save_checkpoint(run_dir, learner, meta)
-
-    last_losses, last_td_losses = None, None
-    window_time, window_step, last_print = time.time(), global_step, 0.0
-    target_sparsity = measured_sparsity(learner["target_params"])
+        counters = {"global_step": global_step, "next_target_update": next_target_update, "elapsed": logger.elapsed()}
+        counters |= {"sparsities": sparsities.tolist(), "rng_state": rng.bit_generator.state}
+        counters |= {"last_eval_return": last_eval_return, "last_eval_seconds": last_eval_seconds}
+        save_checkpoint(run_dir, learner, counters)
 
     stop = stop_on_signals()
-
     while global_step < total_steps:
         # ---- learn (Alg. 1 l. 5-10): one mini-batch of the dataset, one CQL step for all K networks at once
         batch = to_device_batch(sample_dqn_replay_batch(dataset, rng, args.batch_size))
         learner, (last_losses, last_td_losses) = train_step(learner, batch)
-        previous_step = global_step
-        global_step += 1
+        previous_step, global_step = global_step, global_step + 1
         if not np.isfinite(np.asarray(learner["cumulated_losses"])).any():  # one NaN network only loses l. 12
             logger.scalar("losses/cql_loss", float(jnp.mean(last_losses)), global_step)
             logger.scalar("losses/td_loss", float(jnp.mean(last_td_losses)), global_step)
-            logger.close()
-            print(
-                f"error: every network's loss is non-finite at step {global_step:,}: the run diverged (try a lower"
-                f" --learning-rate); its last checkpoint is kept",
-                file=sys.stderr,
-            )
-            raise SystemExit(3)
+            logger.exit(3, f"error: every network's loss is non-finite at step {global_step:,}: {DIVERGED}")
 
         # ---- every T gradient steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
         if global_step >= next_target_update:
@@ -1421,25 +1345,14 @@ def main(argv: list[str] | None = None) -> None:
             logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
             next_target_update += args.target_network_frequency
 
-        # ---- periodic logging (the training losses are the mean over the K online networks)
+        # ---- log every 1000 steps (the training losses are the mean over the K online networks)
         if global_step // 1000 > previous_step // 1000 or global_step == total_steps:
-            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
-            logger.scalar("charts/SPS", sps, global_step)
+            details = f"epoch {global_step // args.steps_per_epoch}/{args.num_epochs} | last eval return"
+            details += f" {last_eval_return:.1f} ({last_eval_seconds:.0f}s) | target sparsity {target_sparsity:.3f}"
+            eval_time = (total_steps - global_step) / args.steps_per_epoch * np.nan_to_num(last_eval_seconds)
+            logger.progress(global_step, total_steps, details, eval_time)
             logger.scalar("losses/cql_loss", float(jnp.mean(last_losses)), global_step)
             logger.scalar("losses/td_loss", float(jnp.mean(last_td_losses)), global_step)
-            window_time, window_step = time.time(), global_step
-            if time.time() - last_print > 10 or global_step == total_steps:
-                eta = (total_steps - global_step) / max(sps, 1e-9)
-                eta += (total_steps - global_step) / args.steps_per_epoch * np.nan_to_num(last_eval_seconds)
-                print(
-                    f"step {global_step:,}/{total_steps:,} ({100 * global_step / total_steps:.1f}%)"
-                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)}"
-                    f" | epoch {global_step // args.steps_per_epoch}/{args.num_epochs}"
-                    f" | last eval return {last_eval_return:.1f} ({last_eval_seconds:.0f}s)"
-                    f" | target sparsity {target_sparsity:.3f}",
-                    flush=True,
-                )
-                last_print = time.time()
 
         # ---- after every epoch: the target network's greedy policy in the environment (Figure 6). The last epoch
         # is evaluated from the saved model file instead when --save-model is on (same network, played once).
@@ -1453,12 +1366,9 @@ def main(argv: list[str] | None = None) -> None:
             for value in returns:
                 logger.scalar("eval/episodic_return", value, global_step)
             last_eval_return, last_eval_seconds = float(np.mean(returns)), time.time() - started
-            print(
-                f"epoch {global_step // args.steps_per_epoch}: eval return {last_eval_return:.1f} over "
-                f"{len(returns)} episodes in {last_eval_seconds:.1f}s",
-                flush=True,
-            )
-            window_time = time.time()  # evaluation time is not part of the gradient steps per second
+            summary = f"eval return {last_eval_return:.1f} over {len(returns)} episodes in {last_eval_seconds:.1f}s"
+            print(f"epoch {global_step // args.steps_per_epoch}: {summary}", flush=True)
+            logger.window_time = time.time()  # evaluation time is not part of the gradient steps per second
 
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
@@ -1467,33 +1377,15 @@ def main(argv: list[str] | None = None) -> None:
         # nothing, so stopping there would lose the final model and its evaluation.
         if stop and global_step < total_steps:
             checkpoint()
-            logger.close()
-            print(
-                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
-                f" python {Path(__file__).name} --resume {run_dir}",
-                file=sys.stderr,
-            )
-            raise SystemExit(128 + stop["signal"])
+            resume = f"continue with: python {Path(__file__).name} --resume {run_dir}"
+            logger.exit(128 + stop["signal"], f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
 
     if next_checkpoint is not None and not finished_before:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model and not finished_before:
-        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
-        target_params = learner["target_params"]  # pruned weights are exact zeros
-        atomic_write(model_path, flax.serialization.to_bytes(target_params))
-        print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
-        if args.eval_episodes > 0:
-            video_dir = Path("videos") / run_name if args.capture_video else None
-            returns = evaluate(
-                model_path, args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size,
-                video_dir, args.eval_max_episode_steps,
-            )  # fmt: skip
-            for value in returns:
-                logger.scalar("eval/episodic_return", value, global_step)
+        save_and_evaluate(args, run_dir, learner["target_params"], logger, global_step)
     logger.close()
-    if args.track:
-        import wandb
-
+    if wandb is not None:
         wandb.finish()
 
 

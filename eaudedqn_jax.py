@@ -29,7 +29,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import envpool
 import flax
@@ -40,9 +40,7 @@ import numpy as np
 import optax
 import tyro
 
-# =====================================================================================================================
-# Arguments
-# =====================================================================================================================
+# ---- Arguments -------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -172,15 +170,6 @@ def check_output_dir(output_dir: str) -> None:
             return
 
 
-def check_resume_dir(resume: str) -> Path:
-    run_dir = Path(resume)
-    if not (run_dir / "config.json").is_file():
-        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
-    if checkpoint_dir(run_dir) is None:
-        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
-    return run_dir
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -200,9 +189,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
         raise
     try:
         if args.resume is not None:
-            run_dir = check_resume_dir(args.resume)
-            saved = json.loads((run_dir / "config.json").read_text())["args"]
-            args = Args(**{**saved, "resume": args.resume})
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.json").is_file():
+                raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
+            if checkpoint_dir(run_dir) is None:
+                raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
+            args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
             check_output_dir(args.output_dir)
         check_args(args)
@@ -212,9 +204,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-# =====================================================================================================================
-# Environment: envpool's discrete-action classic-control envs (their own time limits: 500 / 500 / 1000 / 200 steps)
-# =====================================================================================================================
+# ---- Environment: envpool's discrete-action classic-control envs (their own time limits: 500 / 500 / 1000 / 200 steps)
 
 CLASSIC_IDS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0")
 # envpool spec classes of the discrete-action classic-control envs (older versions such as CartPole-v0 share them);
@@ -229,9 +219,8 @@ def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any
     """Vectorised classic-control env. envpool autoresets on the NEXT step: the step that ends an episode returns
     its true last observation; the following step ignores the action and returns the reset observation with reward
     0. envpool renders these envs itself (`render()` gives (1, H, W, 3) uint8 frames of env 0)."""
-    return envpool.make(
-        env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode="rgb_array" if render else None
-    )
+    render_mode = "rgb_array" if render else None
+    return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode=render_mode)
 
 
 def env_seed(seed: int, purpose: int, step: int = 0) -> int:
@@ -240,9 +229,7 @@ def env_seed(seed: int, purpose: int, step: int = 0) -> int:
     return int(np.random.SeedSequence([seed, purpose, step]).generate_state(1)[0] % 2**30)
 
 
-# =====================================================================================================================
-# Network: MLP with two hidden ReLU layers of 64 / 256 / 1024 units (small / medium / large)
-# =====================================================================================================================
+# ---- Network: MLP with two hidden ReLU layers of 64 / 256 / 1024 units (small / medium / large) ----------------------
 
 HIDDEN_WIDTHS = {"small": 64, "medium": 256, "large": 1024}
 
@@ -262,9 +249,7 @@ def count_params(params: Any) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
 
 
-# =====================================================================================================================
-# Replay buffer: float32 observation vectors, each transition with its own true next observation
-# =====================================================================================================================
+# ---- Replay buffer: float32 observation vectors, each transition with its own true next observation ------------------
 
 
 class ReplayBuffer:
@@ -289,14 +274,9 @@ class ReplayBuffer:
         self.size = 0
 
     def add(
-        self,
-        observations: np.ndarray,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        terminated: np.ndarray,
-        next_observations: np.ndarray,
-        reset: np.ndarray,
-    ) -> None:
+        self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+        next_observations: np.ndarray, reset: np.ndarray,
+    ) -> None:  # fmt: skip
         """Record one env step of every env whose step was a real interaction. `reset` marks envs whose step was
         envpool's autoreset step (action ignored, reward 0, o' a reset observation): they are skipped."""
         live = ~reset
@@ -322,9 +302,6 @@ class ReplayBuffer:
             "next_observations": self.next_observations[index],
         }
 
-    def num_transitions(self) -> int:
-        return self.size
-
     def state_dict(self) -> dict[str, Any]:
         names = ("observations", "next_observations", "actions", "rewards", "terminated")
         return {**{n: getattr(self, n) for n in names}, "cursor": self.cursor, "size": self.size}
@@ -334,9 +311,7 @@ class ReplayBuffer:
             setattr(self, name, value if isinstance(value, np.ndarray) and value.ndim else int(value))
 
 
-# =====================================================================================================================
-# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
-# =====================================================================================================================
+# ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
 
 
 def is_prunable(leaf: Any) -> bool:
@@ -425,9 +400,7 @@ def measured_sparsity(params: Any) -> float:
     return float(sum((w == 0).sum() for w in kernels) / sum(w.size for w in kernels))
 
 
-# =====================================================================================================================
-# Population: behaviour network (Fig. 3 right), exploitation (Fig. 3 left), exploration (Eq. 3)
-# =====================================================================================================================
+# ---- Population: behaviour network (Fig. 3 right), exploitation (Fig. 3 left), exploration (Eq. 3) -------------------
 
 
 def behaviour_probabilities(cumulated_losses: jax.Array) -> jax.Array:
@@ -460,16 +433,9 @@ def exploration_sparsity(sparsity: float, step: int, total_steps: int, period: i
 
 
 def plan_next_population(
-    losses: np.ndarray,
-    sparsities: np.ndarray,
-    step: int,
-    total_steps: int,
-    period: int,
-    tournament_size: int,
-    u_max: float,
-    s_max: float,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    losses: np.ndarray, sparsities: np.ndarray, step: int, total_steps: int, period: int, tournament_size: int,
+    u_max: float, s_max: float, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Exploitation then exploration (Alg. 1 l. 14-15). A network chosen c times keeps its original (params, mask,
     optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
     keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
@@ -489,14 +455,9 @@ def plan_next_population(
 
 
 def population_step(
-    learner: dict[str, Any],
-    sparsities: np.ndarray,
-    step: int,
-    total_steps: int,
-    args: Args,
-    optimizer: optax.GradientTransformation,
-    rng: np.random.Generator,
-) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    learner: dict[str, Any], sparsities: np.ndarray, step: int, total_steps: int, args: Args,
+    optimizer: optax.GradientTransformation, rng: np.random.Generator,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:  # fmt: skip
     """Alg. 1 l. 12-16, every T steps: the target becomes the online network with the smallest cumulated loss
     (l. 12, NaN counts as the worst loss), the population is renewed by tournaments (l. 14), every copy is pruned to
     its Eq. 3 sparsity with a fresh Adam state (l. 15, paper appendix), and the cumulated losses are reset (l. 16).
@@ -543,9 +504,7 @@ def put(tree: Any, index: int, value: Any) -> Any:
     return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
 
 
-# =====================================================================================================================
-# Update: one jitted gradient step for all K networks against the shared target (Alg. 1 l. 6-10)
-# =====================================================================================================================
+# ---- Update: one jitted gradient step for all K networks against the shared target (Alg. 1 l. 6-10) ------------------
 
 
 def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float, layout: str) -> Any:
@@ -628,9 +587,7 @@ def epsilon_schedule(step: int, args: Args) -> float:
     return args.start_e + fraction * (args.end_e - args.start_e)
 
 
-# =====================================================================================================================
-# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
-# =====================================================================================================================
+# ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -643,19 +600,15 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def run_config(args: Args) -> dict[str, Any]:
-    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
-    versions = {}
-    for package in packages:
-        try:
+    versions = dict.fromkeys(("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro"))
+    for package in versions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        here = Path(__file__).parent
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        commit = git.stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -671,20 +624,10 @@ def machine() -> dict[str, str]:
     """What a seeded run's numbers depend on besides the seed and the locked versions: on CPU, the processor model."""
     cpu = platform.processor()
     with contextlib.suppress(OSError):  # Linux names the model here; elsewhere platform's answer stays
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
-    return {
-        "cpu": cpu,
-        "device": jax.devices()[0].device_kind,
-        "python": platform.python_version(),
-        "system": platform.platform(),
-    }
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    device = jax.devices()[0].device_kind
+    return {"cpu": cpu, "device": device, "python": platform.python_version(), "system": platform.platform()}
 
 
 def create_run_dir(output_dir: Path, run_name: str) -> Path:
@@ -730,21 +673,32 @@ def truncate_jsonl(path: Path, last_step: int) -> int:
 
 
 class RunLogger:
-    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
-    at the first population event, so only EauDe runs have one)."""
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, population.jsonl (created at the
+    first population event, so only EauDe runs have one) and the progress line on stdout."""
 
     def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
         from tensorboardX import SummaryWriter
 
-        self.run_dir = run_dir
-        self.start = time.time() - elapsed
+        self.run_dir, self.start, self.population = run_dir, time.time() - elapsed, None
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
-        self.population = None
         # purge_step hides events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+        self.window_time, self.window_step, self.last_print = time.time(), resume_step or 0, 0.0
 
     def elapsed(self) -> float:
         return time.time() - self.start
+
+    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
+        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
+        sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
+        self.scalar("charts/SPS", sps, step)
+        if time.time() - self.last_print > 10 or step >= total:
+            eta = format_duration((total - step) / max(sps, 1e-9) + extra_seconds)
+            line = f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta} | {details}"
+            print(line, flush=True)
+            self.last_print = time.time()
+        self.window_time, self.window_step = time.time(), step
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
@@ -762,6 +716,12 @@ class RunLogger:
         if self.population is not None:
             self.population.close()
         self.writer.close()
+
+    def exit(self, code: int, message: str) -> NoReturn:
+        """Close the logs and exit with `code` and one line on stderr (a diverged run, a signal)."""
+        self.close()
+        print(message, file=sys.stderr)
+        raise SystemExit(code)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -832,20 +792,13 @@ def stop_on_signals() -> dict[str, int]:
     return received
 
 
-# =====================================================================================================================
-# Evaluation of the saved model
-# =====================================================================================================================
+# ---- Evaluation of the saved model -----------------------------------------------------------------------------------
 
 
 def evaluate(
-    model_path: Path,
-    env_id: str,
-    eval_episodes: int,
-    seed: int,
-    epsilon: float,
-    network_size: str,
+    model_path: Path, env_id: str, eval_episodes: int, seed: int, epsilon: float, network_size: str,
     video_dir: Path | None = None,
-) -> list[float]:
+) -> list[float]:  # fmt: skip
     """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; undiscounted returns."""
     envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
     network = QNetwork(action_dim=envs.action_space.n, hidden_width=HIDDEN_WIDTHS[network_size])
@@ -886,9 +839,9 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# =====================================================================================================================
-# Training loop
-# =====================================================================================================================
+# ---- Training loop ---------------------------------------------------------------------------------------------------
+
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
 
 
 def format_duration(seconds: float) -> str:
@@ -896,129 +849,129 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
 
 
+def start_run(args: Args) -> Path:
+    """The run folder: the one --resume names, or a new one that receives config.json."""
+    if args.resume:
+        return Path(args.resume)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    try:
+        run_dir = create_run_dir(Path(args.output_dir), run_name)
+    except OSError as error:
+        print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+        raise SystemExit(2) from None
+    atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+    return run_dir
+
+
+def init_wandb(args: Args, run_name: str) -> Any:
+    """--track: Weights & Biases syncs the TensorBoard files; returns the module, whose `finish()` ends the run."""
+    import wandb
+
+    wandb.init(
+        project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=asdict(args),
+        name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
+    )  # fmt: skip
+    return wandb
+
+
+def resume_run(run_dir: Path, learner: dict[str, Any], rb: ReplayBuffer, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Restore the learner state, the replay buffer and the numpy generator from the newest whole checkpoint and drop
+    the log lines written after it, so that no step is logged twice; returns the learner and the loop counters."""
+    try:
+        learner, meta = load_checkpoint(run_dir, learner, rb)
+    except CheckpointError as error:
+        print(f"error: --resume: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    rng.bit_generator.state = meta["rng_state"]
+    dropped = sum(truncate_jsonl(run_dir / name, meta["global_step"]) for name in ("metrics.jsonl", "population.jsonl"))
+    if dropped:
+        print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
+    print(f"resumed {run_dir.name} at step {meta['global_step']:,}", flush=True)
+    return learner, meta
+
+
+def save_and_evaluate(args: Args, run_dir: Path, target_params: Any, logger: RunLogger, step: int) -> None:
+    """--save-model: the target network's params (pruned weights are exact zeros), then its evaluation episodes."""
+    model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+    atomic_write(model_path, flax.serialization.to_bytes(target_params))
+    print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
+    video_dir = Path("videos") / run_dir.name if args.capture_video else None
+    evaluation = (args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir)
+    for value in evaluate(model_path, *evaluation):
+        logger.scalar("eval/episodic_return", value, step)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.resume:
-        run_dir = Path(args.resume)
-        run_name = run_dir.name
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        try:
-            run_dir = create_run_dir(Path(args.output_dir), run_name)
-        except OSError as error:
-            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
-            raise SystemExit(2) from None
-        run_name = run_dir.name
-        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
-
-    K = args.num_networks
+    run_dir = start_run(args)
+    K, T = args.num_networks, args.target_network_frequency
     layout = args.population_layout
-    if layout == "auto":
-        layout = "vmap"  # unlike convolutions, vmapped MLPs are faster than the unrolled loop on CPU too (docs/classic-control.md)
+    if (
+        layout == "auto"
+    ):  # unlike convolutions, vmapped MLPs beat the unrolled loop on CPU too (docs/classic-control.md)
+        layout = "vmap"
 
     # ---- environment, networks, optimizer (Alg. 1 l. 1)
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
-    num_actions = envs.action_space.n
-    obs_shape = envs.observation_space.shape
+    num_actions, obs_shape = envs.action_space.n, envs.observation_space.shape
     network = QNetwork(action_dim=num_actions, hidden_width=HIDDEN_WIDTHS[args.network_size])
     optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    dummy = np.zeros((1, *obs_shape), np.float32)
-    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, dummy)
-    sparsities = np.zeros(K)  # nominal sparsity level of each online network
-    rb = ReplayBuffer(args.buffer_size, args.num_envs, obs_shape)
-    rng = np.random.default_rng(args.seed)
-    train_step = make_train_step(network, optimizer, args.gamma, layout)
-    act = make_act(network)
-    num_params = count_params(learner["target_params"])
+    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, *obs_shape), np.float32))
+    rb, rng = ReplayBuffer(args.buffer_size, args.num_envs, obs_shape), np.random.default_rng(args.seed)
+    train_step, act = make_train_step(network, optimizer, args.gamma, layout), make_act(network)
     print(
-        f"{run_name}: K={K} online networks of {num_params:,} parameters ({args.network_size}), "
-        f"{layout} layout on {jax.default_backend()}; outputs in {run_dir}",
+        f"{run_dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
+        f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run_dir}",
         flush=True,
     )
-
-    global_step, grad_steps, episodes = 0, 0, 0
-    next_target_update = (args.learning_starts // args.target_network_frequency + 1) * args.target_network_frequency
-    elapsed = 0.0
-
+    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "sparsities": [0.0] * K, "elapsed": 0.0}
+    meta["next_target_update"] = (args.learning_starts // T + 1) * T
     if args.resume:
-        try:
-            learner, meta = load_checkpoint(run_dir, learner, rb)
-        except CheckpointError as error:
-            print(f"error: --resume: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        sparsities = np.array(meta["sparsities"])
-        global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-        next_target_update, elapsed = meta["next_target_update"], meta["elapsed"]
-        rng.bit_generator.state = meta["rng_state"]
-        dropped = sum(truncate_jsonl(run_dir / name, global_step) for name in ("metrics.jsonl", "population.jsonl"))
-        if dropped:
-            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
-        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
-        print(f"resumed {run_name} at step {global_step:,}", flush=True)
-
-    if args.track:
-        import wandb
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=run_name,
-            id=run_name.replace("/", "-"),
-            resume="allow",
-            save_code=True,
-        )
-    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+        learner, meta = resume_run(run_dir, learner, rb, rng)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
+    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+    next_target_update = meta["next_target_update"]
+    sparsities = np.array(meta["sparsities"])  # nominal sparsity level of each online network
+    wandb = init_wandb(args, run_dir.name) if args.track else None
+    logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None)
+    target_sparsity = measured_sparsity(learner["target_params"])
     if global_step == 0:
-        logger.scalar("sparsity/target", measured_sparsity(learner["target_params"]), 0)
-    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
-    if args.checkpoint_interval > 0:
-        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+        logger.scalar("sparsity/target", target_sparsity, 0)
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
 
     def checkpoint() -> None:
-        meta = {
-            "global_step": global_step,
-            "grad_steps": grad_steps,
-            "episodes": episodes,
-            "next_target_update": next_target_update,
-            "sparsities": sparsities.tolist(),
-            "elapsed": logger.elapsed(),
-            "rng_state": rng.bit_generator.state,
-        }
-        save_checkpoint(run_dir, learner, rb, meta)
-
-    obs, _ = envs.reset()
-    obs = np.asarray(obs, np.float32)
-    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
-    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
-    last_return, last_losses = float("nan"), None
-    window_time, window_step, last_print = time.time(), global_step, 0.0
-    target_sparsity = measured_sparsity(learner["target_params"])
-
-    stop = stop_on_signals()
+        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
+        counters |= {"next_target_update": next_target_update, "sparsities": sparsities.tolist()}
+        counters |= {"elapsed": logger.elapsed(), "rng_state": rng.bit_generator.state}
+        save_checkpoint(run_dir, learner, rb, counters)
 
     def behaviour_actions() -> np.ndarray:
         """Greedy actions of one online network drawn with probability proportional to 1 / L (Alg. 1 l. 3)."""
         learner["key"], act_key = jax.random.split(learner["key"])
         return np.asarray(act(learner["params"], learner["cumulated_losses"], obs, act_key))
 
+    obs, _ = envs.reset()
+    obs = np.asarray(obs, np.float32)
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_losses = float("nan"), None
+    stop = stop_on_signals()
     while global_step < args.total_timesteps:
         # ---- act (Alg. 1 l. 3): epsilon-greedy on top of a network drawn proportionally to 1 / L
         epsilon = epsilon_schedule(global_step, args)
         actions = epsilon_greedy(epsilon, num_actions, args.num_envs, behaviour_actions, rng)
-
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
         next_obs = np.asarray(next_obs, np.float32)
+
+        # ---- store (Alg. 1 l. 4); autoreset steps are not interactions: they are neither stored nor counted
         rb.add(obs, actions, rewards, terminated, next_obs, reset=resetting)  # Alg. 1 l. 4
-        live = ~resetting  # autoreset steps are not interactions: they are neither stored nor counted
+        live = ~resetting
         episode_returns += np.where(live, rewards, 0.0)
         episode_lengths += live
-        previous_step = global_step
-        global_step += int(live.sum())
+        previous_step, global_step = global_step, global_step + int(live.sum())
         for env in np.flatnonzero(live & (terminated | truncated)):
-            episodes += 1
-            last_return = float(episode_returns[env])
+            episodes, last_return = episodes + 1, float(episode_returns[env])
             logger.scalar("charts/episodic_return", last_return, global_step)
             logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
             episode_returns[env], episode_lengths[env] = 0.0, 0
@@ -1027,18 +980,11 @@ def main(argv: list[str] | None = None) -> None:
 
         # ---- learn (Alg. 1 l. 5-10): one gradient step per G env steps, for all K networks at once
         while grad_steps < gradient_steps_due(global_step, args):
-            batch = rb.sample(args.batch_size, rng)
-            learner, last_losses = train_step(learner, batch)
+            learner, last_losses = train_step(learner, rb.sample(args.batch_size, rng))
             grad_steps += 1
             if not np.isfinite(np.asarray(learner["cumulated_losses"])).any():  # one NaN network only loses l. 12
                 logger.scalar("losses/td_loss", float(jnp.mean(last_losses)), global_step)
-                logger.close()
-                print(
-                    f"error: every network's loss is non-finite at step {global_step:,}: the run diverged (try a lower"
-                    f" --learning-rate); its last checkpoint is kept",
-                    file=sys.stderr,
-                )
-                raise SystemExit(3)
+                logger.exit(3, f"error: every network's loss is non-finite at step {global_step:,}: {DIVERGED}")
 
         # ---- every T steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
         if global_step >= next_target_update:
@@ -1051,54 +997,28 @@ def main(argv: list[str] | None = None) -> None:
             logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
             next_target_update += args.target_network_frequency
 
-        # ---- periodic logging, progress and checkpoints
+        # ---- log every 1000 steps, checkpoint, stop on a signal
         if global_step // 1000 > previous_step // 1000:
-            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
-            logger.scalar("charts/SPS", sps, global_step)
+            details = f"eps {epsilon:.3f} | episodes {episodes} | last return {last_return:.1f}"
+            logger.progress(global_step, args.total_timesteps, f"{details} | target sparsity {target_sparsity:.3f}")
             logger.scalar("charts/epsilon", epsilon, global_step)
             if last_losses is not None:
                 logger.scalar("losses/td_loss", float(jnp.mean(last_losses)), global_step)
-            if time.time() - last_print > 10 or global_step >= args.total_timesteps:
-                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
-                print(
-                    f"step {global_step:,}/{args.total_timesteps:,} ({100 * global_step / args.total_timesteps:.1f}%)"
-                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)} | eps {epsilon:.3f} | episodes {episodes}"
-                    f" | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}",
-                    flush=True,
-                )
-                last_print = time.time()
-            window_time, window_step = time.time(), global_step
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
             next_checkpoint += args.checkpoint_interval
         if stop:
             checkpoint()
-            logger.close()
-            print(
-                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
-                f" python {Path(__file__).name} --resume {run_dir}",
-                file=sys.stderr,
-            )
-            raise SystemExit(128 + stop["signal"])
+            resume = f"continue with: python {Path(__file__).name} --resume {run_dir}"
+            logger.exit(128 + stop["signal"], f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
 
     envs.close()
     if next_checkpoint is not None:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model:
-        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
-        target_params = learner["target_params"]  # pruned weights are exact zeros
-        atomic_write(model_path, flax.serialization.to_bytes(target_params))
-        print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
-        video_dir = Path("videos") / run_name if args.capture_video else None
-        returns = evaluate(
-            model_path, args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir
-        )
-        for value in returns:
-            logger.scalar("eval/episodic_return", value, global_step)
+        save_and_evaluate(args, run_dir, learner["target_params"], logger, global_step)
     logger.close()
-    if args.track:
-        import wandb
-
+    if wandb is not None:
         wandb.finish()
 
 

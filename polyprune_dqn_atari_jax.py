@@ -27,7 +27,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import envpool
 import flax
@@ -38,9 +38,7 @@ import numpy as np
 import optax
 import tyro
 
-# =====================================================================================================================
-# Arguments
-# =====================================================================================================================
+# ---- Arguments -------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -170,15 +168,6 @@ def check_output_dir(output_dir: str) -> None:
             return
 
 
-def check_resume_dir(resume: str) -> Path:
-    run_dir = Path(resume)
-    if not (run_dir / "config.json").is_file():
-        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
-    if checkpoint_dir(run_dir) is None:
-        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
-    return run_dir
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -198,9 +187,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
         raise
     try:
         if args.resume is not None:
-            run_dir = check_resume_dir(args.resume)
-            saved = json.loads((run_dir / "config.json").read_text())["args"]
-            args = Args(**{**saved, "resume": args.resume})
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.json").is_file():
+                raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
+            if checkpoint_dir(run_dir) is None:
+                raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
+            args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
             check_output_dir(args.output_dir)
         check_args(args)
@@ -210,9 +202,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-# =====================================================================================================================
-# Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md)
-# =====================================================================================================================
+# ---- Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md) --------------
 
 MACHADO_PROTOCOL = dict(
     repeat_action_probability=0.25,  # sticky actions
@@ -228,13 +218,9 @@ MACHADO_PROTOCOL = dict(
 def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any:
     """Vectorised Atari env. envpool autoresets on the NEXT step: the step that ends an episode returns its true last
     observation; the following step ignores the action and returns the reset observation with reward 0."""
+    render_mode = "rgb_array" if render else None
     return envpool.make(
-        env_id,
-        env_type="gymnasium",
-        num_envs=num_envs,
-        seed=seed,
-        render_mode="rgb_array" if render else None,
-        **MACHADO_PROTOCOL,
+        env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode=render_mode, **MACHADO_PROTOCOL
     )
 
 
@@ -255,9 +241,7 @@ def zero_fill_reset_frames(obs: np.ndarray, elapsed_step: np.ndarray) -> np.ndar
     return obs * keep[:, :, None, None].astype(obs.dtype)
 
 
-# =====================================================================================================================
-# Network (Table 3): Nature-CNN torso with Flax's default SAME padding, dense head of 32 / 512 / 2048 units
-# =====================================================================================================================
+# ---- Network (Table 3): Nature-CNN torso with Flax's default SAME padding, dense head of 32 / 512 / 2048 units -------
 
 HEAD_WIDTHS = {"small": 32, "medium": 512, "large": 2048}
 
@@ -281,9 +265,7 @@ def count_params(params: Any) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
 
 
-# =====================================================================================================================
-# Replay buffer: each frame stored once (about 7.1 KB per transition)
-# =====================================================================================================================
+# ---- Replay buffer: each frame stored once (about 7.1 KB per transition) ---------------------------------------------
 
 
 class ReplayBuffer:
@@ -314,14 +296,9 @@ class ReplayBuffer:
         self._write(frames, history=np.zeros(self.num_envs, np.uint8), last=np.zeros(self.num_envs, bool))
 
     def add(
-        self,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        terminated: np.ndarray,
-        truncated: np.ndarray,
-        next_frames: np.ndarray,
-        reset: np.ndarray,
-    ) -> None:
+        self, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+        next_frames: np.ndarray, reset: np.ndarray,
+    ) -> None:  # fmt: skip
         """Record one env step: the action, reward and termination of the previous entry, and the new frame.
         `reset` marks envs whose step was envpool's autoreset step: their new frame starts an episode."""
         prev = (self.cursor - 1) % self.capacity
@@ -384,9 +361,6 @@ class ReplayBuffer:
             "next_observations": self.stacks(env, next_index),
         }
 
-    def num_transitions(self) -> int:
-        return int(sum(self.valid(np.full(self.size, e), np.arange(self.size)).sum() for e in range(self.num_envs)))
-
     def state_dict(self) -> dict[str, Any]:
         names = ("frames", "actions", "rewards", "terminated", "last", "history")
         return {**{n: getattr(self, n) for n in names}, "cursor": self.cursor, "size": self.size}
@@ -396,9 +370,7 @@ class ReplayBuffer:
             setattr(self, name, value if isinstance(value, np.ndarray) and value.ndim else int(value))
 
 
-# =====================================================================================================================
-# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
-# =====================================================================================================================
+# ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
 
 
 def is_prunable(leaf: Any) -> bool:
@@ -500,9 +472,7 @@ def polynomial_sparsity(step: int, final_sparsity: float, start_step: int, end_s
     return final_sparsity * (1.0 - (1.0 - min(max(progress, 0.0), 1.0)) ** power)
 
 
-# =====================================================================================================================
-# Update: one jitted DQN gradient step
-# =====================================================================================================================
+# ---- Update: one jitted DQN gradient step ----------------------------------------------------------------------------
 
 
 def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float) -> Any:
@@ -521,6 +491,15 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
         return params, opt_state, loss
 
     return train_step
+
+
+def init_learner(
+    network: nn.Module, optimizer: optax.GradientTransformation, key: jax.Array, dummy: np.ndarray
+) -> dict[str, Any]:
+    """One dense network (all-True masks), its Adam state and a target equal to it: what a checkpoint holds."""
+    params = network.init(key, dummy)
+    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
+    return {"params": params, "masks": masks, "opt_state": optimizer.init(params), "target_params": params}
 
 
 def make_act(network: QNetwork) -> Any:
@@ -555,9 +534,7 @@ def epsilon_schedule(step: int, args: Args) -> float:
     return args.start_e + fraction * (args.end_e - args.start_e)
 
 
-# =====================================================================================================================
-# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
-# =====================================================================================================================
+# ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -570,19 +547,15 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def run_config(args: Args) -> dict[str, Any]:
-    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
-    versions = {}
-    for package in packages:
-        try:
+    versions = dict.fromkeys(("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro"))
+    for package in versions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        here = Path(__file__).parent
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        commit = git.stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -598,20 +571,10 @@ def machine() -> dict[str, str]:
     """What a seeded run's numbers depend on besides the seed and the locked versions: on CPU, the processor model."""
     cpu = platform.processor()
     with contextlib.suppress(OSError):  # Linux names the model here; elsewhere platform's answer stays
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
-    return {
-        "cpu": cpu,
-        "device": jax.devices()[0].device_kind,
-        "python": platform.python_version(),
-        "system": platform.platform(),
-    }
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    device = jax.devices()[0].device_kind
+    return {"cpu": cpu, "device": device, "python": platform.python_version(), "system": platform.platform()}
 
 
 def create_run_dir(output_dir: Path, run_name: str) -> Path:
@@ -657,21 +620,32 @@ def truncate_jsonl(path: Path, last_step: int) -> int:
 
 
 class RunLogger:
-    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
-    at the first population event, so only EauDe runs have one)."""
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, population.jsonl (created at the
+    first population event, so only EauDe runs have one) and the progress line on stdout."""
 
     def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
         from tensorboardX import SummaryWriter
 
-        self.run_dir = run_dir
-        self.start = time.time() - elapsed
+        self.run_dir, self.start, self.population = run_dir, time.time() - elapsed, None
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
-        self.population = None
         # purge_step hides events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+        self.window_time, self.window_step, self.last_print = time.time(), resume_step or 0, 0.0
 
     def elapsed(self) -> float:
         return time.time() - self.start
+
+    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
+        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
+        sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
+        self.scalar("charts/SPS", sps, step)
+        if time.time() - self.last_print > 10 or step >= total:
+            eta = format_duration((total - step) / max(sps, 1e-9) + extra_seconds)
+            line = f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta} | {details}"
+            print(line, flush=True)
+            self.last_print = time.time()
+        self.window_time, self.window_step = time.time(), step
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
@@ -689,6 +663,12 @@ class RunLogger:
         if self.population is not None:
             self.population.close()
         self.writer.close()
+
+    def exit(self, code: int, message: str) -> NoReturn:
+        """Close the logs and exit with `code` and one line on stderr (a diverged run, a signal)."""
+        self.close()
+        print(message, file=sys.stderr)
+        raise SystemExit(code)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -759,20 +739,13 @@ def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffe
     raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
 
 
-# =====================================================================================================================
-# Evaluation of the saved model
-# =====================================================================================================================
+# ---- Evaluation of the saved model -----------------------------------------------------------------------------------
 
 
 def evaluate(
-    model_path: Path,
-    env_id: str,
-    eval_episodes: int,
-    seed: int,
-    epsilon: float,
-    network_size: str,
+    model_path: Path, env_id: str, eval_episodes: int, seed: int, epsilon: float, network_size: str,
     video_dir: Path | None = None,
-) -> list[float]:
+) -> list[float]:  # fmt: skip
     """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; raw game scores."""
     envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
     network = QNetwork(action_dim=envs.action_space.n, head_width=HEAD_WIDTHS[network_size])
@@ -813,9 +786,9 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# =====================================================================================================================
-# Training loop
-# =====================================================================================================================
+# ---- Training loop ---------------------------------------------------------------------------------------------------
+
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
 
 
 def format_duration(seconds: float) -> str:
@@ -823,103 +796,104 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
 
 
+def start_run(args: Args) -> Path:
+    """The run folder: the one --resume names, or a new one that receives config.json."""
+    if args.resume:
+        return Path(args.resume)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    try:
+        run_dir = create_run_dir(Path(args.output_dir), run_name)
+    except OSError as error:
+        print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+        raise SystemExit(2) from None
+    atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+    return run_dir
+
+
+def init_wandb(args: Args, run_name: str) -> Any:
+    """--track: Weights & Biases syncs the TensorBoard files; returns the module, whose `finish()` ends the run."""
+    import wandb
+
+    wandb.init(
+        project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=asdict(args),
+        name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
+    )  # fmt: skip
+    return wandb
+
+
+def resume_run(run_dir: Path, learner: dict[str, Any], rb: ReplayBuffer, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Restore the learner state, the replay buffer and the numpy generator from the newest whole checkpoint and drop
+    the log lines written after it, so that no step is logged twice; returns the learner and the loop counters."""
+    try:
+        learner, meta = load_checkpoint(run_dir, learner, rb)
+    except CheckpointError as error:
+        print(f"error: --resume: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    rng.bit_generator.state = meta["rng_state"]
+    rb.end_partial_episodes()
+    dropped = sum(truncate_jsonl(run_dir / name, meta["global_step"]) for name in ("metrics.jsonl", "population.jsonl"))
+    if dropped:
+        print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
+    print(f"resumed {run_dir.name} at step {meta['global_step']:,}", flush=True)
+    return learner, meta
+
+
+def save_and_evaluate(args: Args, run_dir: Path, target_params: Any, logger: RunLogger, step: int) -> None:
+    """--save-model: the target network's params (pruned weights are exact zeros), then its evaluation episodes."""
+    model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+    atomic_write(model_path, flax.serialization.to_bytes(target_params))
+    print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
+    video_dir = Path("videos") / run_dir.name if args.capture_video else None
+    evaluation = (args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir)
+    for value in evaluate(model_path, *evaluation):
+        logger.scalar("eval/episodic_return", value, step)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.resume:
-        run_dir = Path(args.resume)
-        run_name = run_dir.name
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        try:
-            run_dir = create_run_dir(Path(args.output_dir), run_name)
-        except OSError as error:
-            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
-            raise SystemExit(2) from None
-        run_name = run_dir.name
-        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+    run_dir = start_run(args)
 
     # ---- environment, network, optimizer
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
     num_actions = envs.action_space.n
     network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
-    key = jax.random.PRNGKey(args.seed)
-    key, init_key = jax.random.split(key)
-    params = network.init(init_key, np.zeros((1, 4, 84, 84), np.uint8))
-    masks = jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
     optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    opt_state = optimizer.init(params)
-    target_params = params
-    sparsity = 0.0  # nominal sparsity of the current mask
+    _, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
+    learner = init_learner(network, optimizer, init_key, np.zeros((1, 4, 84, 84), np.uint8))
     start_step = int(args.pruning_start * args.total_timesteps)
     end_step = int(args.pruning_end * args.total_timesteps)
-    rb = ReplayBuffer(args.buffer_size, args.num_envs)
-    rng = np.random.default_rng(args.seed)
-    train_step = make_train_step(network, optimizer, args.gamma)
-    act = make_act(network)
+    rb, rng = ReplayBuffer(args.buffer_size, args.num_envs), np.random.default_rng(args.seed)
+    train_step, act = make_train_step(network, optimizer, args.gamma), make_act(network)
     print(
-        f"{run_name}: one network of {count_params(params):,} parameters ({args.network_size}), final sparsity "
-        f"{args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
+        f"{run_dir.name}: one network of {count_params(learner['params']):,} parameters ({args.network_size}), final"
+        f" sparsity {args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
         flush=True,
     )
-
-    global_step, grad_steps, episodes = 0, 0, 0
-    next_target_update = (args.learning_starts // args.target_network_frequency + 1) * args.target_network_frequency
-    next_pruning = args.pruning_period
-    elapsed = 0.0
+    T = args.target_network_frequency
+    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "next_target_update": (args.learning_starts // T + 1) * T}
+    meta |= {"next_pruning": args.pruning_period, "sparsity": 0.0, "elapsed": 0.0}
     if args.resume:
-        template = {"params": params, "masks": masks, "opt_state": opt_state, "target_params": target_params}
-        try:
-            state, meta = load_checkpoint(run_dir, template, rb)
-        except CheckpointError as error:
-            print(f"error: --resume: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        params, masks, opt_state = state["params"], state["masks"], state["opt_state"]
-        target_params = state["target_params"]
-        sparsity = meta["sparsity"]
-        global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-        next_target_update, next_pruning = meta["next_target_update"], meta["next_pruning"]
-        elapsed = meta["elapsed"]
-        rng.bit_generator.state = meta["rng_state"]
-        rb.end_partial_episodes()
-        dropped = sum(truncate_jsonl(run_dir / name, global_step) for name in ("metrics.jsonl", "population.jsonl"))
-        if dropped:
-            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
-        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
-        print(f"resumed {run_name} at step {global_step:,}", flush=True)
-
-    if args.track:
-        import wandb
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=run_name,
-            id=run_name.replace("/", "-"),
-            resume="allow",
-            save_code=True,
-        )
-    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+        learner, meta = resume_run(run_dir, learner, rb, rng)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
+    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+    next_target_update, next_pruning = meta["next_target_update"], meta["next_pruning"]
+    sparsity = meta["sparsity"]  # nominal sparsity of the current mask
+    wandb = init_wandb(args, run_dir.name) if args.track else None
+    logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None)
+    target_sparsity = measured_sparsity(learner["target_params"])
     if global_step == 0:
-        logger.scalar("sparsity/target", measured_sparsity(target_params), 0)
-    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
-    if args.checkpoint_interval > 0:
-        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+        logger.scalar("sparsity/target", target_sparsity, 0)
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
 
     def checkpoint() -> None:
-        state = {"params": params, "masks": masks, "opt_state": opt_state, "target_params": target_params}
-        meta = {
-            "global_step": global_step,
-            "grad_steps": grad_steps,
-            "episodes": episodes,
-            "next_target_update": next_target_update,
-            "next_pruning": next_pruning,
-            "sparsity": sparsity,
-            "elapsed": logger.elapsed(),
-            "rng_state": rng.bit_generator.state,
-        }
-        save_checkpoint(run_dir, state, rb, meta)
+        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
+        counters |= {"next_target_update": next_target_update, "next_pruning": next_pruning, "sparsity": sparsity}
+        counters |= {"elapsed": logger.elapsed(), "rng_state": rng.bit_generator.state}
+        save_checkpoint(run_dir, learner, rb, counters)
+
+    def greedy_actions() -> np.ndarray:
+        return np.asarray(act(learner["params"], obs))
 
     obs, info = envs.reset()
     obs = zero_fill_reset_frames(obs, info["elapsed_step"])
@@ -927,30 +901,22 @@ def main(argv: list[str] | None = None) -> None:
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_loss = float("nan"), None
-    window_time, window_step, last_print = time.time(), global_step, 0.0
-    target_sparsity = measured_sparsity(target_params)
-
     stop = stop_on_signals()
-
-    def greedy_actions() -> np.ndarray:
-        return np.asarray(act(params, obs))
-
     while global_step < args.total_timesteps:
         # ---- act: epsilon-greedy on the online network
         epsilon = epsilon_schedule(global_step, args)
         actions = epsilon_greedy(epsilon, num_actions, args.num_envs, greedy_actions, rng)
-
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
         next_obs = zero_fill_reset_frames(next_obs, info["elapsed_step"])
+
+        # ---- store; autoreset steps are not interactions: they are neither stored nor counted
         rb.add(actions, rewards, terminated, truncated, next_obs[:, -1], reset=resetting)
-        live = ~resetting  # autoreset steps are not interactions: they are neither stored nor counted
+        live = ~resetting
         episode_returns += np.where(live, info["reward"], 0.0)  # raw game score (rewards are clipped for learning)
         episode_lengths += live
-        previous_step = global_step
-        global_step += int(live.sum())
+        previous_step, global_step = global_step, global_step + int(live.sum())
         for env in np.flatnonzero(live & (terminated | truncated)):
-            episodes += 1
-            last_return = float(episode_returns[env])
+            episodes, last_return = episodes + 1, float(episode_returns[env])
             logger.scalar("charts/episodic_return", last_return, global_step)
             logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
             episode_returns[env], episode_lengths[env] = 0.0, 0
@@ -960,22 +926,18 @@ def main(argv: list[str] | None = None) -> None:
         # ---- learn: one gradient step per G env steps
         while grad_steps < gradient_steps_due(global_step, args):
             batch = rb.sample(args.batch_size, rng)
-            params, opt_state, last_loss = train_step(params, opt_state, masks, target_params, batch)
+            learner["params"], learner["opt_state"], last_loss = train_step(
+                learner["params"], learner["opt_state"], learner["masks"], learner["target_params"], batch
+            )
             grad_steps += 1
             if not np.isfinite(np.asarray(last_loss)):
                 logger.scalar("losses/td_loss", float(last_loss), global_step)
-                logger.close()
-                print(
-                    f"error: the loss is non-finite at step {global_step:,}: the run diverged (try a lower"
-                    f" --learning-rate); its last checkpoint is kept",
-                    file=sys.stderr,
-                )
-                raise SystemExit(3)
+                logger.exit(3, f"error: the loss is non-finite at step {global_step:,}: {DIVERGED}")
 
         # ---- every T steps: the target copies the (masked) online network
         if global_step >= next_target_update:
-            target_params = params
-            target_sparsity = measured_sparsity(target_params)
+            learner["target_params"] = learner["params"]
+            target_sparsity = measured_sparsity(learner["target_params"])
             logger.scalar("sparsity/target", target_sparsity, global_step)
             next_target_update += args.target_network_frequency
 
@@ -985,59 +947,34 @@ def main(argv: list[str] | None = None) -> None:
             new_sparsity = polynomial_sparsity(
                 global_step, args.final_sparsity, start_step, end_step, args.pruning_power
             )
-            if new_sparsity != sparsity:
-                params, masks = prune(params, new_sparsity, args.sparsity_distribution)  # Adam state is kept
+            if new_sparsity != sparsity:  # the Adam state is kept
+                learner["params"], learner["masks"] = prune(learner["params"], new_sparsity, args.sparsity_distribution)
                 sparsity = new_sparsity
             next_pruning += args.pruning_period
 
-        # ---- periodic logging, progress and checkpoints
+        # ---- log every 1000 steps, checkpoint, stop on a signal
         if global_step // 1000 > previous_step // 1000:
-            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
-            logger.scalar("charts/SPS", sps, global_step)
+            details = f"eps {epsilon:.3f} | episodes {episodes} | last return {last_return:.1f}"
+            logger.progress(global_step, args.total_timesteps, f"{details} | target sparsity {target_sparsity:.3f}")
             logger.scalar("charts/epsilon", epsilon, global_step)
             logger.scalar("sparsity/online", sparsity, global_step)
             if last_loss is not None:
                 logger.scalar("losses/td_loss", float(last_loss), global_step)
-            if time.time() - last_print > 10 or global_step >= args.total_timesteps:
-                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
-                print(
-                    f"step {global_step:,}/{args.total_timesteps:,} ({100 * global_step / args.total_timesteps:.1f}%)"
-                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)} | eps {epsilon:.3f} | episodes {episodes}"
-                    f" | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}",
-                    flush=True,
-                )
-                last_print = time.time()
-            window_time, window_step = time.time(), global_step
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
             next_checkpoint += args.checkpoint_interval
         if stop:
             checkpoint()
-            logger.close()
-            print(
-                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
-                f" python {Path(__file__).name} --resume {run_dir}",
-                file=sys.stderr,
-            )
-            raise SystemExit(128 + stop["signal"])
+            resume = f"continue with: python {Path(__file__).name} --resume {run_dir}"
+            logger.exit(128 + stop["signal"], f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
 
     envs.close()
     if next_checkpoint is not None:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model:
-        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
-        atomic_write(model_path, flax.serialization.to_bytes(target_params))  # pruned weights are exact zeros
-        print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
-        video_dir = Path("videos") / run_name if args.capture_video else None
-        returns = evaluate(
-            model_path, args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir
-        )
-        for value in returns:
-            logger.scalar("eval/episodic_return", value, global_step)
+        save_and_evaluate(args, run_dir, learner["target_params"], logger, global_step)
     logger.close()
-    if args.track:
-        import wandb
-
+    if wandb is not None:
         wandb.finish()
 
 

@@ -27,7 +27,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering for --capture-video (read when mujoco is imported)
 
@@ -40,9 +40,7 @@ import numpy as np
 import optax
 import tyro
 
-# =====================================================================================================================
-# Arguments
-# =====================================================================================================================
+# ---- Arguments -------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -165,15 +163,6 @@ def check_output_dir(output_dir: str) -> None:
             return
 
 
-def check_resume_dir(resume: str) -> Path:
-    run_dir = Path(resume)
-    if not (run_dir / "config.json").is_file():
-        raise ArgumentError(f"--resume: {resume!r} is not a run folder (no config.json)")
-    if checkpoint_dir(run_dir) is None:
-        raise ArgumentError(f"--resume: {resume!r} has no checkpoint/ to resume from")
-    return run_dir
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -193,9 +182,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
         raise
     try:
         if args.resume is not None:
-            run_dir = check_resume_dir(args.resume)
-            saved = json.loads((run_dir / "config.json").read_text())["args"]
-            args = Args(**{**saved, "resume": args.resume})
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.json").is_file():
+                raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
+            if checkpoint_dir(run_dir) is None:
+                raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
+            args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
             check_output_dir(args.output_dir)
         check_args(args)
@@ -205,9 +197,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-# =====================================================================================================================
-# Environment: envpool MuJoCo (gymnasium v5 semantics, horizon 1 000); one action convention
-# =====================================================================================================================
+# ---- Environment: envpool MuJoCo (gymnasium v5 semantics, horizon 1 000); one action convention ----------------------
 
 
 def make_env(env_id: str, num_envs: int, seed: int) -> Any:
@@ -230,9 +220,7 @@ def scale_action(unit_action: np.ndarray, low: np.ndarray, high: np.ndarray) -> 
     return low + (np.clip(unit_action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
 
 
-# =====================================================================================================================
-# Networks (Table 4): tanh-Gaussian actor 256-256, critics Q(s, a) 256-256 / 1280-1280 / 2048-2048
-# =====================================================================================================================
+# ---- Networks (Table 4): tanh-Gaussian actor 256-256, critics Q(s, a) 256-256 / 1280-1280 / 2048-2048 ----------------
 
 CRITIC_WIDTHS = {"small": 256, "medium": 1280, "large": 2048}
 ACTOR_WIDTH = 256
@@ -276,9 +264,7 @@ def count_params(params: Any) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
 
 
-# =====================================================================================================================
-# Replay buffer: (obs, action, reward, terminated, next_obs) float32 arrays, FIFO
-# =====================================================================================================================
+# ---- Replay buffer: (obs, action, reward, terminated, next_obs) float32 arrays, FIFO ---------------------------------
 
 
 class ReplayBuffer:
@@ -326,9 +312,7 @@ class ReplayBuffer:
             getattr(self, name)[: self.size] = state[name]
 
 
-# =====================================================================================================================
-# Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer
-# =====================================================================================================================
+# ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
 
 
 def is_prunable(leaf: Any) -> bool:
@@ -428,36 +412,22 @@ def take(tree: Any, index: Any) -> Any:
     return jax.tree.map(lambda x: x[index], tree)
 
 
-# =====================================================================================================================
-# Update: one jitted step for the two critics, the actor, the temperature and the Polyak targets
-# =====================================================================================================================
+# ---- Update: one jitted step for the two critics, the actor, the temperature and the Polyak targets ------------------
 
 
 def soft_target(
-    critic: Critic,
-    critic_targets: Any,
-    rewards: jax.Array,
-    terminations: jax.Array,
-    next_observations: jax.Array,
-    next_actions: jax.Array,
-    next_log_probs: jax.Array,
-    alpha: jax.Array,
-    gamma: float,
-) -> jax.Array:
+    critic: Critic, critic_targets: Any, rewards: jax.Array, terminations: jax.Array, next_observations: jax.Array,
+    next_actions: jax.Array, next_log_probs: jax.Array, alpha: jax.Array, gamma: float,
+) -> jax.Array:  # fmt: skip
     """y = r + gamma (1 - terminated) (min(Qbar_1, Qbar_2)(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s')."""
     q = jax.vmap(critic.apply, in_axes=(0, None, None))(critic_targets, next_observations, next_actions)
     return rewards + gamma * (1.0 - terminations) * (jnp.min(q, axis=0) - alpha * next_log_probs)
 
 
 def actor_loss(
-    actor: Actor,
-    critic: Critic,
-    actor_params: Any,
-    critics: Any,
-    observations: jax.Array,
-    alpha: jax.Array,
+    actor: Actor, critic: Critic, actor_params: Any, critics: Any, observations: jax.Array, alpha: jax.Array,
     key: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array]:  # fmt: skip
     """SAC's actor loss: mean of alpha log pi(a|s) - min(Q_1, Q_2)(s, a), a ~ pi(.|s), with the two *online* critics
     (just updated: SBX updates the critics first). Returns the loss and log pi(a|s), which the temperature loss reuses."""
     actions, log_probs = sample_action(actor, actor_params, observations, key)
@@ -472,13 +442,9 @@ def temperature_loss(log_alpha: jax.Array, log_probs: jax.Array, target_entropy:
 
 
 def make_train_step(
-    actor: Actor,
-    critic: Critic,
-    optimizer: optax.GradientTransformation,
-    gamma: float,
-    tau: float,
+    actor: Actor, critic: Critic, optimizer: optax.GradientTransformation, gamma: float, tau: float,
     target_entropy: float,
-) -> Any:
+) -> Any:  # fmt: skip
     def critic_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
         # a mean, not a sum (docs/implementation-notes.md)
         return jnp.mean((targets - critic.apply(params, observations, actions)) ** 2)
@@ -492,16 +458,9 @@ def make_train_step(
         # ---- critics
         next_actions, next_log_probs = sample_action(actor, state["actor"], batch["next_observations"], target_key)
         targets = soft_target(
-            critic,
-            state["critic_targets"],
-            batch["rewards"],
-            batch["terminations"],
-            batch["next_observations"],
-            next_actions,
-            next_log_probs,
-            alpha,
-            gamma,
-        )
+            critic, state["critic_targets"], batch["rewards"], batch["terminations"], batch["next_observations"],
+            next_actions, next_log_probs, alpha, gamma,
+        )  # fmt: skip
         targets = jax.lax.stop_gradient(targets)
         losses, grads = loss_and_grad(state["critics"], batch["observations"], batch["actions"], targets)
         updates, critic_opt_states = jax.vmap(optimizer.update)(grads, state["critic_opt_states"], state["critics"])
@@ -556,9 +515,7 @@ def make_deterministic_act(actor: Actor) -> Any:
     return act
 
 
-# =====================================================================================================================
-# Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically)
-# =====================================================================================================================
+# ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -571,19 +528,15 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def run_config(args: Args) -> dict[str, Any]:
-    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro")
-    versions = {}
-    for package in packages:
-        try:
+    versions = dict.fromkeys(("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro"))
+    for package in versions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        here = Path(__file__).parent
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        commit = git.stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -599,20 +552,10 @@ def machine() -> dict[str, str]:
     """What a seeded run's numbers depend on besides the seed and the locked versions: on CPU, the processor model."""
     cpu = platform.processor()
     with contextlib.suppress(OSError):  # Linux names the model here; elsewhere platform's answer stays
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
-    return {
-        "cpu": cpu,
-        "device": jax.devices()[0].device_kind,
-        "python": platform.python_version(),
-        "system": platform.platform(),
-    }
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    device = jax.devices()[0].device_kind
+    return {"cpu": cpu, "device": device, "python": platform.python_version(), "system": platform.platform()}
 
 
 def create_run_dir(output_dir: Path, run_name: str) -> Path:
@@ -658,21 +601,32 @@ def truncate_jsonl(path: Path, last_step: int) -> int:
 
 
 class RunLogger:
-    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, plus population.jsonl (created
-    at the first population event, so only EauDe runs have one)."""
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, population.jsonl (created at the
+    first population event, so only EauDe runs have one) and the progress line on stdout."""
 
     def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
         from tensorboardX import SummaryWriter
 
-        self.run_dir = run_dir
-        self.start = time.time() - elapsed
+        self.run_dir, self.start, self.population = run_dir, time.time() - elapsed, None
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
-        self.population = None
         # purge_step hides events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+        self.window_time, self.window_step, self.last_print = time.time(), resume_step or 0, 0.0
 
     def elapsed(self) -> float:
         return time.time() - self.start
+
+    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
+        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
+        sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
+        self.scalar("charts/SPS", sps, step)
+        if time.time() - self.last_print > 10 or step >= total:
+            eta = format_duration((total - step) / max(sps, 1e-9) + extra_seconds)
+            line = f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta} | {details}"
+            print(line, flush=True)
+            self.last_print = time.time()
+        self.window_time, self.window_step = time.time(), step
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
@@ -690,6 +644,12 @@ class RunLogger:
         if self.population is not None:
             self.population.close()
         self.writer.close()
+
+    def exit(self, code: int, message: str) -> NoReturn:
+        """Close the logs and exit with `code` and one line on stderr (a diverged run, a signal)."""
+        self.close()
+        print(message, file=sys.stderr)
+        raise SystemExit(code)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -760,9 +720,7 @@ def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffe
     raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
 
 
-# =====================================================================================================================
-# Evaluation: the deterministic policy tanh(mean), periodically and on the saved model
-# =====================================================================================================================
+# ---- Evaluation: the deterministic policy tanh(mean), periodically and on the saved model ----------------------------
 
 
 def evaluate_policy(
@@ -818,9 +776,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# =====================================================================================================================
-# Training loop
-# =====================================================================================================================
+# ---- Training loop ---------------------------------------------------------------------------------------------------
 
 
 def format_duration(seconds: float) -> str:
@@ -829,12 +785,7 @@ def format_duration(seconds: float) -> str:
 
 
 def init_state(
-    actor: Actor,
-    critic: Critic,
-    optimizer: optax.GradientTransformation,
-    obs_dim: int,
-    action_dim: int,
-    key: jax.Array,
+    actor: Actor, critic: Critic, optimizer: optax.GradientTransformation, obs_dim: int, action_dim: int, key: jax.Array
 ) -> dict[str, Any]:
     """Policy, two independent critics with targets equal to them, Adam states and the temperature."""
     actor_key, critic_key = jax.random.split(key)
@@ -867,20 +818,72 @@ def prune_pair(state: dict[str, Any], sparsity: float, distribution: str) -> dic
     return state
 
 
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
+
+
+def start_run(args: Args) -> Path:
+    """The run folder: the one --resume names, or a new one that receives config.json."""
+    if args.resume:
+        return Path(args.resume)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    try:
+        run_dir = create_run_dir(Path(args.output_dir), run_name)
+    except OSError as error:
+        print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+        raise SystemExit(2) from None
+    atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+    return run_dir
+
+
+def init_wandb(args: Args, run_name: str) -> Any:
+    """--track: Weights & Biases syncs the TensorBoard files; returns the module, whose `finish()` ends the run."""
+    import wandb
+
+    wandb.init(
+        project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=asdict(args),
+        name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
+    )  # fmt: skip
+    return wandb
+
+
+def resume_run(run_dir: Path, state: dict[str, Any], rb: ReplayBuffer, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Restore the learner state, the replay buffer and the numpy generator from the newest whole checkpoint and drop
+    the log lines written after it, so that no step is logged twice; returns the state and the loop counters."""
+    try:
+        state, meta = load_checkpoint(run_dir, state, rb)
+    except CheckpointError as error:
+        print(f"error: --resume: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    rng.bit_generator.state = meta["rng_state"]
+    dropped = sum(truncate_jsonl(run_dir / name, meta["global_step"]) for name in ("metrics.jsonl", "population.jsonl"))
+    if dropped:
+        print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
+    print(f"resumed {run_dir.name} at step {meta['global_step']:,}", flush=True)
+    return state, meta
+
+
+def save_and_evaluate(
+    args: Args, run_dir: Path, state: dict[str, Any], act: Any, logger: RunLogger, step: int, critic_sparsity: float
+) -> None:
+    """--save-model: the actor and the two critics (pruned weights are exact zeros), then the evaluation of the actor
+    read back from the file, and its videos with --capture-video."""
+    model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+    model = {"actor": state["actor"], "critics": [take(state["critics"], i) for i in range(2)]}
+    atomic_write(model_path, flax.serialization.to_bytes(model))
+    print(f"model saved to {model_path} (critic sparsity {critic_sparsity:.4f})", flush=True)
+    template = {"actor": state["actor"], "critics": [take(state["critics"], 0)] * 2}
+    actor_params = flax.serialization.from_bytes(template, model_path.read_bytes())["actor"]
+    returns = evaluate_policy(act, actor_params, args.env_id, args.eval_episodes, args.seed)
+    for value in returns:
+        logger.scalar("eval/episodic_return", value, step)
+    print(f"saved model: mean evaluation return {np.mean(returns) if returns else float('nan'):.1f}", flush=True)
+    if args.capture_video:
+        record_videos(act, actor_params, args.env_id, args.eval_episodes, args.seed, Path("videos") / run_dir.name)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.resume:
-        run_dir = Path(args.resume)
-        run_name = run_dir.name
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        try:
-            run_dir = create_run_dir(Path(args.output_dir), run_name)
-        except OSError as error:
-            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
-            raise SystemExit(2) from None
-        run_name = run_dir.name
-        atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+    run_dir = start_run(args)
 
     # ---- environment, networks, optimizers (Alg. 2 l. 1)
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
@@ -888,88 +891,56 @@ def main(argv: list[str] | None = None) -> None:
     low, high = envs.action_space.low, envs.action_space.high
     actor, critic = Actor(action_dim=action_dim), Critic(width=CRITIC_WIDTHS[args.network_size])
     optimizer = optax.adam(args.learning_rate)
-    key = jax.random.PRNGKey(args.seed)
-    key, init_key = jax.random.split(key)
+    key, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
     state = init_state(actor, critic, optimizer, obs_dim, action_dim, init_key)
     state["key"] = key
-    sparsity, actor_sparsity = 0.0, 0.0  # nominal sparsity of the current masks
     start_step = int(args.pruning_start * args.total_timesteps)
     end_step = int(args.pruning_end * args.total_timesteps)
-    rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim)
-    rng = np.random.default_rng(args.seed)
+    rb, rng = ReplayBuffer(args.buffer_size, obs_dim, action_dim), np.random.default_rng(args.seed)
     train_step = make_train_step(actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim))
     act, deterministic_act = make_act(actor), make_deterministic_act(actor)
     actor_params_count, critic_params_count = count_params(state["actor"]), count_params(take(state["critics"], 0))
     print(
-        f"{run_name}: actor {actor_params_count:,} parameters, 2 critics of {critic_params_count:,} parameters "
-        f"({args.network_size}), final sparsity {args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
+        f"{run_dir.name}: actor {actor_params_count:,} parameters, 2 critics of {critic_params_count:,} parameters"
+        f" ({args.network_size}), final sparsity {args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
         flush=True,
     )
-
-    global_step, grad_steps, episodes = 0, 0, 0
-    next_pruning = args.pruning_period
-    next_eval = args.eval_frequency if args.eval_frequency > 0 else None
-    elapsed = 0.0
+    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "next_pruning": args.pruning_period, "elapsed": 0.0}
+    meta |= {
+        "next_eval": args.eval_frequency if args.eval_frequency > 0 else None,
+        "sparsity": 0.0,
+        "actor_sparsity": 0.0,
+    }
     if args.resume:
-        try:
-            state, meta = load_checkpoint(run_dir, state, rb)
-        except CheckpointError as error:
-            print(f"error: --resume: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        sparsity, actor_sparsity = meta["sparsity"], meta["actor_sparsity"]
-        global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-        next_pruning, next_eval, elapsed = meta["next_pruning"], meta["next_eval"], meta["elapsed"]
-        rng.bit_generator.state = meta["rng_state"]
-        dropped = truncate_jsonl(run_dir / "metrics.jsonl", global_step)
-        if dropped:
-            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
-        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=global_step))
-        print(f"resumed {run_name} at step {global_step:,}", flush=True)
-
-    if args.track:
-        import wandb
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=run_name,
-            id=run_name.replace("/", "-"),
-            resume="allow",
-            save_code=True,
-        )
-    logger = RunLogger(run_dir, elapsed=elapsed, resume_step=global_step if args.resume else None)
+        state, meta = resume_run(run_dir, state, rb, rng)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
+    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+    next_pruning, next_eval = meta["next_pruning"], meta["next_eval"]
+    sparsity, actor_sparsity = meta["sparsity"], meta["actor_sparsity"]  # nominal sparsity of the current masks
+    wandb = init_wandb(args, run_dir.name) if args.track else None
+    logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None)
     target_sparsity = float(np.mean([measured_sparsity(take(state["critics"], i)) for i in range(2)]))
     if global_step == 0:
         logger.scalar("sparsity/target", target_sparsity, 0)
-    next_checkpoint = None  # --checkpoint-interval 0 disables checkpoints
-    if args.checkpoint_interval > 0:
-        next_checkpoint = (global_step // args.checkpoint_interval + 1) * args.checkpoint_interval
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
 
     def checkpoint() -> None:
-        meta = {
-            "global_step": global_step,
-            "grad_steps": grad_steps,
-            "episodes": episodes,
-            "next_pruning": next_pruning,
-            "next_eval": next_eval,
-            "sparsity": sparsity,
+        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
+        counters |= {"next_pruning": next_pruning, "next_eval": next_eval, "sparsity": sparsity}
+        counters |= {
             "actor_sparsity": actor_sparsity,
             "elapsed": logger.elapsed(),
             "rng_state": rng.bit_generator.state,
         }
-        save_checkpoint(run_dir, state, rb, meta)
+        save_checkpoint(run_dir, state, rb, counters)
 
     obs, _ = envs.reset()
     obs = obs.astype(np.float32)
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_metrics = float("nan"), None
-    window_time, window_step, last_print = time.time(), global_step, 0.0
-
     stop = stop_on_signals()
-
     while global_step < args.total_timesteps:
         # ---- act: uniform unit actions during the warm-up, then the stochastic policy
         if global_step < args.learning_starts:
@@ -979,15 +950,15 @@ def main(argv: list[str] | None = None) -> None:
             unit_actions = np.asarray(act(state["actor"], obs, act_key))
         next_obs, rewards, terminated, truncated, _ = envs.step(scale_action(unit_actions, low, high))
         next_obs = next_obs.astype(np.float32)
-        live = ~resetting  # autoreset steps are not interactions: they are neither stored nor counted
+
+        # ---- store; autoreset steps are not interactions: they are neither stored nor counted
+        live = ~resetting
         rb.add(obs[live], unit_actions[live], rewards[live], terminated[live], next_obs[live])
         episode_returns += np.where(live, rewards, 0.0)
         episode_lengths += live
-        previous_step = global_step
-        global_step += int(live.sum())
+        previous_step, global_step = global_step, global_step + int(live.sum())
         for env in np.flatnonzero(live & (terminated | truncated)):
-            episodes += 1
-            last_return = float(episode_returns[env])
+            episodes, last_return = episodes + 1, float(episode_returns[env])
             logger.scalar("charts/episodic_return", last_return, global_step)
             logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
             episode_returns[env], episode_lengths[env] = 0.0, 0
@@ -1004,13 +975,9 @@ def main(argv: list[str] | None = None) -> None:
             if not np.isfinite(qf_loss).all() or not math.isfinite(actor_loss_value):
                 logger.scalar("losses/qf_loss", float(np.mean(qf_loss)), global_step)
                 logger.scalar("losses/actor_loss", actor_loss_value, global_step)
-                logger.close()
-                print(
-                    f"error: a critic or the actor has a non-finite loss at step {global_step:,}: the run diverged"
-                    f" (try a lower --learning-rate); its last checkpoint is kept",
-                    file=sys.stderr,
+                logger.exit(
+                    3, f"error: a critic or the actor has a non-finite loss at step {global_step:,}: {DIVERGED}"
                 )
-                raise SystemExit(3)
 
         # ---- every pruning period: recompute the critics' masks at the Eq. 2 sparsity (and the actor's)
         if global_step >= next_pruning:
@@ -1041,65 +1008,29 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"eval at step {global_step:,}: mean return {np.mean(returns):.1f}", flush=True)
             next_eval += args.eval_frequency
 
-        # ---- periodic logging, progress and checkpoints
+        # ---- log every 1000 steps, checkpoint, stop on a signal
         if global_step // 1000 > previous_step // 1000:
-            sps = (global_step - window_step) / max(time.time() - window_time, 1e-9)
-            logger.scalar("charts/SPS", sps, global_step)
+            details = f"episodes {episodes} | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}"
+            logger.progress(global_step, args.total_timesteps, details)
             if last_metrics is not None:
                 logger.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
-                logger.scalar("losses/actor_loss", float(last_metrics["actor_loss"]), global_step)
-                logger.scalar("losses/alpha", float(last_metrics["alpha"]), global_step)
-                logger.scalar("losses/alpha_loss", float(last_metrics["alpha_loss"]), global_step)
-            if time.time() - last_print > 10 or global_step >= args.total_timesteps:
-                eta = (args.total_timesteps - global_step) / max(sps, 1e-9)
-                print(
-                    f"step {global_step:,}/{args.total_timesteps:,} ({100 * global_step / args.total_timesteps:.1f}%)"
-                    f" | {sps:,.0f} SPS | ETA {format_duration(eta)} | episodes {episodes}"
-                    f" | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}",
-                    flush=True,
-                )
-                last_print = time.time()
-            window_time, window_step = time.time(), global_step
+                for name in ("actor_loss", "alpha", "alpha_loss"):
+                    logger.scalar(f"losses/{name}", float(last_metrics[name]), global_step)
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
             next_checkpoint += args.checkpoint_interval
         if stop:
             checkpoint()
-            logger.close()
-            print(
-                f"interrupted at step {global_step:,}; checkpoint saved, continue with:"
-                f" python {Path(__file__).name} --resume {run_dir}",
-                file=sys.stderr,
-            )
-            raise SystemExit(128 + stop["signal"])
+            resume = f"continue with: python {Path(__file__).name} --resume {run_dir}"
+            logger.exit(128 + stop["signal"], f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
 
     envs.close()
     if next_checkpoint is not None:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model:
-        model_path = run_dir / f"{args.exp_name}.cleanrl_model"
-        model = {"actor": state["actor"], "critics": [take(state["critics"], i) for i in range(2)]}  # exact zeros
-        atomic_write(model_path, flax.serialization.to_bytes(model))
-        print(f"model saved to {model_path} (critic sparsity {target_sparsity:.4f})", flush=True)
-        template = {"actor": state["actor"], "critics": [take(state["critics"], 0)] * 2}
-        loaded = flax.serialization.from_bytes(template, model_path.read_bytes())
-        returns = evaluate_policy(deterministic_act, loaded["actor"], args.env_id, args.eval_episodes, args.seed)
-        for value in returns:
-            logger.scalar("eval/episodic_return", value, global_step)
-        print(f"saved model: mean evaluation return {np.mean(returns) if returns else float('nan'):.1f}", flush=True)
-        if args.capture_video:
-            record_videos(
-                deterministic_act,
-                loaded["actor"],
-                args.env_id,
-                args.eval_episodes,
-                args.seed,
-                Path("videos") / run_name,
-            )
+        save_and_evaluate(args, run_dir, state, deterministic_act, logger, global_step, target_sparsity)
     logger.close()
-    if args.track:
-        import wandb
-
+    if wandb is not None:
         wandb.finish()
 
 

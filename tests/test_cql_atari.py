@@ -115,8 +115,8 @@ def test_cql_alpha_default_is_0_1(module) -> None:
 
 
 def test_loader_block_is_identical_in_both_scripts() -> None:
-    start = "# DQN Replay Dataset (Agarwal et al. 2020)"
-    end = "# end of the DQN Replay Dataset section"
+    start = "# ---- DQN Replay Dataset (Agarwal et al. 2020)"
+    end = "# ---- end of the DQN Replay Dataset section"
     blocks = []
     for script in ("eaudecql_atari_jax.py", "polyprune_cql_atari_jax.py"):
         text = (ROOT / script).read_text()

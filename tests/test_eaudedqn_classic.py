@@ -510,7 +510,7 @@ def test_replay_skips_autoreset_steps_and_keeps_true_last_observation() -> None:
     # then only env 1 is live
     rb.add(np.array([[5.0], [15.0]]), np.array([1, 1]), np.array([3.0, 4.0]), np.zeros(2, bool),
            np.array([[6.0], [16.0]]), reset=np.array([True, False]))  # fmt: skip
-    assert rb.size == 3 and rb.num_transitions() == 3
+    assert rb.size == 3
     np.testing.assert_array_equal(rb.observations[:3, 0], [0.0, 10.0, 15.0])
     np.testing.assert_array_equal(rb.next_observations[:3, 0], [1.0, 11.0, 16.0])  # never a reset obs
     np.testing.assert_array_equal(rb.actions[:3], [1, 0, 1])
