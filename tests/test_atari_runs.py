@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -290,7 +291,10 @@ def test_a_run_killed_at_random_moments_always_resumes_with_complete_logs(tmp_pa
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
-        if kill == 1:  # killed between the two renames of a checkpoint swap: only checkpoint.old/ is left
+        if kill == 1 and (run_dir / "checkpoint").is_dir():
+            # killed between the two renames of a checkpoint swap: checkpoint.old/ and checkpoint.tmp/ are left (a
+            # checkpoint.tmp/ that the kill left half-written is what the swap would have replaced)
+            shutil.rmtree(run_dir / "checkpoint.tmp", ignore_errors=True)
             (run_dir / "checkpoint").rename(run_dir / "checkpoint.tmp")
         if kill == 2:  # killed while writing a log line
             with open(run_dir / "population.jsonl", "a") as f:
