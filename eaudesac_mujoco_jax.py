@@ -773,13 +773,14 @@ def truncate_jsonl(path: Path, last_step: int) -> int:
 
 
 class RunLogger:
-    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files, population.jsonl (created at the
-    first population event, so only EauDe runs have one) and the progress line on stdout."""
+    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files and, with --track, to the W&B
+    run (`wandb`: the module init_wandb returns), population.jsonl (created at the first population event, so only
+    EauDe runs have one) and the progress line on stdout."""
 
-    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None, wandb: Any = None) -> None:
         from tensorboardX import SummaryWriter
 
-        self.run_dir, self.start, self.population = run_dir, time.time() - elapsed, None
+        self.run_dir, self.start, self.population, self.wandb = run_dir, time.time() - elapsed, None, wandb
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
         # purge_step hides events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
@@ -805,6 +806,8 @@ class RunLogger:
         self.metrics.write(json_line(record))
         if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
             self.writer.add_scalar(name, float(value), int(step))
+            if self.wandb is not None:  # x-axis: global_step (init_wandb), not W&B's own count of log calls
+                self.wandb.log({name: float(value), "global_step": int(step)})
 
     def population_event(self, event: dict[str, Any]) -> None:
         if self.population is None:
@@ -1008,14 +1011,28 @@ def start_run(args: Args) -> Path:
 
 
 def init_wandb(args: Args, run_name: str) -> Any:
-    """--track: Weights & Biases syncs the TensorBoard files; returns the module, whose `finish()` ends the run."""
+    """--track: start the Weights & Biases run, to which RunLogger sends every scalar itself (wandb's
+    sync_tensorboard would need the tensorboard package, not a dependency); returns the module, whose `finish()` ends
+    the run."""
     import wandb
 
     wandb.init(
-        project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=asdict(args),
+        project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
         name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
     )  # fmt: skip
+    # every chart is drawn against the environment steps, as in TensorBoard
+    wandb.define_metric("global_step")
+    wandb.define_metric("*", step_metric="global_step")
     return wandb
+
+
+def log_videos(wandb: Any, video_dir: Path, eval_episodes: int, step: int) -> None:
+    """--track --capture-video: the evaluation videos go to W&B as media, one key per episode, in a row whose
+    `global_step` (the scalars' x-axis) is the run's last step."""
+    paths = [video_dir / f"eval-episode-{episode}.mp4" for episode in range(eval_episodes)]
+    videos = {f"eval/video-{i}": wandb.Video(str(path)) for i, path in enumerate(paths) if path.exists()}
+    if videos:  # no empty row when no episode was filmed
+        wandb.log(videos | {"global_step": step})
 
 
 def resume_run(run_dir: Path, state: dict[str, Any], rb: ReplayBuffer, rng: np.random.Generator) -> tuple[dict, dict]:
@@ -1100,7 +1117,7 @@ def main(argv: list[str] | None = None) -> None:
     next_population, next_eval = meta["next_population"], meta["next_eval"]
     sparsities, actor_sparsity = np.array(meta["sparsities"]), meta["actor_sparsity"]
     wandb = init_wandb(args, run_dir.name) if args.track else None
-    logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None)
+    logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None, wandb=wandb)
     target_sparsity = float(np.mean([measured_sparsity(q) for q in selected_critics(state)]))
     if global_step == 0:
         logger.scalar("sparsity/target", target_sparsity, 0)
@@ -1209,6 +1226,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model:
         save_and_evaluate(args, run_dir, state, deterministic_act, logger, global_step, target_sparsity)
+        if wandb is not None and args.capture_video:  # after the evaluation: no number of the run changes
+            log_videos(wandb, Path("videos") / run_dir.name, args.eval_episodes, global_step)
     logger.close()
     if wandb is not None:
         wandb.finish()
