@@ -394,7 +394,7 @@ case "$PRESET" in
     smoke)
         SAVE_MODEL=1 # the model file marks a smoke run as finished exactly (logging may stop short of the budget)
         GROUPS_+=("eaudedqn,polyprune_dqn,dqn|$SMOKE_ATARI_ENV|1|small|3|0.95||${SMOKE_ATARI_ARGS[*]}")
-        GROUPS_+=("eaudedqn_classic|$SMOKE_CLASSIC_ENV|1|none|3|0.95||${SMOKE_CLASSIC_ARGS[*]}")
+        GROUPS_+=("eaudedqn_classic,polyprune_dqn_classic|$SMOKE_CLASSIC_ENV|1|none|3|0.95||${SMOKE_CLASSIC_ARGS[*]}")
         GROUPS_+=("eaudecql,polyprune_cql,cql|$SMOKE_ATARI_ENV|1|small|3|0.95||${SMOKE_OFFLINE_ARGS[*]}")
         GROUPS_+=("eaudesac,polyprune_sac,sac|$SMOKE_MUJOCO_ENV|1|small|3|0.95||${SMOKE_MUJOCO_ARGS[*]}") ;;
     *) die "unknown --preset '$PRESET' (paper-atari, paper-atari-15, paper-offline, paper-mujoco," \

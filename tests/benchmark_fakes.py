@@ -14,6 +14,7 @@ ALGO_SCRIPTS = [
     "eaudedqn_atari_jax.py",
     "polyprune_dqn_atari_jax.py",
     "eaudedqn_jax.py",
+    "polyprune_dqn_jax.py",
     "eaudecql_atari_jax.py",
     "polyprune_cql_atari_jax.py",
     "eaudesac_mujoco_jax.py",

@@ -69,7 +69,7 @@ def flag(cmd: list[str], name: str) -> str | None:
         ("cpu-classic", 3 * (3 + 1) * 3, CLASSIC_SCRIPTS),
         ("cpu-umax", 2 * 3 * 3, {"eaudedqn_jax.py"}),
         ("cpu-mujoco", 3 * 3, MUJOCO_SCRIPTS),
-        ("smoke", 10, set(ALGO_SCRIPTS)),
+        ("smoke", 11, set(ALGO_SCRIPTS)),
     ],
 )
 def test_preset_expansion(preset: str, n_runs: int, scripts: set[str], tmp_path: Path) -> None:
@@ -357,19 +357,19 @@ def test_local_run_skip_and_resume(tmp_path: Path) -> None:
     first = bench(*args, "--workers", "2", env=env, check=False)
     assert first.returncode == 1  # the crashed run is reported
     assert "FAILED" in first.stderr and "polyprune_cql_small" in first.stderr
-    assert len(calls(log)) == 10
+    assert len(calls(log)) == 11
     assert all(c["cwd"] == str(repo) for c in calls(log))
     # The smoke preset wrote its tiny offline dataset with the dataset tool before the CQL runs.
     assert (out / "_smoke_dataset" / "Pong" / "1" / "replay_logs" / "made_by_fake").exists()
     crashed = next(out.glob("Pong-v5__polyprune_cql_small__1__*"))
     assert (crashed / "checkpoint").is_dir()
-    assert len(list(out.glob("*/*.cleanrl_model"))) == 9
+    assert len(list(out.glob("*/*.cleanrl_model"))) == 10
     # Only the crashed run is pending, and it resumes from its folder.
     pending = dry(*args)
     assert len(pending) == 1 and flag(pending[0], "--resume") == str(crashed)
     log.unlink()
     second = bench(*args, "--workers", "2", env=env)
-    assert "10 runs, 9 finished, 1 to run" in second.stderr
+    assert "11 runs, 10 finished, 1 to run" in second.stderr
     (call,) = calls(log)
     assert flag(call["argv"], "--resume") == str(crashed)
     assert (crashed / "polyprune_cql_small.cleanrl_model").exists()

@@ -169,24 +169,24 @@ def test_smoke_preset_on_slurm_with_stand_in_scripts(slurm: dict[str, str], tmp_
     args = ["--preset", "smoke", "--script-dir", str(repo), "--python", "python3", "--output-dir", str(out)]
     env = {**slurm, "FAKE_CALL_LOG": str(tmp_path / "calls.jsonl"), "FAKE_CRASH_EXP": "eaudesac_small"}
     job, err = _submit(args, env)
-    assert job.isdigit() and "10 to run" in err
+    assert job.isdigit() and "11 to run" in err
     states = _wait(job, env, timeout=300)
-    assert len(states) == 10
-    assert sorted(states.values()) == ["COMPLETED"] * 9 + ["FAILED"]
+    assert len(states) == 11
+    assert sorted(states.values()) == ["COMPLETED"] * 10 + ["FAILED"]
     tasks = next((out / "_slurm").glob("*/tasks.tsv"))
-    assert len(list(tasks.parent.glob(f"{job}_*.out"))) == 10  # one log per array task
-    assert len(list(out.glob("*/*.cleanrl_model"))) == 9
+    assert len(list(tasks.parent.glob(f"{job}_*.out"))) == 11  # one log per array task
+    assert len(list(out.glob("*/*.cleanrl_model"))) == 10
     crashed = next(out.glob("Hopper-v5__eaudesac_small__1__*"))
     # Re-submitting the same sweep runs only the crashed run, resumed from its checkpoint.
     job2, err = _submit(args, env)
-    assert "9 finished, 1 to run" in err
+    assert "10 finished, 1 to run" in err
     assert _wait(job2, env, timeout=120) == {"0": "COMPLETED"}
     assert (crashed / "eaudesac_small.cleanrl_model").exists()
     resumed = [json.loads(x) for x in (tmp_path / "calls.jsonl").read_text().splitlines()][-1]
     assert resumed["argv"][resumed["argv"].index("--resume") + 1] == str(crashed)
     # Everything finished: nothing is submitted.
     job3, err = _submit(args, env)
-    assert job3 == "" and "10 finished, 0 to run" in err
+    assert job3 == "" and "11 finished, 0 to run" in err
 
 
 def test_smoke_preset_on_slurm_with_real_scripts(slurm: dict[str, str], tmp_path: Path) -> None:
@@ -198,9 +198,9 @@ def test_smoke_preset_on_slurm_with_real_scripts(slurm: dict[str, str], tmp_path
     job, _ = _submit(["--preset", "smoke", "--output-dir", str(out)], slurm)
     states = _wait(job, slurm, timeout=3600)
     logs = {p.name: p.read_text()[-2000:] for p in (out / "_slurm").glob("*/*.out")}
-    assert sorted(states.values()) == ["COMPLETED"] * 10, logs
+    assert sorted(states.values()) == ["COMPLETED"] * 11, logs
     runs = [p for p in out.iterdir() if (p / "config.json").exists()]
-    assert len(runs) == 10
+    assert len(runs) == 11
     for run in runs:
         exp = run.name.split("__")[1]
         assert (run / f"{exp}.cleanrl_model").exists(), run
