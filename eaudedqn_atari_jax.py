@@ -1,15 +1,9 @@
 """Eau De Deep Q-Network (EauDeDQN) on Atari: adaptive dense-to-sparse DQN, Algorithm 1 of the paper.
 
-K online networks with different sparsity levels are trained against one shared target network. Every T env steps
-the online network with the smallest cumulated loss becomes the target (Alg. 1 l. 12), a new population is selected by
-elitist tournaments (l. 14), and every duplicated network is pruned to a sparsity drawn from Eq. 3 (l. 15). The
-sparsity schedule is thereby discovered at the agent's learning pace instead of being fixed in advance.
-
-    uv run python eaudedqn_atari_jax.py --env-id Pong-v5
-    uv run python eaudedqn_atari_jax.py --help
-
-Reads top to bottom: arguments, environment, network, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
+K online networks of different sparsities learn against one shared target. Every T env steps the network with the
+smallest cumulated loss becomes the target (Alg. 1 l. 12), elitist tournaments select a new population (l. 14) and
+every copy is pruned to a sparsity drawn from Eq. 3 (l. 15): the schedule follows the agent's learning pace instead of
+being fixed in advance. Run `uv run python eaudedqn_atari_jax.py --env-id Pong-v5`; flags: --help, docs/contract.md.
 """
 
 import contextlib
@@ -38,81 +32,46 @@ import numpy as np
 import optax
 import tyro
 
+
 # ---- Arguments -------------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (second part of the run name)"""
-    seed: int = 1
-    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
-    env_id: str = "Pong-v5"
-    """the envpool Atari id, e.g. Pong-v5, SpaceInvaders-v5"""
-    track: bool = False
-    """log to Weights & Biases (syncs the TensorBoard files)"""
-    wandb_project_name: str = "eaudeqn"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the wandb entity (team)"""
-    capture_video: bool = False
-    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
-    save_model: bool = False
-    """save the target network's params to <run_dir>/<exp_name>.cleanrl_model, then evaluate them"""
-    output_dir: str = "runs"
-    """folder that receives one sub-folder per run"""
-    checkpoint_interval: int = 250_000
-    """env steps between checkpoints for --resume (0 disables); default: once per 250k-step epoch"""
-    resume: str | None = None
-    """continue the run saved in this run folder (its config.json decides every other argument)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # this experiment's name (second part of the run name)
+    seed: int = 1  # seed of the experiment: networks, replay sampling, exploration and the environments derive from it
+    env_id: str = "Pong-v5"  # the envpool Atari id, e.g. Pong-v5, SpaceInvaders-v5
+    track: bool = False  # log every scalar and the evaluation videos to Weights & Biases
+    wandb_project_name: str = "eaudeqn"  # the wandb project name
+    wandb_entity: str | None = None  # the wandb entity (team)
+    capture_video: bool = False  # film the saved model's evaluation episodes to videos/<run_name>/ (needs --save-model)
+    save_model: bool = False  # save the target network's params to <run_dir>/<exp_name>.cleanrl_model and evaluate them
+    output_dir: str = "runs"  # folder that receives one sub-folder per run
+    checkpoint_interval: int = 250_000  # env steps between checkpoints for --resume (0 disables); one per 250k epoch
+    resume: str | None = None  # continue the run saved in this run folder (its config.json sets every other argument)
 
-    total_timesteps: int = 10_000_000
-    """t_final, total env steps (agent steps, 4 frames each): 40 epochs of 250k (Table 3)"""
-    learning_rate: float = 6.25e-5
-    """Adam learning rate (Table 3)"""
-    adam_eps: float = 1.5e-4
-    """Adam epsilon (Table 3)"""
-    num_envs: int = 1
-    """parallel envpool environments; one gradient step per G env steps is kept for any value"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions, FIFO (Table 3)"""
-    gamma: float = 0.99
-    """discount factor"""
-    target_network_frequency: int = 8_000
-    """T, env steps between target updates, tournaments and exploration (Table 3)"""
-    batch_size: int = 32
-    """mini-batch size"""
-    start_e: float = 1.0
-    """initial epsilon of epsilon-greedy"""
-    end_e: float = 0.01
-    """final epsilon of epsilon-greedy"""
-    exploration_steps: int = 250_000
-    """env steps over which epsilon decays linearly from start-e to end-e, after the warm-up (Table 3)"""
-    learning_starts: int = 20_000
-    """env steps of experience collected before learning starts (Table 3)"""
-    train_frequency: int = 4
-    """G, env steps per gradient step (Table 3)"""
-    eval_episodes: int = 10
-    """greedy episodes played by the saved model at the end (with --save-model)"""
-    eval_epsilon: float = 0.001
-    """epsilon of the evaluation policy"""
+    total_timesteps: int = 10_000_000  # t_final, env steps (agent steps of 4 frames): 40 epochs of 250k (Table 3)
+    learning_rate: float = 6.25e-5  # Adam learning rate (Table 3)
+    adam_eps: float = 1.5e-4  # Adam epsilon (Table 3)
+    num_envs: int = 1  # parallel envpool environments; one gradient step per G env steps is kept for any value
+    buffer_size: int = 1_000_000  # replay capacity in transitions, FIFO (Table 3)
+    gamma: float = 0.99  # discount factor
+    target_network_frequency: int = 8_000  # T, env steps between target updates, tournaments and exploration (Table 3)
+    batch_size: int = 32  # mini-batch size
+    start_e: float = 1.0  # initial epsilon of epsilon-greedy
+    end_e: float = 0.01  # final epsilon of epsilon-greedy
+    exploration_steps: int = 250_000  # env steps of linear decay from start-e to end-e after the warm-up (Table 3)
+    learning_starts: int = 20_000  # env steps of experience collected before learning starts (Table 3)
+    train_frequency: int = 4  # G, env steps per gradient step (Table 3)
+    eval_episodes: int = 10  # greedy episodes played by the saved model at the end (with --save-model)
+    eval_epsilon: float = 0.001  # epsilon of the evaluation policy
 
-    network_size: Literal["small", "medium", "large"] = "medium"
-    """width of the dense head: 32 / 512 / 2048 (Table 1)"""
-    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
-    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+    network_size: Literal["small", "medium", "large"] = "medium"  # width of the dense head: 32 / 512 / 2048 (Table 1)
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"  # layer spread of sparsity (JaxPruner RL: ERK)
 
-    num_networks: int = 5
-    """K, number of online networks"""
-    tournament_size: int = 3
-    """M, networks drawn (without replacement) in each selection tournament"""
-    u_max: float = 3.0
-    """U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)"""
-    s_max: float = 0.01
-    """S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)"""
-    population_layout: Literal["auto", "loop", "vmap"] = "auto"
-    """how the K networks are updated in one jitted step: a loop unrolled in the jit or jax.vmap; auto = the faster
-    one measured per backend (loop on CPU, vmap on GPU)"""
+    num_networks: int = 5  # K, number of online networks
+    tournament_size: int = 3  # M, networks drawn (without replacement) in each selection tournament
+    u_max: float = 3.0  # U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)
+    s_max: float = 0.01  # S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)
+    population_layout: Literal["auto", "loop", "vmap"] = "auto"  # K updates as a loop or vmap; auto: CPU loop, GPU vmap
 
 
 class ArgumentError(Exception):
@@ -187,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").is_file():
                 raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
-            if checkpoint_dir(run_dir) is None:
+            if not checkpoint_dirs(run_dir):
                 raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
             args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
@@ -200,7 +159,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # ---- Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md) --------------
-
 MACHADO_PROTOCOL = dict(
     repeat_action_probability=0.25,  # sticky actions
     episodic_life=False,  # an episode ends at game over, not at a life loss
@@ -216,9 +174,8 @@ def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any
     """Vectorised Atari env. envpool autoresets on the NEXT step: the step that ends an episode returns its true last
     observation; the following step ignores the action and returns the reset observation with reward 0."""
     render_mode = "rgb_array" if render else None
-    return envpool.make(
-        env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode=render_mode, **MACHADO_PROTOCOL
-    )
+    return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode=render_mode,
+                        **MACHADO_PROTOCOL)  # fmt: skip
 
 
 def env_seed(seed: int, purpose: int, step: int = 0) -> int:
@@ -239,7 +196,6 @@ def zero_fill_reset_frames(obs: np.ndarray, elapsed_step: np.ndarray) -> np.ndar
 
 
 # ---- Network (Table 3): Nature-CNN torso with Flax's default SAME padding, dense head of 32 / 512 / 2048 units -------
-
 HEAD_WIDTHS = {"small": 32, "medium": 512, "large": 2048}
 
 
@@ -263,17 +219,12 @@ def count_params(params: Any) -> int:
 
 
 # ---- Replay buffer: each frame stored once (about 7.1 KB per transition) ---------------------------------------------
-
-
 class ReplayBuffer:
-    """FIFO replay that stores every observation's newest frame once and rebuilds 4-frame stacks when sampling.
-
-    Each env has its own ring of entries, one per env step. Entry i holds the frame of observation o_i, the action
-    taken from it, the clipped reward and whether that step ended in a game over. An episode's true last observation
-    is stored as an entry of its own (`last`): truncated transitions bootstrap from it, never from a reset frame
-    (CleanRL issue 460), and no transition starts there. `history` counts how many earlier frames of the same
-    episode a stack may use (at most 3); older stack slots are zero-filled, so stacks never cross an episode start.
-    """
+    """FIFO replay that stores each observation's newest frame once, in one ring of entries per env, and rebuilds
+    4-frame stacks when sampling. An episode's true last observation is an entry of its own (`last`): truncated
+    transitions bootstrap from it, never from a reset frame (CleanRL issue 460), and no transition starts there.
+    `history` counts the earlier frames of the same episode a stack may use; older slots are zero-filled, so no stack
+    crosses an episode start."""
 
     def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, int] = (84, 84), stack: int = 4) -> None:
         self.num_envs, self.stack = num_envs, stack
@@ -285,23 +236,19 @@ class ReplayBuffer:
         self.terminated = np.zeros(shape, dtype=bool)  # the step from entry i ended the game
         self.last = np.zeros(shape, dtype=bool)  # entry i is an episode's final observation
         self.history = np.zeros(shape, dtype=np.uint8)
-        self.cursor = 0  # next entry to write (all envs write in lockstep)
-        self.size = 0
+        self.cursor, self.size = 0, 0  # cursor: the next entry to write (all envs write in lockstep)
 
     def add_first(self, frames: np.ndarray) -> None:
         """Store the first observations after a reset (or a resume)."""
         self._write(frames, history=np.zeros(self.num_envs, np.uint8), last=np.zeros(self.num_envs, bool))
 
-    def add(
-        self, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
-        next_frames: np.ndarray, reset: np.ndarray,
-    ) -> None:  # fmt: skip
+    def add(self, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+            next_frames: np.ndarray, reset: np.ndarray) -> None:  # fmt: skip
         """Record one env step: the action, reward and termination of the previous entry, and the new frame.
         `reset` marks envs whose step was envpool's autoreset step: their new frame starts an episode."""
         prev = (self.cursor - 1) % self.capacity
         env = np.arange(self.num_envs)
-        self.actions[env, prev] = actions
-        self.rewards[env, prev] = rewards
+        self.actions[env, prev], self.rewards[env, prev] = actions, rewards
         self.terminated[env, prev] = terminated & ~reset
         history = np.where(reset, 0, np.minimum(self.history[env, prev] + 1, self.stack - 1)).astype(np.uint8)
         self._write(next_frames, history=history, last=(terminated | truncated) & ~reset)
@@ -341,21 +288,19 @@ class ReplayBuffer:
         for _ in range(1000):
             if len(env) >= batch_size:
                 break
-            e = rng.integers(self.num_envs, size=2 * batch_size)
-            a = rng.integers(self.size, size=2 * batch_size)
+            e, a = rng.integers(self.num_envs, size=2 * batch_size), rng.integers(self.size, size=2 * batch_size)
             ok = self.valid(e, a)
             env, age = np.concatenate([env, e[ok]]), np.concatenate([age, a[ok]])
         else:
             raise RuntimeError("the replay buffer holds no complete transition yet: raise --learning-starts")
         env, age = env[:batch_size], age[:batch_size]
         index = ((self.cursor if self.size == self.capacity else 0) + age) % self.capacity
-        next_index = (index + 1) % self.capacity
         return {
             "observations": self.stacks(env, index),
             "actions": self.actions[env, index],
             "rewards": self.rewards[env, index],
             "terminations": self.terminated[env, index].astype(np.float32),
-            "next_observations": self.stacks(env, next_index),
+            "next_observations": self.stacks(env, (index + 1) % self.capacity),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -368,8 +313,6 @@ class ReplayBuffer:
 
 
 # ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
-
-
 def is_prunable(leaf: Any) -> bool:
     return leaf.ndim > 1
 
@@ -457,8 +400,6 @@ def measured_sparsity(params: Any) -> float:
 
 
 # ---- Population: behaviour network (Fig. 3 right), exploitation (Fig. 3 left), exploration (Eq. 3) -------------------
-
-
 def behaviour_probabilities(cumulated_losses: jax.Array) -> jax.Array:
     """p_k proportional to 1 / L_k (Alg. 1 l. 3): uniform when all L are 0; NaN or inf losses get probability 0."""
     inverse = 1.0 / (cumulated_losses + 1e-6)
@@ -561,15 +502,11 @@ def put(tree: Any, index: int, value: Any) -> Any:
 
 
 # ---- Update: one jitted gradient step for all K networks against the shared target (Alg. 1 l. 6-10) ------------------
-
-
 def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float, layout: str) -> Any:
-    def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
-        q = network.apply(params, observations)
-        q_taken = jnp.take_along_axis(q, actions[:, None], axis=1)[:, 0]
+    @jax.value_and_grad
+    def loss_and_grad(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+        q_taken = jnp.take_along_axis(network.apply(params, observations), actions[:, None], axis=1)[:, 0]
         return jnp.mean((targets - q_taken) ** 2)  # Alg. 1 l. 9 (mean instead of sum, docs/implementation-notes.md)
-
-    loss_and_grad = jax.value_and_grad(td_loss)
 
     @jax.jit
     def train_step(learner, batch):
@@ -644,8 +581,6 @@ def epsilon_schedule(step: int, args: Args) -> float:
 
 
 # ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -662,9 +597,8 @@ def run_config(args: Args) -> dict[str, Any]:
             versions[package] = metadata.version(package)
     commit = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        here = Path(__file__).parent
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        commit = git.stdout.strip()
+        git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -703,11 +637,9 @@ def json_line(record: dict[str, Any]) -> str:
     """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
 
     def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
         if isinstance(value, list):
             return [finite(v) for v in value]
-        return value
+        return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
 
@@ -784,12 +716,8 @@ class RunLogger:
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
     return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
-
-
-def checkpoint_dir(run_dir: Path) -> Path | None:
-    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
@@ -799,8 +727,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, value in replay.state_dict().items():
-        with open(tmp / f"replay_{name}.npy", "wb") as f:
-            np.save(f, np.asarray(value))
+        np.save(tmp / f"replay_{name}.npy", np.asarray(value))
     atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
     atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
     if final.exists():
@@ -852,19 +779,14 @@ def stop_on_signals() -> dict[str, int]:
 
 
 # ---- Evaluation of the saved model -----------------------------------------------------------------------------------
-
-
-def evaluate(
-    model_path: Path, env_id: str, eval_episodes: int, seed: int, epsilon: float, network_size: str,
-    video_dir: Path | None = None,
-) -> list[float]:  # fmt: skip
+def evaluate(model_path: Path, env_id: str, eval_episodes: int, seed: int, epsilon: float, network_size: str,
+             video_dir: Path | None = None) -> list[float]:  # fmt: skip
     """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; raw game scores."""
     envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
     network = QNetwork(action_dim=envs.action_space.n, head_width=HEAD_WIDTHS[network_size])
     template = network.init(jax.random.PRNGKey(0), np.zeros((1, 4, 84, 84), np.uint8))
     params = flax.serialization.from_bytes(template, model_path.read_bytes())
-    q_values = jax.jit(network.apply)
-    rng = np.random.default_rng(seed)
+    q_values, rng = jax.jit(network.apply), np.random.default_rng(seed)
     obs, info = envs.reset()
     returns, episode_return, frames = [], 0.0, []
     while len(returns) < eval_episodes:
@@ -899,7 +821,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
 
 
 # ---- Training loop ---------------------------------------------------------------------------------------------------
-
 DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
 
 
@@ -923,17 +844,15 @@ def start_run(args: Args) -> Path:
 
 
 def init_wandb(args: Args, run_name: str) -> Any:
-    """--track: start the Weights & Biases run, to which RunLogger sends every scalar itself (wandb's
-    sync_tensorboard would need the tensorboard package, not a dependency); returns the module, whose `finish()` ends
-    the run."""
+    """--track: a Weights & Biases run to which RunLogger sends every scalar (sync_tensorboard would need the
+    tensorboard package); returns the module, whose `finish()` ends the run."""
     import wandb
 
     wandb.init(
         project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
         name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
     )  # fmt: skip
-    # every chart is drawn against the environment steps, as in TensorBoard
-    wandb.define_metric("global_step")
+    wandb.define_metric("global_step")  # every chart against the environment steps, as in TensorBoard
     wandb.define_metric("*", step_metric="global_step")
     return wandb
 
@@ -979,9 +898,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     run_dir = start_run(args)
     K, T = args.num_networks, args.target_network_frequency
-    layout = args.population_layout
-    if layout == "auto":
-        layout = "loop" if jax.default_backend() == "cpu" else "vmap"
+    auto_layout = "loop" if jax.default_backend() == "cpu" else "vmap"  # the faster one measured on each backend
+    layout = auto_layout if args.population_layout == "auto" else args.population_layout
 
     # ---- environment, networks, optimizer (Alg. 1 l. 1)
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
@@ -991,19 +909,16 @@ def main(argv: list[str] | None = None) -> None:
     learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, 4, 84, 84), np.uint8))
     rb, rng = ReplayBuffer(args.buffer_size, args.num_envs), np.random.default_rng(args.seed)
     train_step, act = make_train_step(network, optimizer, args.gamma, layout), make_act(network)
-    print(
-        f"{run_dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
-        f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run_dir}",
-        flush=True,
-    )
+    print(f"{run_dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
+          f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run_dir}",
+          flush=True)  # fmt: skip
     meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "sparsities": [0.0] * K, "elapsed": 0.0}
     meta["next_target_update"] = (args.learning_starts // T + 1) * T
     if args.resume:
         learner, meta = resume_run(run_dir, learner, rb, rng)
         envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
     global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-    next_target_update = meta["next_target_update"]
-    sparsities = np.array(meta["sparsities"])  # nominal sparsity level of each online network
+    next_target_update, sparsities = meta["next_target_update"], np.array(meta["sparsities"])  # nominal sparsities
     wandb = init_wandb(args, run_dir.name) if args.track else None
     logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None, wandb=wandb)
     target_sparsity = measured_sparsity(learner["target_params"])
@@ -1019,7 +934,6 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(run_dir, learner, rb, counters)
 
     def behaviour_actions() -> np.ndarray:
-        """Greedy actions of one online network drawn with probability proportional to 1 / L (Alg. 1 l. 3)."""
         learner["key"], act_key = jax.random.split(learner["key"])
         return np.asarray(act(learner["params"], learner["cumulated_losses"], obs, act_key))
 
@@ -1034,22 +948,21 @@ def main(argv: list[str] | None = None) -> None:
         # ---- act (Alg. 1 l. 3): epsilon-greedy on top of a network drawn proportionally to 1 / L
         epsilon = epsilon_schedule(global_step, args)
         actions = epsilon_greedy(epsilon, num_actions, args.num_envs, behaviour_actions, rng)
-        next_obs, rewards, terminated, truncated, info = envs.step(actions)
-        next_obs = zero_fill_reset_frames(next_obs, info["elapsed_step"])
+        obs, rewards, terminated, truncated, info = envs.step(actions)
+        obs = zero_fill_reset_frames(obs, info["elapsed_step"])
 
         # ---- store (Alg. 1 l. 4); autoreset steps are not interactions: they are neither stored nor counted
-        rb.add(actions, rewards, terminated, truncated, next_obs[:, -1], reset=resetting)  # Alg. 1 l. 4
+        rb.add(actions, rewards, terminated, truncated, obs[:, -1], reset=resetting)  # Alg. 1 l. 4
         live = ~resetting
         episode_returns += np.where(live, info["reward"], 0.0)  # raw game score (rewards are clipped for learning)
         episode_lengths += live
         previous_step, global_step = global_step, global_step + int(live.sum())
-        for env in np.flatnonzero(live & (terminated | truncated)):
+        resetting = live & (terminated | truncated)
+        for env in np.flatnonzero(resetting):
             episodes, last_return = episodes + 1, float(episode_returns[env])
             logger.scalar("charts/episodic_return", last_return, global_step)
             logger.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
             episode_returns[env], episode_lengths[env] = 0.0, 0
-        resetting = live & (terminated | truncated)
-        obs = next_obs
 
         # ---- learn (Alg. 1 l. 5-10): one gradient step per G env steps, for all K networks at once
         while grad_steps < gradient_steps_due(global_step, args):

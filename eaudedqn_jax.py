@@ -1,17 +1,12 @@
 """Eau De Deep Q-Network (EauDeDQN) on classic control: Algorithm 1 of the paper with an MLP, in minutes on a CPU.
 
 The classic-control twin of eaudedqn_atari_jax.py (as CleanRL keeps dqn_jax.py beside dqn_atari_jax.py): the same
-algorithm, code paths, flags, outputs and errors, on the discrete-action classic-control envs of envpool (CartPole-v1,
-Acrobot-v1, LunarLander-v3, MountainCar-v0) with a two-hidden-layer MLP. K online networks with different sparsity
-levels are trained against one shared target network. Every T env steps the online network with the smallest
-cumulated loss becomes the target (Alg. 1 l. 12), a new population is selected by elitist tournaments (l. 14), and
-every duplicated network is pruned to a sparsity drawn from Eq. 3 (l. 15).
+algorithm, flags, outputs and errors (docs/contract.md) on envpool's discrete-action classic-control envs. K online
+networks of different sparsities train against one shared target; every T env steps the lowest cumulated loss becomes
+the target (Alg. 1 l. 12), elitist tournaments select a new population (l. 14) and every duplicate is pruned to a
+sparsity drawn from Eq. 3 (l. 15).
 
     uv run python eaudedqn_jax.py --env-id CartPole-v1
-    uv run python eaudedqn_jax.py --help
-
-Reads top to bottom: arguments, environment, network, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -40,81 +35,46 @@ import numpy as np
 import optax
 import tyro
 
+
 # ---- Arguments -------------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (second part of the run name)"""
-    seed: int = 1
-    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
-    env_id: str = "CartPole-v1"
-    """the envpool discrete-action classic-control id: CartPole-v1, Acrobot-v1, LunarLander-v3, MountainCar-v0"""
-    track: bool = False
-    """log to Weights & Biases (syncs the TensorBoard files)"""
-    wandb_project_name: str = "eaudeqn"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the wandb entity (team)"""
-    capture_video: bool = False
-    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
-    save_model: bool = False
-    """save the target network's params to <run_dir>/<exp_name>.cleanrl_model, then evaluate them"""
-    output_dir: str = "runs"
-    """folder that receives one sub-folder per run"""
-    checkpoint_interval: int = 50_000
-    """env steps between checkpoints for --resume (0 disables)"""
-    resume: str | None = None
-    """continue the run saved in this run folder (its config.json decides every other argument)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # this experiment's name (second part of the run name)
+    seed: int = 1  # seed of the experiment: networks, replay sampling, exploration and the environments derive from it
+    env_id: str = "CartPole-v1"  # the envpool id: CartPole-v1, Acrobot-v1, LunarLander-v3 or MountainCar-v0
+    track: bool = False  # log every scalar and the evaluation videos to Weights & Biases
+    wandb_project_name: str = "eaudeqn"  # the wandb project name
+    wandb_entity: str | None = None  # the wandb entity (team)
+    capture_video: bool = False  # film the saved model's evaluation episodes to videos/<run_name>/ (needs --save-model)
+    save_model: bool = False  # save the target network's params to <run_dir>/<exp_name>.cleanrl_model and evaluate them
+    output_dir: str = "runs"  # folder that receives one sub-folder per run
+    checkpoint_interval: int = 50_000  # env steps between checkpoints for --resume (0 disables)
+    resume: str | None = None  # continue the run saved in this run folder (its config.json sets every other argument)
 
-    total_timesteps: int = 100_000
-    """t_final, total env steps (CleanRL's dqn_jax.py uses 500k; EauDeDQN solves CartPole-v1 in far fewer)"""
-    learning_rate: float = 2.5e-4
-    """Adam learning rate (CleanRL's dqn_jax.py)"""
-    adam_eps: float = 1e-8
-    """Adam epsilon (optax's default, as CleanRL's dqn_jax.py)"""
-    num_envs: int = 1
-    """parallel envpool environments; one gradient step per G env steps is kept for any value"""
-    buffer_size: int = 10_000
-    """replay capacity in transitions, FIFO (CleanRL's dqn_jax.py)"""
-    gamma: float = 0.99
-    """discount factor"""
-    target_network_frequency: int = 500
-    """T, env steps between target updates, tournaments and exploration (CleanRL's dqn_jax.py)"""
-    batch_size: int = 128
-    """mini-batch size (CleanRL's dqn_jax.py)"""
-    start_e: float = 1.0
-    """initial epsilon of epsilon-greedy"""
-    end_e: float = 0.05
-    """final epsilon of epsilon-greedy (CleanRL's dqn_jax.py)"""
-    exploration_steps: int = 50_000
-    """env steps over which epsilon decays linearly from start-e to end-e after the warm-up (half the run, as CleanRL)"""
-    learning_starts: int = 1_000
-    """env steps of experience collected before learning starts (CleanRL: 10k; 1k lets pruning start early)"""
-    train_frequency: int = 4
-    """G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps, docs/classic-control.md)"""
-    eval_episodes: int = 10
-    """greedy episodes played by the saved model at the end (with --save-model)"""
-    eval_epsilon: float = 0.0
-    """epsilon of the evaluation policy (classic control is evaluated greedily)"""
+    total_timesteps: int = 100_000  # t_final, total env steps (CleanRL's dqn_jax.py: 500k; CartPole-v1 needs far fewer)
+    learning_rate: float = 2.5e-4  # Adam learning rate (CleanRL's dqn_jax.py)
+    adam_eps: float = 1e-8  # Adam epsilon (optax's default, as CleanRL's dqn_jax.py)
+    num_envs: int = 1  # parallel envpool environments; one gradient step per G env steps is kept for any value
+    buffer_size: int = 10_000  # replay capacity in transitions, FIFO (CleanRL's dqn_jax.py)
+    gamma: float = 0.99  # discount factor
+    target_network_frequency: int = 500  # T, env steps between target updates, tournaments and exploration (CleanRL)
+    batch_size: int = 128  # mini-batch size (CleanRL's dqn_jax.py)
+    start_e: float = 1.0  # initial epsilon of epsilon-greedy
+    end_e: float = 0.05  # final epsilon of epsilon-greedy (CleanRL's dqn_jax.py)
+    exploration_steps: int = 50_000  # env steps of linear decay from start-e to end-e after the warm-up (half the run)
+    learning_starts: int = 1_000  # env steps before learning starts (CleanRL: 10k; 1k lets pruning start early)
+    train_frequency: int = 4  # G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps)
+    eval_episodes: int = 10  # greedy episodes played by the saved model at the end (with --save-model)
+    eval_epsilon: float = 0.0  # epsilon of the evaluation policy (classic control is evaluated greedily)
 
-    network_size: Literal["small", "medium", "large"] = "medium"
-    """width of the two hidden layers of the MLP: 64 / 256 / 1024"""
-    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
-    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+    network_size: Literal["small", "medium", "large"] = "medium"  # width of the two hidden layers: 64 / 256 / 1024
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"  # per-layer split of a sparsity (JaxPruner: erk)
 
-    num_networks: int = 5
-    """K, number of online networks"""
-    tournament_size: int = 3
-    """M, networks drawn (without replacement) in each selection tournament"""
-    u_max: float = 3.0
-    """U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)"""
-    s_max: float = 0.01
-    """S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)"""
-    population_layout: Literal["auto", "loop", "vmap"] = "auto"
-    """how the K networks are updated in one jitted step: a loop unrolled in the jit or jax.vmap; auto = the faster
-    one measured for these MLPs (vmap on CPU and GPU)"""
+    num_networks: int = 5  # K, number of online networks
+    tournament_size: int = 3  # M, networks drawn (without replacement) in each selection tournament
+    u_max: float = 3.0  # U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)
+    s_max: float = 0.01  # S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)
+    population_layout: Literal["auto", "loop", "vmap"] = "auto"  # K-network step: unrolled loop or vmap (auto: vmap)
 
 
 class ArgumentError(Exception):
@@ -192,7 +152,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").is_file():
                 raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
-            if checkpoint_dir(run_dir) is None:
+            if not checkpoint_dirs(run_dir):
                 raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
             args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
@@ -205,7 +165,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # ---- Environment: envpool's discrete-action classic-control envs (their own time limits: 500 / 500 / 1000 / 200 steps)
-
 CLASSIC_IDS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0")
 # envpool spec classes of the discrete-action classic-control envs (older versions such as CartPole-v0 share them);
 # Pendulum, MountainCarContinuous and LunarLanderContinuous have Box actions, which DQN cannot take
@@ -216,9 +175,8 @@ warnings.filterwarnings("ignore", message=".*precision lowered by casting to flo
 
 
 def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any:
-    """Vectorised classic-control env. envpool autoresets on the NEXT step: the step that ends an episode returns
-    its true last observation; the following step ignores the action and returns the reset observation with reward
-    0. envpool renders these envs itself (`render()` gives (1, H, W, 3) uint8 frames of env 0)."""
+    """envpool autoresets on the NEXT step: the step that ends an episode returns its true last observation, the next
+    one ignores its action and returns the reset observation with reward 0. `render()`: (1, H, W, 3) frames of env 0."""
     render_mode = "rgb_array" if render else None
     return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode=render_mode)
 
@@ -230,7 +188,6 @@ def env_seed(seed: int, purpose: int, step: int = 0) -> int:
 
 
 # ---- Network: MLP with two hidden ReLU layers of 64 / 256 / 1024 units (small / medium / large) ----------------------
-
 HIDDEN_WIDTHS = {"small": 64, "medium": 256, "large": 1024}
 
 
@@ -250,35 +207,24 @@ def count_params(params: Any) -> int:
 
 
 # ---- Replay buffer: float32 observation vectors, each transition with its own true next observation ------------------
-
-
 class ReplayBuffer:
-    """FIFO replay of (o, a, r, o', terminated) transitions with float32 observation vectors.
-
-    The next observation is stored with each transition (a few floats: cheaper and simpler than the Atari buffer's
-    frame sharing). On the step that ends an episode envpool returns the TRUE last observation, which is stored as
-    o': a truncated transition bootstraps from it, never from a reset observation (CleanRL issue 460), and the final
-    transition of every episode is kept with its own terminated flag (Dopamine issue 228). envpool's autoreset step
-    (the step after an episode end) is not a transition and is never stored.
-    """
+    """FIFO replay of (o, a, r, o', terminated). Each transition keeps its own o' (a few floats: simpler than the Atari
+    buffer's frame sharing), the TRUE last observation at an episode end: a truncation bootstraps from it, never from
+    a reset observation (CleanRL issue 460), and the final transition keeps its terminated flag (Dopamine issue 228)."""
 
     def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...]) -> None:
-        self.num_envs = num_envs
-        self.capacity = capacity
+        self.num_envs, self.capacity, self.cursor, self.size = num_envs, capacity, 0, 0  # cursor: next slot to write
         self.observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
         self.next_observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
         self.actions = np.zeros(capacity, dtype=np.int32)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=bool)
-        self.cursor = 0  # next slot to write
-        self.size = 0
 
     def add(
         self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
         next_observations: np.ndarray, reset: np.ndarray,
     ) -> None:  # fmt: skip
-        """Record one env step of every env whose step was a real interaction. `reset` marks envs whose step was
-        envpool's autoreset step (action ignored, reward 0, o' a reset observation): they are skipped."""
+        """One env step of every env; `reset` marks envpool's autoreset steps (not transitions), which are skipped."""
         live = ~reset
         index = (self.cursor + np.arange(int(live.sum()))) % self.capacity
         self.observations[index] = observations[live]
@@ -295,12 +241,10 @@ class ReplayBuffer:
             raise RuntimeError("the replay buffer holds no complete transition yet: raise --learning-starts")
         index = rng.integers(self.size, size=batch_size)
         return {
-            "observations": self.observations[index],
-            "actions": self.actions[index],
-            "rewards": self.rewards[index],
+            "observations": self.observations[index], "next_observations": self.next_observations[index],
+            "actions": self.actions[index], "rewards": self.rewards[index],
             "terminations": self.terminated[index].astype(np.float32),
-            "next_observations": self.next_observations[index],
-        }
+        }  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         names = ("observations", "next_observations", "actions", "rewards", "terminated")
@@ -312,8 +256,6 @@ class ReplayBuffer:
 
 
 # ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
-
-
 def is_prunable(leaf: Any) -> bool:
     return leaf.ndim > 1
 
@@ -401,8 +343,6 @@ def measured_sparsity(params: Any) -> float:
 
 
 # ---- Population: behaviour network (Fig. 3 right), exploitation (Fig. 3 left), exploration (Eq. 3) -------------------
-
-
 def behaviour_probabilities(cumulated_losses: jax.Array) -> jax.Array:
     """p_k proportional to 1 / L_k (Alg. 1 l. 3): uniform when all L are 0; NaN or inf losses get probability 0."""
     inverse = 1.0 / (cumulated_losses + 1e-6)
@@ -505,8 +445,6 @@ def put(tree: Any, index: int, value: Any) -> Any:
 
 
 # ---- Update: one jitted gradient step for all K networks against the shared target (Alg. 1 l. 6-10) ------------------
-
-
 def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float, layout: str) -> Any:
     def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
         q = network.apply(params, observations)
@@ -588,8 +526,6 @@ def epsilon_schedule(step: int, args: Args) -> float:
 
 
 # ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -606,9 +542,8 @@ def run_config(args: Args) -> dict[str, Any]:
             versions[package] = metadata.version(package)
     commit = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        here = Path(__file__).parent
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        commit = git.stdout.strip()
+        git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -647,11 +582,9 @@ def json_line(record: dict[str, Any]) -> str:
     """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
 
     def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
         if isinstance(value, list):
             return [finite(v) for v in value]
-        return value
+        return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
 
@@ -728,12 +661,8 @@ class RunLogger:
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
     return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
-
-
-def checkpoint_dir(run_dir: Path) -> Path | None:
-    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
@@ -743,8 +672,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, value in replay.state_dict().items():
-        with open(tmp / f"replay_{name}.npy", "wb") as f:
-            np.save(f, np.asarray(value))
+        np.save(tmp / f"replay_{name}.npy", np.asarray(value))
     atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
     atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
     if final.exists():
@@ -761,15 +689,11 @@ def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffe
     """Restore the newest checkpoint that reads back whole; a damaged newest one falls back to the previous one."""
     damaged = []
     for path in checkpoint_dirs(run_dir):
-        file = path / "state.msgpack"
+        file = path / "state.msgpack"  # the file being read, named by the error
         try:
             state = flax.serialization.from_bytes(template, file.read_bytes())
-            replay_state = {}
-            for name in replay.state_dict():
-                file = path / f"replay_{name}.npy"
-                replay_state[name] = np.load(file)
-            file = path / "meta.json"
-            meta = json.loads(file.read_text())
+            replay_state = {name: np.load(file := path / f"replay_{name}.npy") for name in replay.state_dict()}
+            meta = json.loads((file := path / "meta.json").read_text())
         except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
             damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
             continue
@@ -796,13 +720,11 @@ def stop_on_signals() -> dict[str, int]:
 
 
 # ---- Evaluation of the saved model -----------------------------------------------------------------------------------
-
-
 def evaluate(
     model_path: Path, env_id: str, eval_episodes: int, seed: int, epsilon: float, network_size: str,
     video_dir: Path | None = None,
 ) -> list[float]:  # fmt: skip
-    """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; undiscounted returns."""
+    """Undiscounted returns of `eval_episodes` episodes of a saved `.cleanrl_model`'s epsilon-greedy policy."""
     envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
     network = QNetwork(action_dim=envs.action_space.n, hidden_width=HIDDEN_WIDTHS[network_size])
     template = network.init(jax.random.PRNGKey(0), np.zeros((1, *envs.observation_space.shape), np.float32))
@@ -843,7 +765,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
 
 
 # ---- Training loop ---------------------------------------------------------------------------------------------------
-
 DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
 
 
@@ -867,17 +788,15 @@ def start_run(args: Args) -> Path:
 
 
 def init_wandb(args: Args, run_name: str) -> Any:
-    """--track: start the Weights & Biases run, to which RunLogger sends every scalar itself (wandb's
-    sync_tensorboard would need the tensorboard package, not a dependency); returns the module, whose `finish()` ends
-    the run."""
+    """--track: a Weights & Biases run to which RunLogger sends every scalar (sync_tensorboard would need the
+    tensorboard package); returns the module, whose `finish()` ends the run."""
     import wandb
 
     wandb.init(
         project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
         name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
     )  # fmt: skip
-    # every chart is drawn against the environment steps, as in TensorBoard
-    wandb.define_metric("global_step")
+    wandb.define_metric("global_step")  # every chart against the environment steps, as in TensorBoard
     wandb.define_metric("*", step_metric="global_step")
     return wandb
 
@@ -922,11 +841,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     run_dir = start_run(args)
     K, T = args.num_networks, args.target_network_frequency
-    layout = args.population_layout
-    if (
-        layout == "auto"
-    ):  # unlike convolutions, vmapped MLPs beat the unrolled loop on CPU too (docs/classic-control.md)
-        layout = "vmap"
+    # auto: unlike convolutions, vmapped MLPs beat the unrolled loop on CPU too (docs/classic-control.md)
+    layout = "vmap" if args.population_layout == "auto" else args.population_layout
 
     # ---- environment, networks, optimizer (Alg. 1 l. 1)
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
@@ -947,8 +863,7 @@ def main(argv: list[str] | None = None) -> None:
         learner, meta = resume_run(run_dir, learner, rb, rng)
         envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
     global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-    next_target_update = meta["next_target_update"]
-    sparsities = np.array(meta["sparsities"])  # nominal sparsity level of each online network
+    next_target_update, sparsities = meta["next_target_update"], np.array(meta["sparsities"])  # nominal, per network
     wandb = init_wandb(args, run_dir.name) if args.track else None
     logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None, wandb=wandb)
     target_sparsity = measured_sparsity(learner["target_params"])
@@ -964,12 +879,10 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(run_dir, learner, rb, counters)
 
     def behaviour_actions() -> np.ndarray:
-        """Greedy actions of one online network drawn with probability proportional to 1 / L (Alg. 1 l. 3)."""
         learner["key"], act_key = jax.random.split(learner["key"])
         return np.asarray(act(learner["params"], learner["cumulated_losses"], obs, act_key))
 
-    obs, _ = envs.reset()
-    obs = np.asarray(obs, np.float32)
+    obs = np.asarray(envs.reset()[0], np.float32)
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_losses = float("nan"), None
@@ -982,7 +895,7 @@ def main(argv: list[str] | None = None) -> None:
         next_obs = np.asarray(next_obs, np.float32)
 
         # ---- store (Alg. 1 l. 4); autoreset steps are not interactions: they are neither stored nor counted
-        rb.add(obs, actions, rewards, terminated, next_obs, reset=resetting)  # Alg. 1 l. 4
+        rb.add(obs, actions, rewards, terminated, next_obs, reset=resetting)
         live = ~resetting
         episode_returns += np.where(live, rewards, 0.0)
         episode_lengths += live

@@ -9,9 +9,6 @@ renewed separately by elitist tournaments (l. 14) and the duplicated critics are
 
     uv run python eaudesac_mujoco_jax.py --env-id HalfCheetah-v5
     uv run python eaudesac_mujoco_jax.py --help
-
-Reads top to bottom: arguments, environment, networks, replay buffer, pruning, population (Eq. 3, tournaments),
-update, run outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -42,77 +39,44 @@ import numpy as np
 import optax
 import tyro
 
+
 # ---- Arguments -------------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (second part of the run name)"""
-    seed: int = 1
-    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
-    env_id: str = "HalfCheetah-v5"
-    """the envpool MuJoCo id, e.g. HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5"""
-    track: bool = False
-    """log to Weights & Biases (syncs the TensorBoard files)"""
-    wandb_project_name: str = "eaudeqn"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the wandb entity (team)"""
-    capture_video: bool = False
-    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
-    save_model: bool = False
-    """save {"actor", "critics": [q1, q2]} (the selected critics) to <run_dir>/<exp_name>.cleanrl_model, then evaluate"""
-    output_dir: str = "runs"
-    """folder that receives one sub-folder per run"""
-    checkpoint_interval: int = 100_000
-    """env steps between checkpoints for --resume (0 disables)"""
-    resume: str | None = None
-    """continue the run saved in this run folder (its config.json decides every other argument)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # this experiment's name (second part of the run name)
+    seed: int = 1  # seed of the experiment: networks, replay sampling, exploration and the environments derive from it
+    env_id: str = "HalfCheetah-v5"  # envpool MuJoCo id: HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5
+    track: bool = False  # log every scalar and the evaluation videos to Weights & Biases
+    wandb_project_name: str = "eaudeqn"  # the wandb project name
+    wandb_entity: str | None = None  # the wandb entity (team)
+    capture_video: bool = False  # film the saved model's evaluation episodes to videos/<run_name>/ (needs --save-model)
+    save_model: bool = False  # save {"actor", "critics": [q1, q2]} (psi critics) to <run_dir>/<exp_name>.cleanrl_model
+    output_dir: str = "runs"  # folder that receives one sub-folder per run
+    checkpoint_interval: int = 100_000  # env steps between checkpoints for --resume (0 disables)
+    resume: str | None = None  # continue the run saved in this run folder (its config.json sets every other argument)
 
-    total_timesteps: int = 1_000_000
-    """t_final, total env steps (Table 4)"""
-    learning_rate: float = 1e-3
-    """Adam learning rate of the actor, the critics and the temperature (Table 4)"""
-    num_envs: int = 1
-    """parallel envpool environments; one update per env step (UTD 1) is kept for any value"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions, FIFO (Table 4)"""
-    gamma: float = 0.99
-    """discount factor (Table 4)"""
-    tau: float = 0.005
-    """Polyak coefficient of the critic targets and of the EMA cumulated losses (Alg. 2 l. 8, Table 4)"""
-    batch_size: int = 256
-    """mini-batch size (Table 4)"""
-    learning_starts: int = 5_000
-    """env steps of uniform random actions collected before learning starts (Table 4)"""
-    eval_frequency: int = 10_000
-    """env steps between evaluations of the deterministic policy (0 disables)"""
-    eval_episodes: int = 10
-    """episodes of each evaluation, and of the final evaluation of the saved model"""
+    total_timesteps: int = 1_000_000  # t_final, total env steps (Table 4)
+    learning_rate: float = 1e-3  # Adam learning rate of the actor, the critics and the temperature (Table 4)
+    num_envs: int = 1  # parallel envpool environments; one update per env step (UTD 1) is kept for any value
+    buffer_size: int = 1_000_000  # replay capacity in transitions, FIFO (Table 4)
+    gamma: float = 0.99  # discount factor (Table 4)
+    tau: float = 0.005  # Polyak coefficient of the critic targets and of the EMA losses L (Alg. 2 l. 8, Table 4)
+    batch_size: int = 256  # mini-batch size (Table 4)
+    learning_starts: int = 5_000  # env steps of uniform random actions collected before learning starts (Table 4)
+    eval_frequency: int = 10_000  # env steps between evaluations of the deterministic policy (0 disables)
+    eval_episodes: int = 10  # episodes of each evaluation, and of the final evaluation of the saved model
 
-    network_size: Literal["small", "medium", "large"] = "small"
-    """width of the two hidden critic layers: 256 / 1280 / 2048 (Table 4); the actor is always 256-256"""
-    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
-    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+    network_size: Literal["small", "medium", "large"] = "small"  # critic width 256/1280/2048 (Table 4); actor 256
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"  # spread over layers (JaxPruner's RL uses erk)
 
-    num_networks: int = 5
-    """K, number of online critics in each of the two populations"""
-    tournament_size: int = 3
-    """M, critics drawn (without replacement) in each selection tournament"""
-    u_max: float = 3.0
-    """U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)"""
-    s_max: float = 0.01
-    """S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)"""
-    pruning_period: int = 1_000
-    """P, env steps between exploitation/exploration of the critic populations (Alg. 2 l. 13)"""
-    population_layout: Literal["auto", "loop", "vmap"] = "auto"
-    """how the 2 x K critics are updated in one jitted step: jax.vmap or a loop unrolled in the jit; auto = vmap (the
-    faster one measured for these MLPs on CPU, docs/mujoco.md)"""
-    prune_actor: bool = False
-    """also prune the actor on the polynomial schedule of Eq. 2 (the paper prunes only the critics)"""
-    actor_final_sparsity: float = 0.95
-    """s_F of the actor's Eq. 2 schedule with --prune-actor (t_start 0.2, t_end 0.8 of t_final, n 3)"""
+    num_networks: int = 5  # K, number of online critics in each of the two populations
+    tournament_size: int = 3  # M, critics drawn (without replacement) in each selection tournament
+    u_max: float = 3.0  # U_max, scale of the exploration step of Eq. 3 (3 normal, 10 ambitious, 30 aggressive)
+    s_max: float = 0.01  # S_max, largest fraction of the remaining weights one exploration step may prune (Eq. 3)
+    pruning_period: int = 1_000  # P, env steps between exploitation/exploration of the populations (Alg. 2 l. 13)
+    population_layout: Literal["auto", "loop", "vmap"] = "auto"  # vmap or unrolled loop; auto = vmap, faster on CPU
+    prune_actor: bool = False  # also prune the actor on Eq. 2's polynomial schedule (the paper prunes critics only)
+    actor_final_sparsity: float = 0.95  # s_F of the actor's Eq. 2 schedule (t_start 0.2, t_end 0.8 of t_final, n 3)
 
 
 class ArgumentError(Exception):
@@ -147,14 +111,8 @@ def check_args(args: Args) -> None:
             raise ArgumentError(f"{flag}: {message}")
     if args.env_id not in envpool.list_all_envs():
         raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool MuJoCo ids look like 'Hopper-v5')")
-    if not is_mujoco(args.env_id):
+    if envpool.registration.registry.specs[args.env_id][0] != "envpool.mujoco.gym":  # without building the env
         raise ArgumentError(f"--env-id: {args.env_id!r} is not a MuJoCo task; this script needs e.g. 'HalfCheetah-v5'")
-
-
-def is_mujoco(env_id: str) -> bool:
-    """Whether envpool registers `env_id` as a gym(nasium) MuJoCo task (without building the environment)."""
-    entry = envpool.registration.registry.specs.get(env_id)
-    return entry is not None and entry[0] == "envpool.mujoco.gym"
 
 
 def check_output_dir(output_dir: str) -> None:
@@ -190,7 +148,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").is_file():
                 raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
-            if checkpoint_dir(run_dir) is None:
+            if not checkpoint_dirs(run_dir):
                 raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
             args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
@@ -203,12 +161,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # ---- Environment: envpool MuJoCo (gymnasium v5 semantics, horizon 1 000); one action convention ----------------------
-
-
 def make_env(env_id: str, num_envs: int, seed: int) -> Any:
-    """Vectorised MuJoCo env. envpool autoresets on the NEXT step: the step that ends an episode (terminated or
-    truncated at 1 000 steps) returns its true last observation; the following step ignores the action and returns
-    the reset observation with reward 0. Observations and actions are float64 in envpool."""
+    """envpool autoresets on the NEXT step: the step that ends an episode (terminated or truncated at 1 000 steps)
+    returns its true last observation; the following step ignores the action and returns the reset observation with
+    reward 0. Observations and actions are float64 in envpool."""
     return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed)
 
 
@@ -220,13 +176,12 @@ def env_seed(seed: int, purpose: int, step: int = 0) -> int:
 
 def scale_action(unit_action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """THE action convention: the policy (and the warm-up) acts in [-1, 1]^d, the replay buffer and the critics see
-    that unit action, and only the env receives it mapped linearly onto [low, high] (Humanoid: [-0.4, 0.4]). Applying
-    it once, here, avoids the double rescale a reference SAC once had."""
+    that unit action, and only the env receives it mapped onto [low, high] (Humanoid: [-0.4, 0.4]). Applying it once,
+    here, avoids the double rescale a reference SAC once had."""
     return low + (np.clip(unit_action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
 
 
 # ---- Networks (Table 4): tanh-Gaussian actor 256-256, critics Q(s, a) 256-256 / 1280-1280 / 2048-2048 ----------------
-
 CRITIC_WIDTHS = {"small": 256, "medium": 1280, "large": 2048}
 ACTOR_WIDTH = 256
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -270,8 +225,6 @@ def count_params(params: Any) -> int:
 
 
 # ---- Replay buffer: (obs, action, reward, terminated, next_obs) float32 arrays, FIFO ---------------------------------
-
-
 class ReplayBuffer:
     """FIFO replay of complete transitions. `next_obs` is the true next observation, also after a time-limit
     truncation (envpool returns it at the ending step), so truncated transitions bootstrap correctly (CleanRL issue
@@ -284,13 +237,11 @@ class ReplayBuffer:
         self.rewards = np.zeros(capacity, np.float32)
         self.terminated = np.zeros(capacity, np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.cursor = 0
-        self.size = 0
+        self.cursor, self.size = 0, 0
 
     def add(
         self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, next_obs: np.ndarray
     ) -> None:
-        """Append a batch of transitions (one per live env)."""
         index = (self.cursor + np.arange(len(obs))) % self.capacity
         self.obs[index], self.actions[index], self.rewards[index] = obs, actions, rewards
         self.terminated[index], self.next_obs[index] = terminated, next_obs
@@ -299,13 +250,8 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         index = rng.integers(self.size, size=batch_size)
-        return {
-            "observations": self.obs[index],
-            "actions": self.actions[index],
-            "rewards": self.rewards[index],
-            "terminations": self.terminated[index],
-            "next_observations": self.next_obs[index],
-        }
+        return {"observations": self.obs[index], "actions": self.actions[index], "rewards": self.rewards[index],
+                "terminations": self.terminated[index], "next_observations": self.next_obs[index]}  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         names = ("obs", "actions", "rewards", "terminated", "next_obs")
@@ -318,8 +264,6 @@ class ReplayBuffer:
 
 
 # ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
-
-
 def is_prunable(leaf: Any) -> bool:
     return leaf.ndim > 1
 
@@ -412,12 +356,7 @@ def polynomial_sparsity(step: int, final_sparsity: float, start_step: int, end_s
     return final_sparsity * (1.0 - (1.0 - min(max(progress, 0.0), 1.0)) ** power)
 
 
-ACTOR_PRUNING_START, ACTOR_PRUNING_END, ACTOR_PRUNING_POWER = 0.2, 0.8, 3.0  # Eq. 2 defaults (--prune-actor)
-
-
 # ---- Population: behaviour critics (Fig. 3 right), exploitation (Fig. 3 left), exploration (Eq. 3) -------------------
-
-
 def behaviour_probabilities(cumulated_losses: jax.Array) -> jax.Array:
     """p_k proportional to 1 / L_k (Alg. 1 l. 3): uniform when all L are 0; NaN or inf losses get probability 0."""
     inverse = 1.0 / (cumulated_losses + 1e-6)
@@ -482,14 +421,11 @@ def renew_population(
     state: dict[str, Any], population: int, parents: np.ndarray, new_sparsities: np.ndarray, is_copy: np.ndarray,
     optimizer: optax.GradientTransformation, distribution: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """Alg. 2 l. 14-15 for critic population i = `population` (the critic arrays have leading axes (2, K)).
-
-    Slot j takes critic parents[j] of the old population with its online and target params, mask and Adam state.
-    A copy is pruned by magnitude on its online params to its new sparsity; the same mask is applied to its copied
+    """Alg. 2 l. 14-15 for critic population `population` (critic arrays have leading axes (2, K)): slot j takes
+    critic parents[j] whole; a copy is pruned by magnitude to its new sparsity, the same mask is applied to its copied
     target (so the Polyak target never holds weights the online critic lacks) and it gets a fresh Adam state."""
-    names = ("critics", "critic_targets", "critic_masks", "critic_opt_states")
     state = dict(state)
-    for name in names:
+    for name in ("critics", "critic_targets", "critic_masks", "critic_opt_states"):
         state[name] = put(state[name], population, take(take(state[name], population), parents))
     for slot in np.flatnonzero(is_copy):
         index = (population, int(slot))
@@ -497,9 +433,8 @@ def renew_population(
         masks = magnitude_masks(online, float(new_sparsities[slot]), distribution)
         online = apply_masks(online, masks)
         state["critics"] = put(state["critics"], index, online)
-        state["critic_targets"] = put(
-            state["critic_targets"], index, apply_masks(take(state["critic_targets"], index), masks)
-        )
+        target = apply_masks(take(state["critic_targets"], index), masks)
+        state["critic_targets"] = put(state["critic_targets"], index, target)
         state["critic_masks"] = put(state["critic_masks"], index, masks)
         state["critic_opt_states"] = put(state["critic_opt_states"], index, optimizer.init(online))
     return state
@@ -523,25 +458,15 @@ def population_step(
             args.u_max, args.s_max, rng,
         )  # fmt: skip
         state = renew_population(state, i, parents, after, is_copy, optimizer, args.sparsity_distribution)
-        events.append(
-            {
-                "global_step": step,
-                "critic": i + 1,
-                "losses": losses[i].tolist(),
-                "sparsities_before": np.asarray(sparsities[i]).tolist(),
-                "target_index": best,
-                "parents": parents.tolist(),
-                "sparsities_after": after.tolist(),
-            }
-        )
+        events.append({"global_step": step, "critic": i + 1, "losses": losses[i].tolist(),
+                       "sparsities_before": np.asarray(sparsities[i]).tolist(), "target_index": best,
+                       "parents": parents.tolist(), "sparsities_after": after.tolist()})  # fmt: skip
         new_sparsities[i] = after
     state = {**state, "cumulated_losses": jnp.zeros_like(state["cumulated_losses"])}  # l. 16: psi_i = 0, the best
     return state, new_sparsities, events
 
 
 # ---- Update: one jitted step for the 2 x K critics, the actor, the temperature and the Polyak targets (Alg. 2 l. 5-12)
-
-
 def ema_losses(cumulated_losses: jax.Array, losses: jax.Array, tau: float) -> jax.Array:
     """Alg. 2 l. 8: L <- (1 - tau) L + tau loss."""
     return (1.0 - tau) * cumulated_losses + tau * losses
@@ -557,12 +482,10 @@ def selected_indices(cumulated_losses: jax.Array) -> jax.Array:
 def behaviour_indices(cumulated_losses: jax.Array, key: jax.Array) -> jax.Array:
     """Alg. 2 l. 11: psi_i^b ~ Choice({1..K}, p proportional to 1 / L_i^k) for each population i, one draw each."""
     keys = jax.random.split(key, 2)
-    return jnp.stack(
-        [
-            jax.random.choice(keys[i], cumulated_losses.shape[1], p=behaviour_probabilities(cumulated_losses[i]))
-            for i in range(2)
-        ]
-    )
+    return jnp.stack([
+        jax.random.choice(keys[i], cumulated_losses.shape[1], p=behaviour_probabilities(cumulated_losses[i]))
+        for i in range(2)
+    ])  # fmt: skip
 
 
 def shared_target(
@@ -625,11 +548,10 @@ def make_train_step(
         # ---- critics (l. 5-9): the shared target with the psi critics, then one step for every critic
         psi = selected_indices(state["cumulated_losses"])
         next_actions, next_log_probs = sample_action(actor, state["actor"], batch["next_observations"], target_key)
-        targets = shared_target(
+        targets = jax.lax.stop_gradient(shared_target(
             critic, state["critic_targets"], psi, batch["rewards"], batch["terminations"], batch["next_observations"],
             next_actions, next_log_probs, alpha, gamma,
-        )  # fmt: skip
-        targets = jax.lax.stop_gradient(targets)
+        ))  # fmt: skip
         losses, grads = loss_and_grad(state["critics"], batch["observations"], batch["actions"], targets)
         updates, critic_opt_states = optimizer_update(grads, state["critic_opt_states"], state["critics"])
         critics = apply_masks(optax.apply_updates(state["critics"], updates), state["critic_masks"])
@@ -646,24 +568,18 @@ def make_train_step(
         actor_params = apply_masks(optax.apply_updates(state["actor"], actor_updates), state["actor_masks"])
 
         # ---- temperature: match the entropy to -action_dim (SAC, Haarnoja et al. 2018)
-        temperature_loss_and_grad = jax.value_and_grad(temperature_loss)
-        alpha_loss_value, alpha_grad = temperature_loss_and_grad(state["log_alpha"], log_probs, target_entropy)
+        alpha_loss, alpha_grad = jax.value_and_grad(temperature_loss)(state["log_alpha"], log_probs, target_entropy)
         alpha_update, alpha_opt_state = optimizer.update(alpha_grad, state["alpha_opt_state"], state["log_alpha"])
 
         # ---- Polyak (l. 8) for all 2 x K targets: masked online weights are 0, so masked target weights stay 0
         critic_targets = optax.incremental_update(critics, state["critic_targets"], tau)
         new_state = {
-            **state,
-            "actor": actor_params,
-            "actor_opt_state": actor_opt_state,
-            "critics": critics,
-            "critic_opt_states": critic_opt_states,
-            "critic_targets": critic_targets,
+            **state, "actor": actor_params, "actor_opt_state": actor_opt_state, "critics": critics,
+            "critic_opt_states": critic_opt_states, "critic_targets": critic_targets,
             "log_alpha": optax.apply_updates(state["log_alpha"], alpha_update),
-            "alpha_opt_state": alpha_opt_state,
-            "cumulated_losses": cumulated_losses,
-        }
-        metrics = {"qf_loss": losses, "actor_loss": actor_loss_value, "alpha_loss": alpha_loss_value, "alpha": alpha}
+            "alpha_opt_state": alpha_opt_state, "cumulated_losses": cumulated_losses,
+        }  # fmt: skip
+        metrics = {"qf_loss": losses, "actor_loss": actor_loss_value, "alpha_loss": alpha_loss, "alpha": alpha}
         return new_state, metrics
 
     return train_step
@@ -671,8 +587,7 @@ def make_train_step(
 
 def make_act(actor: Actor) -> Any:
     @jax.jit
-    def act(params, observations, key):
-        """Stochastic unit actions tanh(u) in [-1, 1] (Alg. 2 l. 3)."""
+    def act(params, observations, key):  # stochastic unit actions tanh(u) in [-1, 1] (Alg. 2 l. 3)
         return sample_action(actor, params, observations, key)[0]
 
     return act
@@ -680,16 +595,13 @@ def make_act(actor: Actor) -> Any:
 
 def make_deterministic_act(actor: Actor) -> Any:
     @jax.jit
-    def act(params, observations):
-        """The evaluation policy: tanh of the mean."""
+    def act(params, observations):  # the evaluation policy: tanh of the mean
         return jnp.tanh(actor.apply(params, observations)[0])
 
     return act
 
 
 # ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -706,9 +618,8 @@ def run_config(args: Args) -> dict[str, Any]:
             versions[package] = metadata.version(package)
     commit = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        here = Path(__file__).parent
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        commit = git.stdout.strip()
+        git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -747,11 +658,9 @@ def json_line(record: dict[str, Any]) -> str:
     """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
 
     def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
         if isinstance(value, list):
             return [finite(v) for v in value]
-        return value
+        return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
 
@@ -828,12 +737,8 @@ class RunLogger:
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
     return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
-
-
-def checkpoint_dir(run_dir: Path) -> Path | None:
-    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
@@ -896,8 +801,6 @@ def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffe
 
 
 # ---- Evaluation: the deterministic policy tanh(mean), periodically and on the saved model ----------------------------
-
-
 def evaluate_policy(
     act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, step: int = 0
 ) -> list[float]:
@@ -952,8 +855,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
 
 
 # ---- Training loop ---------------------------------------------------------------------------------------------------
-
-
 def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
@@ -968,23 +869,17 @@ def init_state(
     obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
     actor_params = actor.init(actor_key, obs)
     critic_keys = jax.random.split(critic_key, 2 * num_networks).reshape(2, num_networks, -1)
-    critics = jax.vmap(jax.vmap(critic.init, in_axes=(0, None, None)), in_axes=(0, None, None))(
-        critic_keys, obs, action
-    )
+    critics = jax.vmap(jax.vmap(critic.init, (0, None, None)), (0, None, None))(critic_keys, obs, action)
     log_alpha = jnp.zeros((), jnp.float32)  # alpha = 1 initially (SBX); not weak-typed: one compilation
     return {
-        "actor": actor_params,
-        "actor_opt_state": optimizer.init(actor_params),
+        "actor": actor_params, "actor_opt_state": optimizer.init(actor_params),
         "actor_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), actor_params),
-        "critics": critics,
-        "critic_targets": critics,
+        "critics": critics, "critic_targets": critics,
         "critic_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), critics),
         "critic_opt_states": jax.vmap(jax.vmap(optimizer.init))(critics),
-        "log_alpha": log_alpha,
-        "alpha_opt_state": optimizer.init(log_alpha),
-        "cumulated_losses": jnp.zeros((2, num_networks)),
-        "key": key,
-    }
+        "log_alpha": log_alpha, "alpha_opt_state": optimizer.init(log_alpha),
+        "cumulated_losses": jnp.zeros((2, num_networks)), "key": key,
+    }  # fmt: skip
 
 
 def selected_critics(state: dict[str, Any]) -> list[Any]:
@@ -1011,17 +906,15 @@ def start_run(args: Args) -> Path:
 
 
 def init_wandb(args: Args, run_name: str) -> Any:
-    """--track: start the Weights & Biases run, to which RunLogger sends every scalar itself (wandb's
-    sync_tensorboard would need the tensorboard package, not a dependency); returns the module, whose `finish()` ends
-    the run."""
+    """--track: a Weights & Biases run to which RunLogger sends every scalar (sync_tensorboard would need the
+    tensorboard package); returns the module, whose `finish()` ends the run."""
     import wandb
 
     wandb.init(
         project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
         name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
     )  # fmt: skip
-    # every chart is drawn against the environment steps, as in TensorBoard
-    wandb.define_metric("global_step")
+    wandb.define_metric("global_step")  # every chart against the environment steps, as in TensorBoard
     wandb.define_metric("*", step_metric="global_step")
     return wandb
 
@@ -1049,16 +942,6 @@ def resume_run(run_dir: Path, state: dict[str, Any], rb: ReplayBuffer, rng: np.r
         print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
     print(f"resumed {run_dir.name} at step {meta['global_step']:,}", flush=True)
     return state, meta
-
-
-def prune_actor(state: dict[str, Any], actor_sparsity: float, step: int, args: Args) -> float:
-    """--prune-actor: Eq. 2 on the actor, whose Adam state is kept (Ceron et al. 2024); returns its new sparsity."""
-    start, end = int(ACTOR_PRUNING_START * args.total_timesteps), int(ACTOR_PRUNING_END * args.total_timesteps)
-    new_actor_sparsity = polynomial_sparsity(step, args.actor_final_sparsity, start, end, ACTOR_PRUNING_POWER)
-    if new_actor_sparsity != actor_sparsity:
-        state["actor_masks"] = magnitude_masks(state["actor"], new_actor_sparsity, args.sparsity_distribution)
-        state["actor"] = apply_masks(state["actor"], state["actor_masks"])
-    return new_actor_sparsity
 
 
 def save_and_evaluate(
@@ -1100,12 +983,9 @@ def main(argv: list[str] | None = None) -> None:
         actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim), layout=layout
     )
     act, deterministic_act = make_act(actor), make_deterministic_act(actor)
-    actor_params_count, critic_params_count = count_params(state["actor"]), count_params(take(state["critics"], (0, 0)))
-    print(
-        f"{run_dir.name}: actor {actor_params_count:,} parameters, 2 x K={K} critics of {critic_params_count:,}"
-        f" parameters ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run_dir}",
-        flush=True,
-    )
+    print(f"{run_dir.name}: actor {count_params(state['actor']):,} parameters, 2 x K={K} critics of"
+          f" {count_params(take(state['critics'], (0, 0))):,} parameters ({args.network_size}), {layout} layout on"
+          f" {jax.default_backend()}; outputs in {run_dir}", flush=True)  # fmt: skip
     meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "elapsed": 0.0, "actor_sparsity": 0.0}
     meta["next_population"] = (args.learning_starts // args.pruning_period + 1) * args.pruning_period
     meta["next_eval"] = args.eval_frequency if args.eval_frequency > 0 else None
@@ -1127,15 +1007,10 @@ def main(argv: list[str] | None = None) -> None:
     def checkpoint() -> None:
         counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
         counters |= {"next_population": next_population, "next_eval": next_eval, "sparsities": sparsities.tolist()}
-        counters |= {
-            "actor_sparsity": actor_sparsity,
-            "elapsed": logger.elapsed(),
-            "rng_state": rng.bit_generator.state,
-        }
-        save_checkpoint(run_dir, state, rb, counters)
+        counters |= {"actor_sparsity": actor_sparsity, "elapsed": logger.elapsed()}
+        save_checkpoint(run_dir, state, rb, counters | {"rng_state": rng.bit_generator.state})
 
-    obs, _ = envs.reset()
-    obs = obs.astype(np.float32)
+    obs = envs.reset()[0].astype(np.float32)
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_metrics = float("nan"), None
@@ -1184,21 +1059,24 @@ def main(argv: list[str] | None = None) -> None:
             state, sparsities, events = population_step(state, sparsities, global_step, args, optimizer, rng)
             for event in events:
                 logger.population_event(event)
-            if args.prune_actor:
-                actor_sparsity = prune_actor(state, actor_sparsity, global_step, args)
             target_sparsity = float(np.mean([measured_sparsity(q) for q in selected_critics(state)]))
             logger.scalar("sparsity/target", target_sparsity, global_step)
             logger.scalar("population/sparsity_max", float(sparsities.max()), global_step)
-            if args.prune_actor:
+            if args.prune_actor:  # Eq. 2 (t_start 0.2, t_end 0.8, n 3); Adam state kept (Ceron et al. 2024)
+                start, end = int(0.2 * args.total_timesteps), int(0.8 * args.total_timesteps)
+                new_sparsity = polynomial_sparsity(global_step, args.actor_final_sparsity, start, end, 3.0)
+                if new_sparsity != actor_sparsity:
+                    state["actor_masks"] = magnitude_masks(state["actor"], new_sparsity, args.sparsity_distribution)
+                    state["actor"] = apply_masks(state["actor"], state["actor_masks"])
+                    actor_sparsity = new_sparsity
                 logger.scalar("sparsity/actor", measured_sparsity(state["actor"]), global_step)
             next_population += args.pruning_period
 
         # ---- periodic evaluation of the deterministic policy on its own env
         final = global_step >= args.total_timesteps and args.save_model  # the saved model is evaluated instead
         if next_eval is not None and global_step >= next_eval and not final:
-            returns = evaluate_policy(
-                deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed, global_step
-            )
+            returns = evaluate_policy(deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed,
+                                      global_step)  # fmt: skip
             for value in returns:
                 logger.scalar("eval/episodic_return", value, global_step)
             if returns:

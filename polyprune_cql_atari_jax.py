@@ -43,79 +43,45 @@ import numpy as np
 import optax
 import tyro
 
+
 # ---- Arguments -------------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (second part of the run name)"""
-    seed: int = 1
-    """seed of the experiment: networks, mini-batch sampling, exploration and the evaluation envs derive from it"""
-    env_id: str = "Pong-v5"
-    """the envpool Atari id of the dataset's game, e.g. Pong-v5 (used for evaluation and the number of actions)"""
-    track: bool = False
-    """log to Weights & Biases (syncs the TensorBoard files)"""
-    wandb_project_name: str = "eaudeqn"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the wandb entity (team)"""
-    capture_video: bool = False
-    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
-    save_model: bool = False
-    """save the target network's params to <run_dir>/<exp_name>.cleanrl_model; the final evaluation plays them"""
-    output_dir: str = "runs"
-    """folder that receives one sub-folder per run"""
-    checkpoint_interval: int = 62_500
-    """gradient steps between checkpoints for --resume (0 disables); default: once per epoch"""
-    resume: str | None = None
-    """continue the run saved in this run folder (its config.json decides every other argument)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # this experiment's name (second part of the run name)
+    seed: int = 1  # seed of the experiment: networks, mini-batches, population draws and evaluation envs derive from it
+    env_id: str = "Pong-v5"  # envpool Atari id of the dataset's game (evaluation, number of actions), e.g. Pong-v5
+    track: bool = False  # log every scalar and the evaluation videos to Weights & Biases
+    wandb_project_name: str = "eaudeqn"  # the wandb project name
+    wandb_entity: str | None = None  # the wandb entity (team)
+    capture_video: bool = False  # film the saved model's evaluation episodes to videos/<run_name>/ (needs --save-model)
+    save_model: bool = False  # save the target network's params to <run_dir>/<exp_name>.cleanrl_model and evaluate them
+    output_dir: str = "runs"  # folder that receives one sub-folder per run
+    checkpoint_interval: int = 62_500  # gradient steps between checkpoints for --resume (0 disables); once per epoch
+    resume: str | None = None  # continue the run saved in this run folder (its config.json sets every other argument)
 
-    dataset_dir: str | None = None
-    """DQN Replay Dataset run folder (e.g. datasets/Pong/1) or its replay_logs/ sub-folder (required)"""
-    dataset_checkpoints: list[int] | None = None
-    """checkpoint numbers N of $store$_*_ckpt.N.gz to load, in this order; default: the first 50 found in numeric
-    order (a public run holds 0..50: 0..49 give the 2.5M-transition set of Table 3, all 51 would give 2.55M)"""
-    transitions_per_checkpoint: int = 50_000
-    """first rows loaded from each checkpoint: 50 x 50 000 = the 2.5M-transition (5%) set of Table 3"""
-    num_epochs: int = 100
-    """training epochs; t_final = num_epochs * steps_per_epoch gradient steps (100 as Ceron et al. 2024, docs/implementation-notes.md)"""
-    steps_per_epoch: int = 62_500
-    """gradient steps per epoch (Table 3); the greedy policy is evaluated after every epoch"""
-    learning_rate: float = 5e-5
-    """Adam learning rate (Table 3, offline)"""
-    adam_eps: float = 3.125e-4
-    """Adam epsilon (Table 3, offline)"""
-    gamma: float = 0.99
-    """discount factor"""
-    target_network_frequency: int = 2_000
-    """T, gradient steps between target updates, tournaments and exploration (Table 3, offline)"""
-    batch_size: int = 32
-    """mini-batch size (Table 3)"""
-    cql_alpha: float = 0.1
-    """alpha, weight of the CQL regulariser mean(logsumexp_a Q(s, a) - Q(s, a_data)) (Ceron et al. 2024)"""
-    eval_episodes: int = 10
-    """greedy episodes played in parallel after every epoch (and by the saved model at the end); 0 disables"""
-    eval_epsilon: float = 0.001
-    """epsilon of the evaluation policy"""
-    eval_max_episode_steps: int = 27_000
-    """agent steps after which an evaluation episode is truncated (27 000 = 108 000 frames, Machado et al.)"""
+    dataset_dir: str | None = None  # (required) DQN Replay Dataset run folder (datasets/Pong/1) or its replay_logs/
+    dataset_checkpoints: list[int] | None = None  # checkpoints N to load, in order; default: first 50 in numeric order
+    transitions_per_checkpoint: int = 50_000  # first rows loaded per checkpoint: 50 x 50 000 = 2.5M (5%, Table 3)
+    num_epochs: int = 100  # epochs; t_final = num_epochs * steps_per_epoch gradient steps (100 as Ceron et al. 2024)
+    steps_per_epoch: int = 62_500  # gradient steps per epoch (Table 3); the greedy policy is evaluated after each
+    learning_rate: float = 5e-5  # Adam learning rate (Table 3, offline)
+    adam_eps: float = 3.125e-4  # Adam epsilon (Table 3, offline)
+    gamma: float = 0.99  # discount factor
+    target_network_frequency: int = 2_000  # T, gradient steps between target updates and population steps (Table 3)
+    batch_size: int = 32  # mini-batch size (Table 3)
+    cql_alpha: float = 0.1  # alpha, CQL regulariser weight: logsumexp_a Q(s, a) - Q(s, a_data) (Ceron et al. 2024)
+    eval_episodes: int = 10  # greedy episodes played in parallel after every epoch and by the saved model; 0 disables
+    eval_epsilon: float = 0.001  # epsilon of the evaluation policy
+    eval_max_episode_steps: int = 27_000  # agent steps before an evaluation episode is cut (108 000 frames, Machado)
 
-    network_size: Literal["small", "medium", "large"] = "medium"
-    """width of the dense head: 32 / 512 / 2048 (Table 1)"""
-    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
-    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+    network_size: Literal["small", "medium", "large"] = "medium"  # width of the dense head: 32 / 512 / 2048 (Table 1)
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"  # layer spread of sparsity (JaxPruner RL: ERK)
 
-    final_sparsity: float = 0.95
-    """s_F, sparsity reached at the end of the schedule (Eq. 2); 0 gives the dense CQL baseline"""
-    pruning_start: float = 0.2
-    """t_start as a fraction of t_final = num_epochs * steps_per_epoch gradient steps (Eq. 2)"""
-    pruning_end: float = 0.8
-    """t_end as a fraction of t_final (Eq. 2)"""
-    pruning_power: float = 3.0
-    """n, steepness of the polynomial schedule (Eq. 2)"""
-    pruning_period: int = 1_000
-    """gradient steps between mask updates (Table 3: 1 000 offline)"""
+    final_sparsity: float = 0.95  # s_F, sparsity reached at the end of the schedule (Eq. 2); 0: the dense CQL baseline
+    pruning_start: float = 0.2  # t_start as a fraction of t_final = num_epochs * steps_per_epoch gradient steps (Eq. 2)
+    pruning_end: float = 0.8  # t_end as a fraction of t_final (Eq. 2)
+    pruning_power: float = 3.0  # n, steepness of the polynomial schedule (Eq. 2)
+    pruning_period: int = 1_000  # gradient steps between mask updates (Table 3: 1 000 offline)
 
 
 class ArgumentError(Exception):
@@ -124,16 +90,13 @@ class ArgumentError(Exception):
 
 def check_args(args: Args) -> None:
     """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors), dataset included."""
+    start_before_end = 0 <= args.pruning_start <= args.pruning_end <= 1
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.num_epochs > 0, "--num-epochs", "must be positive"),
         (args.steps_per_epoch > 0, "--steps-per-epoch", "must be positive"),
         (0 <= args.final_sparsity < 1, "--final-sparsity", "s_F must be in [0, 1)"),
-        (
-            0 <= args.pruning_start <= args.pruning_end <= 1,
-            "--pruning-start/--pruning-end",
-            "need 0 <= start <= end <= 1",
-        ),
+        (start_before_end, "--pruning-start/--pruning-end", "need 0 <= start <= end <= 1"),
         (args.pruning_power > 0, "--pruning-power", "n must be positive"),
         (args.pruning_period >= 1, "--pruning-period", "must be at least 1"),
         (0 < args.learning_rate < math.inf, "--learning-rate", "must be a positive finite number"),
@@ -146,15 +109,12 @@ def check_args(args: Args) -> None:
         (0 <= args.eval_epsilon <= 1, "--eval-epsilon", "must be in [0, 1]"),
         (args.eval_max_episode_steps >= 1, "--eval-max-episode-steps", "must be at least 1"),
         (args.checkpoint_interval >= 0, "--checkpoint-interval", "must be non-negative (0 disables)"),
-        (
-            args.dataset_dir is not None,
-            "--dataset-dir",
-            "required: a DQN Replay Dataset run folder (docs/offline-atari.md)",
-        ),
     ]
     for ok, flag, message in checks:
         if not ok:
             raise ArgumentError(f"{flag}: {message}")
+    if args.dataset_dir is None:
+        raise ArgumentError("--dataset-dir: required: a DQN Replay Dataset run folder (docs/offline-atari.md)")
     if args.env_id not in envpool.list_all_envs():
         raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool Atari ids look like 'Pong-v5')")
     if type(envpool.make_spec(args.env_id)).__name__ != "AtariEnvSpec":
@@ -198,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").is_file():
                 raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
-            if checkpoint_dir(run_dir) is None:
+            if not checkpoint_dirs(run_dir):
                 raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
             args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
@@ -211,7 +171,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # ---- Environment: envpool Atari under the Machado et al. (2018) protocol (docs/implementation-notes.md) --------------
-
 MACHADO_PROTOCOL = dict(
     repeat_action_probability=0.25,  # sticky actions
     episodic_life=False,  # an episode ends at game over, not at a life loss
@@ -224,17 +183,11 @@ MACHADO_PROTOCOL = dict(
 
 
 def make_env(env_id: str, num_envs: int, seed: int, render: bool = False, max_episode_steps: int = 27_000) -> Any:
-    """Vectorised Atari env. envpool autoresets on the NEXT step: the step that ends an episode returns its true last
-    observation; the following step ignores the action and returns the reset observation with reward 0.
-    `max_episode_steps` (agent steps) only shortens evaluation episodes in tests; 27 000 is the Machado protocol."""
-    return envpool.make(
-        env_id,
-        env_type="gymnasium",
-        num_envs=num_envs,
-        seed=seed,
-        render_mode="rgb_array" if render else None,
-        **{**MACHADO_PROTOCOL, "max_episode_steps": max_episode_steps},
-    )
+    """Vectorised Atari env; `max_episode_steps` is --eval-max-episode-steps. envpool autoresets on the NEXT step: the
+    step that ends an episode returns its true last observation, the next one the reset observation with reward 0."""
+    protocol = {**MACHADO_PROTOCOL, "max_episode_steps": max_episode_steps}
+    render_mode = "rgb_array" if render else None
+    return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode=render_mode, **protocol)
 
 
 def env_seed(seed: int, purpose: int, step: int = 0) -> int:
@@ -255,7 +208,6 @@ def zero_fill_reset_frames(obs: np.ndarray, elapsed_step: np.ndarray) -> np.ndar
 
 
 # ---- Network (Table 3): Nature-CNN torso with Flax's default SAME padding, dense head of 32 / 512 / 2048 units -------
-
 HEAD_WIDTHS = {"small": 32, "medium": 512, "large": 2048}
 
 
@@ -274,44 +226,33 @@ class QNetwork(nn.Module):
         return nn.Dense(self.action_dim)(x)
 
 
-def count_params(params: Any) -> int:
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
-
-
 # ---- DQN Replay Dataset (Agarwal et al. 2020): streaming loader and frame-stack rebuilding, stdlib + numpy only -----
-# Layout (Dopamine's OutOfGraphReplayBuffer.save): `replay_logs/$store$_{observation,action,reward,terminal}_ckpt.N.gz`
-# plus `add_count_ckpt.N.gz` and `invalid_range_ckpt.N.gz`; each file is a gzip stream holding one `np.save` array.
-# Entry i holds (frame o_i, action a_i, clipped reward r_i, terminal_i); the next frame is entry i + 1. Dopamine writes
-# three all-zero "padding" entries (action 0, reward 0, terminal 0) before the first step of every episode, so the
-# 4-frame stack of an episode's first step reads [0, 0, 0, o_0] straight from the array.
-
+# Dopamine's OutOfGraphReplayBuffer.save writes replay_logs/$store$_{observation,action,reward,terminal}_ckpt.N.gz
+# (plus add_count and invalid_range), each a gzip stream of one `np.save` array. Entry i holds (frame o_i, action a_i,
+# clipped reward r_i, terminal_i); the next frame is entry i + 1. Dopamine writes three all-zero "padding" entries
+# before the first step of every episode, so the stack of an episode's first step reads [0, 0, 0, o_0] from the array.
 DQN_REPLAY_STORE_KEYS = ("observation", "action", "reward", "terminal")
 DQN_REPLAY_STACK_SIZE = 4
-# Checkpoints loaded when none are named: a public run holds 0..50 (51 files); 50 x 50 000 rows = Table 3's 2.5M set.
-DQN_REPLAY_DEFAULT_CHECKPOINTS = 50
+DQN_REPLAY_DEFAULT_CHECKPOINTS = 50  # a public run holds 0..50: 50 x 50 000 rows = Table 3's 2.5M set (51: 2.55M)
 _DQN_REPLAY_FILE_RE = re.compile(
     r"^(\$store\$_(?:observation|action|reward|terminal)|add_count|invalid_range)_ckpt\.(\d+)\.gz$"
 )
-_DQN_REPLAY_READ_CHUNK = 8 << 20  # bytes decompressed per read: bounds the temporary buffer gzip allocates
 
 
 class DatasetError(ValueError):
     """A user error in the offline dataset; `str(err)` is one line that starts with the flag to blame."""
 
-    def __init__(self, flag: str, message: str) -> None:
+    def __init__(self, message: str, flag: str = "--dataset-dir") -> None:
         self.flag = flag
         super().__init__(" ".join(f"{flag}: {message}".split()))  # one line, whatever the wrapped error said
 
 
 @dataclass(frozen=True)
 class DqnReplayDataset:
-    """All loaded transitions, in file order (checkpoints in the order loaded, each one's first rows).
+    """The loaded rows in file order. Transition i is (state i, actions[i], rewards[i], state i + 1, terminals[i]),
+    state i being the frame stack that ends at observations[i]; only indices with valid[i] are trained on."""
 
-    `observations[i]` is the newest single frame of state i; the transition is (state i, actions[i], rewards[i],
-    state i + 1, terminals[i]). Only indices with `valid[i]` are transitions to train on.
-    """
-
-    observations: np.ndarray  # (n, H, W) uint8
+    observations: np.ndarray  # (n, 84, 84) uint8, the newest frame of each state
     actions: np.ndarray  # (n,) int32
     rewards: np.ndarray  # (n,) float32, as stored (Dopamine stores rewards clipped to [-1, 1])
     terminals: np.ndarray  # (n,) bool, true game over
@@ -322,362 +263,211 @@ class DqnReplayDataset:
     slice_starts: np.ndarray  # (len(checkpoints),) int64, index of each checkpoint's first row
 
 
-@dataclass(frozen=True)
-class _NpyHeader:
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran_order: bool
+def _dqn_replay_open(path: str) -> Any:
+    return gzip.open(path, "rb")  # a function of its own so that tests can count the bytes decompressed
 
 
-@dataclass(frozen=True)
-class _CheckpointPlan:
-    number: int
-    paths: dict[str, str]  # store key -> file path
-    rows: int  # rows to load
-    frame_shape: tuple[int, ...]  # (H, W) of the observations
-    cursor: int | None  # Dopamine's write cursor when it falls inside the loaded rows (seam of the circular buffer)
-
-
-def _dqn_replay_open(path: str):
-    """Opens one gzip member for streaming reads (a separate function so tests can wrap it)."""
-    return gzip.open(path, "rb")
-
-
-def _dqn_replay_read_header(fp, path: str) -> _NpyHeader:
-    """Reads the .npy magic and header from an open stream, leaving it at the first data byte."""
-    try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fp)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    except (OSError, EOFError, ValueError, zlib.error) as err:
-        raise DatasetError("--dataset-dir", f"{path}: not a gzip-compressed .npy array ({err})") from err
-    return _NpyHeader(tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran_order))
-
-
-def _dqn_replay_read_into(fp, out: np.ndarray, path: str) -> None:
-    """Fills the C-contiguous array `out` with the next `out.nbytes` bytes of the stream, in bounded chunks."""
-    view = memoryview(out.reshape(-1).view(np.uint8))
-    total, pos = view.nbytes, 0
-    try:
-        while pos < total:
-            got = fp.readinto(view[pos : pos + _DQN_REPLAY_READ_CHUNK])
-            if not got:
-                raise DatasetError("--dataset-dir", f"{path}: truncated file (data ends after {pos} of {total} bytes)")
-            pos += got
-    except (OSError, EOFError, zlib.error) as err:
-        raise DatasetError("--dataset-dir", f"{path}: corrupt or truncated gzip stream ({err})") from err
-
-
-def _dqn_replay_header_of(path: str) -> _NpyHeader:
-    """Header of one file; decompresses only the first few hundred bytes."""
+def _dqn_replay_read(path: str, out: np.ndarray | None = None) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """The .npy header (shape, dtype, fortran order) of one file. With `out`, the file's first len(out) rows are also
+    decompressed straight into `out`, 8 MiB per read (gzip allocates a buffer per read): peak memory stays the dataset
+    plus one chunk, and a corrupt tail after the rows kept does not matter."""
     try:
         with _dqn_replay_open(path) as fp:
-            return _dqn_replay_read_header(fp, path)
+            try:
+                version = np.lib.format.read_magic(fp)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"unsupported .npy format version {version}")
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran_order, dtype = read(fp)
+            except (OSError, EOFError, ValueError, zlib.error) as err:
+                raise DatasetError(f"{path}: not a gzip-compressed .npy array ({err})") from err
+            header = (tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran_order))
+            if out is None:
+                return header
+            buffer = out if dtype == out.dtype else np.empty(out.shape, dtype)  # another dtype or byte order: convert
+            view, pos = memoryview(buffer.reshape(-1).view(np.uint8)), 0
+            try:
+                while pos < view.nbytes:
+                    if not (got := fp.readinto(view[pos : pos + (8 << 20)])):
+                        raise DatasetError(f"{path}: truncated file (data ends after {pos} of {view.nbytes} bytes)")
+                    pos += got
+            except (OSError, EOFError, zlib.error) as err:
+                raise DatasetError(f"{path}: corrupt or truncated gzip stream ({err})") from err
+            if buffer is not out:
+                out[...] = buffer
     except OSError as err:  # unreadable file (permissions, ...)
-        raise DatasetError("--dataset-dir", f"{path}: cannot read ({err})") from err
-
-
-def _dqn_replay_read_small(path: str) -> np.ndarray:
-    """Reads a whole (small) array, e.g. add_count."""
-    with _dqn_replay_open(path) as fp:
-        header = _dqn_replay_read_header(fp, path)
-        if header.dtype.hasobject or int(np.prod(header.shape)) > 1 << 20:
-            raise DatasetError("--dataset-dir", f"{path}: unexpected array {header.dtype}{list(header.shape)}")
-        out = np.empty(header.shape, dtype=header.dtype)
-        _dqn_replay_read_into(fp, out, path)
-    return out
-
-
-def resolve_replay_logs_dir(dataset_dir: str) -> str:
-    """The folder holding the checkpoint files: `dataset_dir` itself or its `replay_logs/` subfolder.
-
-    Both forms are accepted because the public dataset is laid out as `<Game>/<run>/replay_logs/`.
-    """
-    if not os.path.isdir(dataset_dir):
-        raise DatasetError("--dataset-dir", f"{dataset_dir} is not a folder")
-    sub = os.path.join(dataset_dir, "replay_logs")
-    if os.path.isdir(sub) and not _dqn_replay_list_files(dataset_dir):
-        return sub
-    return dataset_dir
-
-
-def _dqn_replay_list_files(folder: str) -> dict[int, dict[str, str]]:
-    """Checkpoint number -> {"observation"|"action"|"reward"|"terminal"|"add_count"|"invalid_range": path}."""
-    found: dict[int, dict[str, str]] = {}
-    for name in os.listdir(folder):
-        match = _DQN_REPLAY_FILE_RE.match(name)
-        if match:
-            key = match.group(1).removeprefix("$store$_")
-            found.setdefault(int(match.group(2)), {})[key] = os.path.join(folder, name)
-    return found
+        raise DatasetError(f"{path}: cannot read ({err})") from err
+    return header
 
 
 def _dqn_replay_plan(
-    dataset_dir: str, checkpoints: Sequence[int] | None, transitions_per_checkpoint: int | None,
-    frame_shape: tuple[int, int] | None, max_checkpoints: int,
-) -> list[_CheckpointPlan]:  # fmt: skip
-    """Checks files, headers, dtypes, lengths and sizes (headers and add_count only) and plans what to read."""
+    dataset_dir: str, checkpoints: Sequence[int] | None, transitions_per_checkpoint: int | None, max_checkpoints: int
+) -> list[tuple[int, dict[str, str], int, int | None]]:
+    """Checks files, .npy headers, dtypes, lengths and row counts (headers and add_count only) and plans the load:
+    (checkpoint number, {key: path}, rows to read, Dopamine's write cursor when it falls inside those rows)."""
     if transitions_per_checkpoint is not None and transitions_per_checkpoint < 1:
-        raise DatasetError("--transitions-per-checkpoint", f"must be at least 1, got {transitions_per_checkpoint}")
-    folder = resolve_replay_logs_dir(dataset_dir)
-    found = _dqn_replay_list_files(folder)
+        raise DatasetError(f"must be at least 1, got {transitions_per_checkpoint}", "--transitions-per-checkpoint")
+    if not os.path.isdir(dataset_dir):
+        raise DatasetError(f"{dataset_dir} is not a folder")
+    folder, sub = dataset_dir, os.path.join(dataset_dir, "replay_logs")  # the public layout: <Game>/<run>/replay_logs/
+    if os.path.isdir(sub) and not any(_DQN_REPLAY_FILE_RE.match(name) for name in os.listdir(dataset_dir)):
+        folder = sub
+    found: dict[int, dict[str, str]] = {}  # checkpoint number -> {"observation", ..., "add_count", ...: path}
+    for name in os.listdir(folder):
+        if match := _DQN_REPLAY_FILE_RE.match(name):
+            key = match.group(1).removeprefix("$store$_")
+            found.setdefault(int(match.group(2)), {})[key] = os.path.join(folder, name)
     if not found:
-        raise DatasetError(
-            "--dataset-dir", f"{dataset_dir} holds no DQN Replay checkpoint files ($store$_observation_ckpt.N.gz, ...)"
-        )
-    if checkpoints is None:
-        numbers = sorted(found)[:max_checkpoints]  # numeric order: checkpoint 10 comes after 9, not after 1
-    else:
-        numbers = [int(n) for n in checkpoints]
-        if not numbers:
-            raise DatasetError("--dataset-checkpoints", "empty list of checkpoints")
-        if len(set(numbers)) != len(numbers):
-            raise DatasetError("--dataset-checkpoints", f"checkpoint listed twice in {numbers}")
-        absent = [n for n in numbers if n not in found]
-        if absent:
-            raise DatasetError(
-                "--dataset-checkpoints", f"checkpoint(s) {absent} not in {folder} (found {_dqn_replay_ranges(found)})"
-            )
+        raise DatasetError(f"{dataset_dir} holds no DQN Replay checkpoint files ($store$_observation_ckpt.N.gz, ...)")
+    # numeric order: checkpoint 10 comes after 9, not after 1
+    numbers = sorted(found)[:max_checkpoints] if checkpoints is None else [int(n) for n in checkpoints]
+    if checkpoints is not None and not numbers:
+        raise DatasetError("empty list of checkpoints", "--dataset-checkpoints")
+    if len(set(numbers)) != len(numbers):
+        raise DatasetError(f"checkpoint listed twice in {numbers}", "--dataset-checkpoints")
+    if absent := [n for n in numbers if n not in found]:
+        have = sorted(found)
+        have = f"{len(have)} checkpoints, {have[0]}..{have[-1]}" if len(have) > 3 else str(have)
+        raise DatasetError(f"checkpoint(s) {absent} not in {folder} (found {have})", "--dataset-checkpoints")
     plans = []
     for number in numbers:
         files = found[number]
-        missing = [k for k in DQN_REPLAY_STORE_KEYS if k not in files]
-        if missing:
+        if missing := [k for k in DQN_REPLAY_STORE_KEYS if k not in files]:
             names = ", ".join(f"$store$_{k}_ckpt.{number}.gz" for k in missing)
-            raise DatasetError("--dataset-dir", f"checkpoint {number} in {folder} lacks {names}")
-        headers = {k: _dqn_replay_header_of(files[k]) for k in DQN_REPLAY_STORE_KEYS}
-        _dqn_replay_check_headers(headers, files, frame_shape)
-        lengths = {k: h.shape[0] for k, h in headers.items()}
+            raise DatasetError(f"checkpoint {number} in {folder} lacks {names}")
+        headers = {k: _dqn_replay_read(files[k]) for k in DQN_REPLAY_STORE_KEYS}
+        shape, dtype, fortran_order = headers["observation"]
+        if dtype != np.uint8 or len(shape) != 3 or fortran_order:
+            raise DatasetError(f"{files['observation']}: expected a (n, 84, 84) uint8 array, got {dtype}{list(shape)}")
+        if shape[1:] != (84, 84):
+            raise DatasetError(f"{files['observation']}: frames are {shape[1:]}, expected (84, 84)")
+        for key, kinds in (("action", "iu"), ("reward", "f"), ("terminal", "biu")):
+            shape, dtype, _ = headers[key]
+            if len(shape) != 1 or dtype.kind not in kinds:
+                raise DatasetError(f"{files[key]}: expected a 1-d {key} array, got {dtype}{list(shape)}")
+        lengths = {key: shape[0] for key, (shape, _, _) in headers.items()}
         if len(set(lengths.values())) != 1:
-            raise DatasetError("--dataset-dir", f"checkpoint {number}: arrays of different lengths {lengths}")
-        length = lengths["observation"]
-        available, cursor = length, None
+            raise DatasetError(f"checkpoint {number}: arrays of different lengths {lengths}")
+        length = add_count = lengths["observation"]
         if "add_count" in files:
-            add_count = _dqn_replay_read_small(files["add_count"])
-            if add_count.size != 1 or add_count.dtype.kind not in "iu":
-                raise DatasetError("--dataset-dir", f"{files['add_count']}: expected one integer")
-            add_count = int(add_count.reshape(-1)[0])
-            if add_count < length:
-                available = add_count  # buffer never filled: the rows after add_count were never written
-            else:
-                cursor = add_count % length  # oldest entry; entry cursor - 1 is the newest
+            shape, dtype, _ = _dqn_replay_read(files["add_count"])
+            if int(np.prod(shape)) != 1 or dtype.kind not in "iu":
+                raise DatasetError(f"{files['add_count']}: expected one integer")
+            count = np.empty(shape, dtype)
+            _dqn_replay_read(files["add_count"], count)
+            add_count = int(count.reshape(-1)[0])
+        available = min(add_count, length)  # a buffer never filled: the rows from add_count on were never written
         rows = available if transitions_per_checkpoint is None else transitions_per_checkpoint
-        if rows > available or rows < 1:
-            raise DatasetError(
-                "--transitions-per-checkpoint",
-                f"checkpoint {number} holds {available} transitions, fewer than the {rows} requested",
-            )
-        seam = cursor if cursor is not None and 0 < cursor < rows else None
-        plans.append(_CheckpointPlan(number, files, rows, headers["observation"].shape[1:], seam))
+        if not 1 <= rows <= available:
+            message = f"checkpoint {number} holds {available} transitions, fewer than the {rows} requested"
+            raise DatasetError(message, "--transitions-per-checkpoint")
+        cursor = add_count % length if add_count > length else 0  # a full circular buffer: its oldest entry
+        plans.append((number, files, rows, cursor if 0 < cursor < rows else None))
     return plans
-
-
-def _dqn_replay_ranges(found: dict[int, dict[str, str]]) -> str:
-    numbers = sorted(found)
-    return f"{len(numbers)} checkpoints, {numbers[0]}..{numbers[-1]}" if len(numbers) > 3 else str(numbers)
-
-
-def _dqn_replay_check_headers(
-    headers: dict[str, _NpyHeader], files: dict[str, str], frame_shape: tuple[int, int] | None
-) -> None:
-    """Raises DatasetError unless the four arrays have the DQN Replay dtypes and shapes."""
-    obs = headers["observation"]
-    if obs.dtype != np.uint8 or len(obs.shape) != 3 or obs.fortran_order:
-        raise DatasetError(
-            "--dataset-dir",
-            f"{files['observation']}: expected a (n, 84, 84) uint8 array, got {obs.dtype}{list(obs.shape)}",
-        )
-    if frame_shape is not None and obs.shape[1:] != tuple(frame_shape):
-        raise DatasetError(
-            "--dataset-dir", f"{files['observation']}: frames are {obs.shape[1:]}, expected {tuple(frame_shape)}"
-        )
-    kinds = {"action": "iu", "reward": "f", "terminal": "biu"}
-    for key, allowed in kinds.items():
-        h = headers[key]
-        if len(h.shape) != 1 or h.dtype.kind not in allowed:
-            raise DatasetError(
-                "--dataset-dir", f"{files[key]}: expected a 1-d {key} array, got {h.dtype}{list(h.shape)}"
-            )
 
 
 def validate_dataset_dir(
     dataset_dir: str, checkpoints: Sequence[int] | None = None, transitions_per_checkpoint: int | None = 50_000,
-    frame_shape: tuple[int, int] | None = (84, 84), max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
+    max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
 ) -> list[int]:  # fmt: skip
-    """Cheap check before any JAX work: files present, .npy headers, dtypes, lengths, enough rows.
-
-    Reads only the .npy headers (a few hundred decompressed bytes per file) and the tiny add_count files, so a
-    corrupt body is only detected by `load_dqn_replay_dataset`. Returns the checkpoint numbers that would be loaded.
-    Raises DatasetError.
-    """
-    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape, max_checkpoints)
-    return [p.number for p in plans]
+    """check_args' cheap check (headers only: a corrupt body is left to the loader): the checkpoints to be loaded."""
+    return [plan[0] for plan in _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, max_checkpoints)]
 
 
 def load_dqn_replay_dataset(
     dataset_dir: str, checkpoints: Sequence[int] | None = None, transitions_per_checkpoint: int | None = 50_000,
-    frame_shape: tuple[int, int] | None = (84, 84), num_actions: int | None = None,
-    max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
+    num_actions: int | None = None, max_checkpoints: int = DQN_REPLAY_DEFAULT_CHECKPOINTS,
 ) -> DqnReplayDataset:  # fmt: skip
-    """Loads the first `transitions_per_checkpoint` rows of each checkpoint (all rows if None).
+    """The first `transitions_per_checkpoint` rows (all if None) of `checkpoints`, in this order (default: the first
+    `max_checkpoints` found, in numeric order). With `num_actions`, actions must lie in [0, num_actions).
 
-    `checkpoints`: checkpoint numbers N to load, in this order (default: the first `max_checkpoints` found, in
-    numeric order).
-    Streams every gzip file: parses the .npy header, then decompresses only the rows it keeps, straight into arrays
-    allocated once for the whole dataset, so peak memory is the dataset plus one 8 MiB read chunk.
-    `num_actions`: when given, actions of valid transitions must lie in [0, num_actions).
-
-    Episode boundaries: `episode_starts` is True at each checkpoint slice's first row, after every terminal, and at
-    Dopamine's write cursor when it falls inside the slice (the seam between the newest and oldest entries of its
-    circular buffer, from add_count). Dopamine's zero padding entries (up to 3 all-zero frames with action 0,
-    reward 0, not terminal, right after an episode boundary) and entries with a negative action (observation-only
-    rows that hold the final frame of a time-limit-truncated episode) are not valid transitions. A non-terminal row
-    is valid only if its next row continues the same episode inside the slice.
-    Raises DatasetError.
+    An episode starts at each checkpoint slice's first row, after every terminal and at Dopamine's write cursor (the
+    seam between the newest and oldest entries of its circular buffer, from add_count). Not valid: Dopamine's padding,
+    rows with a negative action (observation-only rows: the final frame of a time-limit-truncated episode) and a
+    non-terminal row whose next row does not continue its episode inside the slice. Raises DatasetError.
     """
-    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, frame_shape, max_checkpoints)
-    frame = plans[0].frame_shape
-    total = sum(p.rows for p in plans)
-    observations = np.empty((total, *frame), dtype=np.uint8)
-    actions = np.empty(total, dtype=np.int32)
-    rewards = np.empty(total, dtype=np.float32)
-    terminals = np.empty(total, dtype=bool)
-    episode_starts = np.zeros(total, dtype=bool)
+    plans = _dqn_replay_plan(dataset_dir, checkpoints, transitions_per_checkpoint, max_checkpoints)
+    total = sum(rows for _, _, rows, _ in plans)
+    observations, actions = np.empty((total, 84, 84), np.uint8), np.empty(total, np.int32)
+    rewards, terminals, episode_starts = np.empty(total, np.float32), np.empty(total, bool), np.zeros(total, bool)
     slice_starts = np.zeros(len(plans), dtype=np.int64)
-    slice_ids = np.empty(total, dtype=np.int32)
     start = 0
-    for j, plan in enumerate(plans):
-        stop = start + plan.rows
+    for j, (_, files, rows, cursor) in enumerate(plans):
         for key, out in zip(DQN_REPLAY_STORE_KEYS, (observations, actions, rewards, terminals), strict=True):
-            path = plan.paths[key]
-            try:
-                with _dqn_replay_open(path) as fp:
-                    header = _dqn_replay_read_header(fp, path)
-                    if header.shape[1:] != out.shape[1:]:
-                        raise DatasetError(
-                            "--dataset-dir", f"{path}: frames are {header.shape[1:]}, not {out.shape[1:]}"
-                        )
-                    if header.dtype == out.dtype:
-                        _dqn_replay_read_into(fp, out[start:stop], path)
-                    else:  # 1-d arrays stored with another dtype or byte order: read, then convert
-                        tmp = np.empty(plan.rows, dtype=header.dtype)
-                        _dqn_replay_read_into(fp, tmp, path)
-                        out[start:stop] = tmp != 0 if key == "terminal" else tmp
-            except OSError as err:
-                raise DatasetError("--dataset-dir", f"{path}: cannot read ({err})") from err
+            _dqn_replay_read(files[key], out[start : start + rows])
         slice_starts[j] = start
-        slice_ids[start:stop] = j
         episode_starts[start] = True
-        if plan.cursor is not None:
-            episode_starts[start + plan.cursor] = True
-        start = stop
+        if cursor is not None:
+            episode_starts[start + cursor] = True
+        start += rows
     episode_starts[1:] |= terminals[:-1]
-    padding = _dqn_replay_padding(observations, actions, rewards, terminals, episode_starts)
-    has_next = np.zeros(total, dtype=bool)
-    has_next[:-1] = ~episode_starts[1:]
-    valid = (terminals | has_next) & ~padding & (actions >= 0)
-    if num_actions is not None and valid.any() and int(actions[valid].max()) >= num_actions:
-        raise DatasetError(
-            "--dataset-dir",
-            f"actions up to {int(actions[valid].max())} but the environment has {num_actions} actions "
-            "(a dataset of another game, or recorded with the full action set?)",
-        )
-    if not valid.any():
-        raise DatasetError("--dataset-dir", f"{dataset_dir}: the selected rows hold no usable transition")
-    return DqnReplayDataset(
-        observations=observations, actions=actions, rewards=rewards, terminals=terminals, episode_starts=episode_starts,
-        valid=valid, valid_indices=np.flatnonzero(valid), checkpoints=tuple(p.number for p in plans),
-        slice_starts=slice_starts,
-    )  # fmt: skip
-
-
-def _dqn_replay_padding(
-    observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminals: np.ndarray,
-    episode_starts: np.ndarray, stack_size: int = DQN_REPLAY_STACK_SIZE,
-) -> np.ndarray:  # fmt: skip
-    """Marks Dopamine's padding: up to stack_size - 1 consecutive all-zero entries right after an episode boundary.
-
-    Only entries that are all zero (frame, action, reward, terminal) count, so data written without padding keeps
-    every transition. Checks at most 3 frames per episode.
-    """
-    n = len(actions)
-    pixels = int(np.prod(observations.shape[1:]))
-    padding = np.zeros(n, dtype=bool)
-    cand = np.flatnonzero(episode_starts)
-    still = np.ones(len(cand), dtype=bool)  # the run of padding entries from this boundary is unbroken so far
-    for k in range(stack_size - 1):
-        idx = cand + k
-        still &= idx < n
-        idx = np.minimum(idx, n - 1)
+    # Dopamine's padding: up to 3 entries right after an episode boundary that are all zero (frame, action, reward,
+    # terminal); looked for only there, so data written without padding keeps every transition
+    padding, starts = np.zeros(total, dtype=bool), np.flatnonzero(episode_starts)
+    still = np.ones(len(starts), dtype=bool)  # the run of padding entries from this boundary is unbroken so far
+    for k in range(DQN_REPLAY_STACK_SIZE - 1):
+        idx = starts + k
+        still &= idx < total
+        idx = np.minimum(idx, total - 1)
         if k > 0:
             still &= ~episode_starts[idx]  # a padding run never crosses the next boundary
         sel = idx[still]
         zero = (actions[sel] == 0) & (rewards[sel] == 0) & ~terminals[sel]
-        hits = sel[zero]
-        zero[zero] = ~observations[hits].reshape(len(hits), pixels).any(axis=1)
+        zero[zero] = ~observations[sel[zero]].any(axis=(1, 2))
         still[still] = zero
         padding[idx[still]] = True
-    return padding
+    has_next = np.zeros(total, dtype=bool)
+    has_next[:-1] = ~episode_starts[1:]
+    valid = (terminals | has_next) & ~padding & (actions >= 0)
+    if not valid.any():
+        raise DatasetError(f"{dataset_dir}: the selected rows hold no usable transition")
+    if num_actions is not None and int(actions[valid].max()) >= num_actions:
+        raise DatasetError(
+            f"actions up to {int(actions[valid].max())} but the environment has {num_actions} actions "
+            "(a dataset of another game, or recorded with the full action set?)"
+        )
+    return DqnReplayDataset(
+        observations, actions, rewards, terminals, episode_starts, valid, np.flatnonzero(valid),
+        tuple(plan[0] for plan in plans), slice_starts,
+    )  # fmt: skip
 
 
-def rebuild_frame_stacks(
-    observations: np.ndarray, episode_starts: np.ndarray, indices: np.ndarray, stack_size: int = DQN_REPLAY_STACK_SIZE
-) -> np.ndarray:
-    """The (B, stack_size, H, W) uint8 frame stacks ending at `indices`, oldest frame first (envpool's layout).
-
-    A stack never reaches back past an episode start: frames before it are zeros, so the stack at an episode's
-    first step is [0, 0, 0, frame] (the online replay buffer's convention).
-    """
+def rebuild_frame_stacks(observations: np.ndarray, episode_starts: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The (B, 4, H, W) frame stacks ending at `indices`, oldest frame first (envpool's layout). A stack never reaches
+    back past an episode start: frames before it are zeros, [0, 0, 0, o_0] at an episode's first step."""
     indices = np.asarray(indices, dtype=np.int64)
-    out = np.zeros((len(indices), stack_size, *observations.shape[1:]), dtype=observations.dtype)
+    out = np.zeros((len(indices), DQN_REPLAY_STACK_SIZE, *observations.shape[1:]), dtype=observations.dtype)
     out[:, -1] = observations[indices]
     ok = np.ones(len(indices), dtype=bool)
-    for back in range(1, stack_size):
+    for back in range(1, DQN_REPLAY_STACK_SIZE):
         ok &= ~episode_starts[indices - back + 1]  # the frame one step later starts an episode: stop here
         ok &= indices - back >= 0
-        out[ok, stack_size - 1 - back] = observations[indices[ok] - back]
+        out[ok, DQN_REPLAY_STACK_SIZE - 1 - back] = observations[indices[ok] - back]
     return out
 
 
-def dqn_replay_batch(
-    dataset: DqnReplayDataset, indices: np.ndarray, stack_size: int = DQN_REPLAY_STACK_SIZE
-) -> dict[str, np.ndarray]:
-    """A transition batch for `indices` (draw them from `dataset.valid_indices`).
-
-    Returns observations and next_observations (B, stack_size, H, W) uint8, actions int32, rewards float32 and
-    terminals bool. The next observation of a terminal transition is undefined (mask it with 1 - terminal).
-    """
+def dqn_replay_batch(dataset: DqnReplayDataset, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """The transitions `indices` (drawn from `dataset.valid_indices`); the next state of a terminal transition is
+    undefined (the target masks it with 1 - terminal)."""
     indices = np.asarray(indices, dtype=np.int64)
     next_indices = np.minimum(indices + 1, len(dataset.actions) - 1)
     return {
-        "observations": rebuild_frame_stacks(dataset.observations, dataset.episode_starts, indices, stack_size),
+        "observations": rebuild_frame_stacks(dataset.observations, dataset.episode_starts, indices),
         "actions": dataset.actions[indices],
         "rewards": dataset.rewards[indices],
-        "next_observations": rebuild_frame_stacks(
-            dataset.observations, dataset.episode_starts, next_indices, stack_size
-        ),
+        "next_observations": rebuild_frame_stacks(dataset.observations, dataset.episode_starts, next_indices),
         "terminals": dataset.terminals[indices],
     }
 
 
-def sample_dqn_replay_batch(
-    dataset: DqnReplayDataset, rng: np.random.Generator, batch_size: int, stack_size: int = DQN_REPLAY_STACK_SIZE
-) -> dict[str, np.ndarray]:
-    """A uniform batch (with replacement) over the valid transitions, drawn from the seeded generator `rng`."""
+def sample_dqn_replay_batch(dataset: DqnReplayDataset, rng: np.random.Generator, batch_size: int) -> dict[str, Any]:
+    """A uniform batch (with replacement) over the valid transitions."""
     indices = dataset.valid_indices[rng.integers(0, len(dataset.valid_indices), size=batch_size)]
-    return dqn_replay_batch(dataset, indices, stack_size)
+    return dqn_replay_batch(dataset, indices)
 
 
 # ---- end of the DQN Replay Dataset section ---------------------------------------------------------------------------
-
-
 # ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer; Eq. 2
-
-
 def is_prunable(leaf: Any) -> bool:
     return leaf.ndim > 1
 
@@ -771,14 +561,10 @@ def polynomial_sparsity(step: int, final_sparsity: float, start_step: int, end_s
 
 
 # ---- Update: the discrete CQL loss and one jitted CQL gradient step --------------------------------------------------
-
-
-def cql_loss(
-    q_values: jax.Array, actions: jax.Array, targets: jax.Array, alpha: float
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def cql_loss(q_values: jax.Array, actions: jax.Array, targets: jax.Array, alpha: float) -> tuple[jax.Array, Any]:
     """Discrete CQL (Kumar et al. 2020): mean_i (y_i - Q(s_i, a_i))^2 + alpha * mean_i (logsumexp_a Q(s_i, a) -
-    Q(s_i, a_i)). The TD part is the squared error averaged over the batch (Eq. 1, as in the online scripts); the
-    regulariser pushes down the Q-values of actions absent from the data. Returns (loss, (td_loss, regulariser))."""
+    Q(s_i, a_i)), the squared TD error of Eq. 1 plus a regulariser that pushes down the Q-values of actions absent
+    from the data. Returns (loss, (td_loss, regulariser))."""
     q_taken = jnp.take_along_axis(q_values, actions[:, None], axis=1)[:, 0]
     td = jnp.mean((targets - q_taken) ** 2)
     regulariser = jnp.mean(jax.nn.logsumexp(q_values, axis=1) - q_taken)
@@ -818,8 +604,6 @@ def to_device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -836,9 +620,8 @@ def run_config(args: Args) -> dict[str, Any]:
             versions[package] = metadata.version(package)
     commit = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        here = Path(__file__).parent
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        commit = git.stdout.strip()
+        git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -877,11 +660,9 @@ def json_line(record: dict[str, Any]) -> str:
     """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
 
     def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
         if isinstance(value, list):
             return [finite(v) for v in value]
-        return value
+        return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
 
@@ -958,18 +739,13 @@ class RunLogger:
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
     return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
 
 
-def checkpoint_dir(run_dir: Path) -> Path | None:
-    return next(iter(checkpoint_dirs(run_dir)), None)
-
-
 def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write into checkpoint.tmp/, then swap it in with renames, keeping the previous checkpoint as checkpoint.old/: a
-    crash at any point leaves a complete checkpoint, and a checkpoint damaged later still has one to fall back to. The
-    dataset is not stored: --resume loads it again from --dataset-dir."""
+    """Written into checkpoint.tmp/, then swapped in by renames keeping the previous one as checkpoint.old/: a crash
+    at any point leaves a whole checkpoint, and a damaged one has one to fall back to. --resume reloads the dataset."""
     tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -999,8 +775,7 @@ def load_checkpoint(run_dir: Path, template: dict[str, Any]) -> tuple[dict, dict
             continue
         if damaged:
             print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
-        # msgpack gives numpy arrays; the population update needs jax arrays
-        return jax.tree.map(jnp.asarray, state), meta
+        return jax.tree.map(jnp.asarray, state), meta  # msgpack gives numpy arrays; the run goes on with jax arrays
     raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
 
 
@@ -1020,8 +795,6 @@ def stop_on_signals() -> dict[str, int]:
 
 
 # ---- Evaluation: the greedy policy in the environment (Machado protocol), after every epoch and for the saved model
-
-
 def evaluate_policy(
     q_values: Any, params: Any, env_id: str, eval_episodes: int, seed: int, epsilon: float,
     max_episode_steps: int = 27_000, video_dir: Path | None = None,
@@ -1029,11 +802,8 @@ def evaluate_policy(
     """Raw game scores of `eval_episodes` epsilon-greedy episodes played in parallel, one per env (env i's first
     episode only, so short episodes are not over-represented). `q_values(params, obs)` is a jitted network."""
     envs = make_env(env_id, eval_episodes, seed, render=video_dir is not None, max_episode_steps=max_episode_steps)
-    num_actions = envs.action_space.n
-    rng = np.random.default_rng(seed)
-    obs, info = envs.reset()
-    returns = np.zeros(eval_episodes)
-    done = np.zeros(eval_episodes, dtype=bool)
+    rng, (obs, info) = np.random.default_rng(seed), envs.reset()
+    returns, done = np.zeros(eval_episodes), np.zeros(eval_episodes, dtype=bool)
     frames: list[list[np.ndarray]] = [[] for _ in range(eval_episodes)]
     while not done.all():
         # the dataset's stacks start with zeros ([0, 0, 0, o_0]); envpool repeats o_0: show the agent the data's state
@@ -1044,14 +814,13 @@ def evaluate_policy(
                 frames[env].append(frame)
         actions = np.asarray(jnp.argmax(q_values(params, obs), axis=1))
         explore = rng.random(eval_episodes) < epsilon
-        actions = np.where(explore, rng.integers(num_actions, size=eval_episodes), actions)
+        actions = np.where(explore, rng.integers(envs.action_space.n, size=eval_episodes), actions)
         obs, _, terminated, truncated, info = envs.step(actions)
         returns += np.where(done, 0.0, info["reward"])  # raw game score; finished envs are only autoresetting
         finished = ~done & (terminated | truncated)
-        for env in np.flatnonzero(finished):
-            if video_dir is not None:
-                write_video(video_dir / f"eval-episode-{env}.mp4", frames[env])
-                frames[env] = []
+        for env in np.flatnonzero(finished) if video_dir is not None else []:
+            write_video(video_dir / f"eval-episode-{env}.mp4", frames[env])
+            frames[env] = []  # the memory of a long episode's frames
         done |= finished
     envs.close()
     return returns.tolist()
@@ -1066,10 +835,8 @@ def evaluate(
     network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[network_size])
     template = network.init(jax.random.PRNGKey(0), np.zeros((1, 4, 84, 84), np.uint8))
     params = flax.serialization.from_bytes(template, model_path.read_bytes())
-    returns = evaluate_policy(
-        jax.jit(network.apply), params, env_id, eval_episodes, env_seed(seed, purpose=1), epsilon, max_episode_steps,
-        video_dir,
-    )  # fmt: skip
+    policy = (jax.jit(network.apply), params, env_id, eval_episodes, env_seed(seed, purpose=1), epsilon)
+    returns = evaluate_policy(*policy, max_episode_steps, video_dir)
     for episode, value in enumerate(returns):
         print(f"eval episode {episode + 1}/{eval_episodes}: return {value:.1f}", flush=True)
     return returns
@@ -1087,8 +854,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
 
 
 # ---- Training loop ---------------------------------------------------------------------------------------------------
-
-
 def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
@@ -1107,9 +872,8 @@ def load_dataset(args: Args) -> DqnReplayDataset:
         raise SystemExit(2) from None
     print(
         f"loaded {len(dataset.actions):,} rows ({len(dataset.valid_indices):,} transitions) from "
-        f"{len(dataset.checkpoints)} checkpoint(s) of {args.dataset_dir} in {time.time() - started:.1f}s",
-        flush=True,
-    )
+        f"{len(dataset.checkpoints)} checkpoint(s) of {args.dataset_dir} in {time.time() - started:.1f}s", flush=True,
+    )  # fmt: skip
     return dataset
 
 
@@ -1131,17 +895,15 @@ def start_run(args: Args) -> Path:
 
 
 def init_wandb(args: Args, run_name: str) -> Any:
-    """--track: start the Weights & Biases run, to which RunLogger sends every scalar itself (wandb's
-    sync_tensorboard would need the tensorboard package, not a dependency); returns the module, whose `finish()` ends
-    the run."""
+    """--track: a Weights & Biases run to which RunLogger sends every scalar (sync_tensorboard would need the
+    tensorboard package); returns the module, whose `finish()` ends the run."""
     import wandb
 
     wandb.init(
         project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
         name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
     )  # fmt: skip
-    # every chart is drawn against the environment steps, as in TensorBoard
-    wandb.define_metric("global_step")
+    wandb.define_metric("global_step")  # every chart against the environment steps, as in TensorBoard
     wandb.define_metric("*", step_metric="global_step")
     return wandb
 
@@ -1200,22 +962,16 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)  # mini-batches
     train_step = make_train_step(network, optimizer, args.gamma, args.cql_alpha)
     q_values = jax.jit(network.apply)
-    print(
-        f"{run_dir.name}: one network of {count_params(learner['params']):,} parameters ({args.network_size}), final"
-        f" sparsity {args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
-        flush=True,
-    )
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(learner["params"]))
+    setup = f"one network of {num_params:,} parameters ({args.network_size}), final sparsity {args.final_sparsity}"
+    print(f"{run_dir.name}: {setup} on {jax.default_backend()}; outputs in {run_dir}", flush=True)
     # global_step counts gradient steps: t of Eq. 2 (offline, the x-axis is batch updates)
     meta = {"global_step": 0, "next_target_update": args.target_network_frequency, "next_pruning": args.pruning_period}
     meta |= {"sparsity": 0.0, "elapsed": 0.0, "last_eval_return": float("nan"), "last_eval_seconds": float("nan")}
     if args.resume:
         learner, meta = resume_run(run_dir, learner, rng)
-    global_step, next_target_update, next_pruning = (
-        meta["global_step"],
-        meta["next_target_update"],
-        meta["next_pruning"],
-    )
-    sparsity = meta["sparsity"]  # nominal sparsity of the current mask
+    global_step, next_target_update = meta["global_step"], meta["next_target_update"]
+    next_pruning, sparsity = meta["next_pruning"], meta["sparsity"]  # sparsity: the nominal one of the current mask
     last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
     finished_before = global_step >= total_steps  # resuming a finished run adds nothing (no second final eval)
     wandb = init_wandb(args, run_dir.name) if args.track else None

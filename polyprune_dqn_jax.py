@@ -1,18 +1,13 @@
 """PolyPruneDQN on classic control: DQN with gradual magnitude pruning on the polynomial schedule of Eq. 2, with an MLP.
 
-The classic-control twin of polyprune_dqn_atari_jax.py, and the baseline of eaudedqn_jax.py: the same environment
-handling, MLP, defaults, outputs, checkpoints and errors as eaudedqn_jax.py, so that EauDeDQN, PolyPruneDQN and DQN
-compare like for like on the discrete-action classic-control envs of envpool (CartPole-v1, Acrobot-v1,
-LunarLander-v3, MountainCar-v0). Every pruning period the online network's mask is recomputed so that the
-smallest-magnitude weights reach the sparsity s_t = s_F (1 - (1 - clip((t - t_start) / (t_end - t_start), 0, 1))^n)
-(Ceron et al. 2024); the target network copies the masked online network every T steps. Baselines, from this one file:
+The classic-control twin of polyprune_dqn_atari_jax.py and the baseline of eaudedqn_jax.py, whose envs, MLP, defaults,
+outputs and errors it shares (docs/contract.md), so that EauDeDQN, PolyPruneDQN and DQN compare like for like. Every
+pruning period the online network's mask is recomputed at the Eq. 2 sparsity (Ceron et al. 2024); the target network
+copies the masked online network every T steps. Baselines, from this one file:
 
     uv run python polyprune_dqn_jax.py --env-id CartPole-v1                        # PolyPruneDQN (s_F = 0.95)
     uv run python polyprune_dqn_jax.py --env-id CartPole-v1 --final-sparsity 0     # dense DQN
     uv run python polyprune_dqn_jax.py --env-id CartPole-v1 --pruning-period 500   # DistillQN (period = T)
-
-Reads top to bottom: arguments, environment, network, replay buffer, pruning (Eq. 2), update, run outputs,
-evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -41,81 +36,46 @@ import numpy as np
 import optax
 import tyro
 
+
 # ---- Arguments -------------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (second part of the run name)"""
-    seed: int = 1
-    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
-    env_id: str = "CartPole-v1"
-    """the envpool discrete-action classic-control id: CartPole-v1, Acrobot-v1, LunarLander-v3, MountainCar-v0"""
-    track: bool = False
-    """log to Weights & Biases (syncs the TensorBoard files)"""
-    wandb_project_name: str = "eaudeqn"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the wandb entity (team)"""
-    capture_video: bool = False
-    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
-    save_model: bool = False
-    """save the target network's params to <run_dir>/<exp_name>.cleanrl_model, then evaluate them"""
-    output_dir: str = "runs"
-    """folder that receives one sub-folder per run"""
-    checkpoint_interval: int = 50_000
-    """env steps between checkpoints for --resume (0 disables)"""
-    resume: str | None = None
-    """continue the run saved in this run folder (its config.json decides every other argument)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # this experiment's name (second part of the run name)
+    seed: int = 1  # seed of the experiment: networks, replay sampling, exploration and the environments derive from it
+    env_id: str = "CartPole-v1"  # the envpool id: CartPole-v1, Acrobot-v1, LunarLander-v3 or MountainCar-v0
+    track: bool = False  # log every scalar and the evaluation videos to Weights & Biases
+    wandb_project_name: str = "eaudeqn"  # the wandb project name
+    wandb_entity: str | None = None  # the wandb entity (team)
+    capture_video: bool = False  # film the saved model's evaluation episodes to videos/<run_name>/ (needs --save-model)
+    save_model: bool = False  # save the target network's params to <run_dir>/<exp_name>.cleanrl_model and evaluate them
+    output_dir: str = "runs"  # folder that receives one sub-folder per run
+    checkpoint_interval: int = 50_000  # env steps between checkpoints for --resume (0 disables)
+    resume: str | None = None  # continue the run saved in this run folder (its config.json sets every other argument)
 
-    total_timesteps: int = 100_000
-    """t_final, total env steps; Eq. 2's t_start and t_end are fractions of it (eaudedqn_jax.py's default)"""
-    learning_rate: float = 2.5e-4
-    """Adam learning rate (CleanRL's dqn_jax.py)"""
-    adam_eps: float = 1e-8
-    """Adam epsilon (optax's default, as CleanRL's dqn_jax.py)"""
-    num_envs: int = 1
-    """parallel envpool environments; one gradient step per G env steps is kept for any value"""
-    buffer_size: int = 10_000
-    """replay capacity in transitions, FIFO (CleanRL's dqn_jax.py)"""
-    gamma: float = 0.99
-    """discount factor"""
-    target_network_frequency: int = 500
-    """T, env steps between target updates (CleanRL's dqn_jax.py)"""
-    batch_size: int = 128
-    """mini-batch size (CleanRL's dqn_jax.py)"""
-    start_e: float = 1.0
-    """initial epsilon of epsilon-greedy"""
-    end_e: float = 0.05
-    """final epsilon of epsilon-greedy (CleanRL's dqn_jax.py)"""
-    exploration_steps: int = 50_000
-    """env steps over which epsilon decays linearly from start-e to end-e after the warm-up (half the run, as CleanRL)"""
-    learning_starts: int = 1_000
-    """env steps of experience collected before learning starts (CleanRL: 10k; 1k lets pruning start early)"""
-    train_frequency: int = 4
-    """G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps, docs/classic-control.md)"""
-    eval_episodes: int = 10
-    """greedy episodes played by the saved model at the end (with --save-model)"""
-    eval_epsilon: float = 0.0
-    """epsilon of the evaluation policy (classic control is evaluated greedily)"""
+    total_timesteps: int = 100_000  # t_final, total env steps; Eq. 2's t_start and t_end are fractions of it
+    learning_rate: float = 2.5e-4  # Adam learning rate (CleanRL's dqn_jax.py)
+    adam_eps: float = 1e-8  # Adam epsilon (optax's default, as CleanRL's dqn_jax.py)
+    num_envs: int = 1  # parallel envpool environments; one gradient step per G env steps is kept for any value
+    buffer_size: int = 10_000  # replay capacity in transitions, FIFO (CleanRL's dqn_jax.py)
+    gamma: float = 0.99  # discount factor
+    target_network_frequency: int = 500  # T, env steps between target updates (CleanRL's dqn_jax.py)
+    batch_size: int = 128  # mini-batch size (CleanRL's dqn_jax.py)
+    start_e: float = 1.0  # initial epsilon of epsilon-greedy
+    end_e: float = 0.05  # final epsilon of epsilon-greedy (CleanRL's dqn_jax.py)
+    exploration_steps: int = 50_000  # env steps of linear decay from start-e to end-e after the warm-up (half the run)
+    learning_starts: int = 1_000  # env steps before learning starts (CleanRL: 10k; 1k lets pruning start early)
+    train_frequency: int = 4  # G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps)
+    eval_episodes: int = 10  # greedy episodes played by the saved model at the end (with --save-model)
+    eval_epsilon: float = 0.0  # epsilon of the evaluation policy (classic control is evaluated greedily)
 
-    network_size: Literal["small", "medium", "large"] = "medium"
-    """width of the two hidden layers of the MLP: 64 / 256 / 1024"""
-    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
-    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+    network_size: Literal["small", "medium", "large"] = "medium"  # width of the two hidden layers: 64 / 256 / 1024
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"  # per-layer split of a sparsity (JaxPruner: erk)
 
-    final_sparsity: float = 0.95
-    """s_F, sparsity reached at the end of the schedule (Eq. 2); 0 gives the dense DQN baseline"""
-    pruning_start: float = 0.2
-    """t_start as a fraction of --total-timesteps (Eq. 2)"""
-    pruning_end: float = 0.8
-    """t_end as a fraction of --total-timesteps (Eq. 2)"""
-    pruning_power: float = 3.0
-    """n, steepness of the polynomial schedule (Eq. 2)"""
-    pruning_period: int = 250
-    """env steps between mask updates: T / 2, as on Atari (Table 3: 4 000 = 8 000 / 2, i.e. every 1 000 gradient
-    steps at G = 4, Ceron et al. 2024), so the mask changes twice per target update; equal to T it is DistillQN"""
+    final_sparsity: float = 0.95  # s_F, sparsity at the end of the schedule (Eq. 2); 0 gives the dense DQN baseline
+    pruning_start: float = 0.2  # t_start as a fraction of --total-timesteps (Eq. 2)
+    pruning_end: float = 0.8  # t_end as a fraction of --total-timesteps (Eq. 2)
+    pruning_power: float = 3.0  # n, steepness of the polynomial schedule (Eq. 2)
+    pruning_period: int = 250  # env steps between mask updates: T / 2 as on Atari (Table 3); T gives DistillQN
 
 
 class ArgumentError(Exception):
@@ -124,15 +84,12 @@ class ArgumentError(Exception):
 
 def check_args(args: Args) -> None:
     """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors)."""
+    start, end = args.pruning_start, args.pruning_end
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
         (0 <= args.final_sparsity < 1, "--final-sparsity", "s_F must be in [0, 1)"),
-        (
-            0 <= args.pruning_start <= args.pruning_end <= 1,
-            "--pruning-start/--pruning-end",
-            "need 0 <= start <= end <= 1",
-        ),
+        (0 <= start <= end <= 1, "--pruning-start/--pruning-end", "need 0 <= start <= end <= 1"),
         (args.pruning_power > 0, "--pruning-power", "n must be positive"),
         (args.pruning_period >= 1, "--pruning-period", "must be at least 1"),
         (0 < args.learning_rate < math.inf, "--learning-rate", "must be a positive finite number"),
@@ -197,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").is_file():
                 raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
-            if checkpoint_dir(run_dir) is None:
+            if not checkpoint_dirs(run_dir):
                 raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
             args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
@@ -210,7 +167,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # ---- Environment: envpool's discrete-action classic-control envs (their own time limits: 500 / 500 / 1000 / 200 steps)
-
 CLASSIC_IDS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0")
 # envpool spec classes of the discrete-action classic-control envs (older versions such as CartPole-v0 share them);
 # Pendulum, MountainCarContinuous and LunarLanderContinuous have Box actions, which DQN cannot take
@@ -221,9 +177,8 @@ warnings.filterwarnings("ignore", message=".*precision lowered by casting to flo
 
 
 def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any:
-    """Vectorised classic-control env. envpool autoresets on the NEXT step: the step that ends an episode returns
-    its true last observation; the following step ignores the action and returns the reset observation with reward
-    0. envpool renders these envs itself (`render()` gives (1, H, W, 3) uint8 frames of env 0)."""
+    """envpool autoresets on the NEXT step: the step that ends an episode returns its true last observation, the next
+    one ignores its action and returns the reset observation with reward 0. `render()`: (1, H, W, 3) frames of env 0."""
     render_mode = "rgb_array" if render else None
     return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode=render_mode)
 
@@ -235,7 +190,6 @@ def env_seed(seed: int, purpose: int, step: int = 0) -> int:
 
 
 # ---- Network: MLP with two hidden ReLU layers of 64 / 256 / 1024 units (small / medium / large) ----------------------
-
 HIDDEN_WIDTHS = {"small": 64, "medium": 256, "large": 1024}
 
 
@@ -255,35 +209,24 @@ def count_params(params: Any) -> int:
 
 
 # ---- Replay buffer: float32 observation vectors, each transition with its own true next observation ------------------
-
-
 class ReplayBuffer:
-    """FIFO replay of (o, a, r, o', terminated) transitions with float32 observation vectors.
-
-    The next observation is stored with each transition (a few floats: cheaper and simpler than the Atari buffer's
-    frame sharing). On the step that ends an episode envpool returns the TRUE last observation, which is stored as
-    o': a truncated transition bootstraps from it, never from a reset observation (CleanRL issue 460), and the final
-    transition of every episode is kept with its own terminated flag (Dopamine issue 228). envpool's autoreset step
-    (the step after an episode end) is not a transition and is never stored.
-    """
+    """FIFO replay of (o, a, r, o', terminated). Each transition keeps its own o' (a few floats: simpler than the Atari
+    buffer's frame sharing), the TRUE last observation at an episode end: a truncation bootstraps from it, never from
+    a reset observation (CleanRL issue 460), and the final transition keeps its terminated flag (Dopamine issue 228)."""
 
     def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...]) -> None:
-        self.num_envs = num_envs
-        self.capacity = capacity
+        self.num_envs, self.capacity, self.cursor, self.size = num_envs, capacity, 0, 0  # cursor: next slot to write
         self.observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
         self.next_observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
         self.actions = np.zeros(capacity, dtype=np.int32)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=bool)
-        self.cursor = 0  # next slot to write
-        self.size = 0
 
     def add(
         self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
         next_observations: np.ndarray, reset: np.ndarray,
     ) -> None:  # fmt: skip
-        """Record one env step of every env whose step was a real interaction. `reset` marks envs whose step was
-        envpool's autoreset step (action ignored, reward 0, o' a reset observation): they are skipped."""
+        """One env step of every env; `reset` marks envpool's autoreset steps (not transitions), which are skipped."""
         live = ~reset
         index = (self.cursor + np.arange(int(live.sum()))) % self.capacity
         self.observations[index] = observations[live]
@@ -300,12 +243,10 @@ class ReplayBuffer:
             raise RuntimeError("the replay buffer holds no complete transition yet: raise --learning-starts")
         index = rng.integers(self.size, size=batch_size)
         return {
-            "observations": self.observations[index],
-            "actions": self.actions[index],
-            "rewards": self.rewards[index],
+            "observations": self.observations[index], "next_observations": self.next_observations[index],
+            "actions": self.actions[index], "rewards": self.rewards[index],
             "terminations": self.terminated[index].astype(np.float32),
-            "next_observations": self.next_observations[index],
-        }
+        }  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         names = ("observations", "next_observations", "actions", "rewards", "terminated")
@@ -317,8 +258,6 @@ class ReplayBuffer:
 
 
 # ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
-
-
 def is_prunable(leaf: Any) -> bool:
     return leaf.ndim > 1
 
@@ -412,8 +351,6 @@ def polynomial_sparsity(step: int, final_sparsity: float, start_step: int, end_s
 
 
 # ---- Update: one jitted DQN gradient step ----------------------------------------------------------------------------
-
-
 def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float) -> Any:
     def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
         q = network.apply(params, observations)
@@ -442,11 +379,7 @@ def init_learner(
 
 
 def make_act(network: QNetwork) -> Any:
-    @jax.jit
-    def act(params, observations):
-        return jnp.argmax(network.apply(params, observations), axis=1)
-
-    return act
+    return jax.jit(lambda params, observations: jnp.argmax(network.apply(params, observations), axis=1))
 
 
 def epsilon_greedy(
@@ -474,8 +407,6 @@ def epsilon_schedule(step: int, args: Args) -> float:
 
 
 # ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -492,9 +423,8 @@ def run_config(args: Args) -> dict[str, Any]:
             versions[package] = metadata.version(package)
     commit = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        here = Path(__file__).parent
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        commit = git.stdout.strip()
+        git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -533,11 +463,9 @@ def json_line(record: dict[str, Any]) -> str:
     """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
 
     def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
         if isinstance(value, list):
             return [finite(v) for v in value]
-        return value
+        return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
 
@@ -614,12 +542,8 @@ class RunLogger:
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
     return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
-
-
-def checkpoint_dir(run_dir: Path) -> Path | None:
-    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
@@ -629,8 +553,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, value in replay.state_dict().items():
-        with open(tmp / f"replay_{name}.npy", "wb") as f:
-            np.save(f, np.asarray(value))
+        np.save(tmp / f"replay_{name}.npy", np.asarray(value))
     atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
     atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
     if final.exists():
@@ -647,15 +570,11 @@ def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffe
     """Restore the newest checkpoint that reads back whole; a damaged newest one falls back to the previous one."""
     damaged = []
     for path in checkpoint_dirs(run_dir):
-        file = path / "state.msgpack"
+        file = path / "state.msgpack"  # the file being read, named by the error
         try:
             state = flax.serialization.from_bytes(template, file.read_bytes())
-            replay_state = {}
-            for name in replay.state_dict():
-                file = path / f"replay_{name}.npy"
-                replay_state[name] = np.load(file)
-            file = path / "meta.json"
-            meta = json.loads(file.read_text())
+            replay_state = {name: np.load(file := path / f"replay_{name}.npy") for name in replay.state_dict()}
+            meta = json.loads((file := path / "meta.json").read_text())
         except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
             damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
             continue
@@ -682,13 +601,11 @@ def stop_on_signals() -> dict[str, int]:
 
 
 # ---- Evaluation of the saved model -----------------------------------------------------------------------------------
-
-
 def evaluate(
     model_path: Path, env_id: str, eval_episodes: int, seed: int, epsilon: float, network_size: str,
     video_dir: Path | None = None,
 ) -> list[float]:  # fmt: skip
-    """Play `eval_episodes` episodes with the epsilon-greedy policy of a saved `.cleanrl_model`; undiscounted returns."""
+    """Undiscounted returns of `eval_episodes` episodes of a saved `.cleanrl_model`'s epsilon-greedy policy."""
     envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
     network = QNetwork(action_dim=envs.action_space.n, hidden_width=HIDDEN_WIDTHS[network_size])
     template = network.init(jax.random.PRNGKey(0), np.zeros((1, *envs.observation_space.shape), np.float32))
@@ -729,7 +646,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
 
 
 # ---- Training loop ---------------------------------------------------------------------------------------------------
-
 DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
 
 
@@ -753,17 +669,15 @@ def start_run(args: Args) -> Path:
 
 
 def init_wandb(args: Args, run_name: str) -> Any:
-    """--track: start the Weights & Biases run, to which RunLogger sends every scalar itself (wandb's
-    sync_tensorboard would need the tensorboard package, not a dependency); returns the module, whose `finish()` ends
-    the run."""
+    """--track: a Weights & Biases run to which RunLogger sends every scalar (sync_tensorboard would need the
+    tensorboard package); returns the module, whose `finish()` ends the run."""
     import wandb
 
     wandb.init(
         project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
         name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
     )  # fmt: skip
-    # every chart is drawn against the environment steps, as in TensorBoard
-    wandb.define_metric("global_step")
+    wandb.define_metric("global_step")  # every chart against the environment steps, as in TensorBoard
     wandb.define_metric("*", step_metric="global_step")
     return wandb
 
@@ -850,8 +764,7 @@ def main(argv: list[str] | None = None) -> None:
     def greedy_actions() -> np.ndarray:
         return np.asarray(act(learner["params"], obs))
 
-    obs, _ = envs.reset()
-    obs = np.asarray(obs, np.float32)
+    obs = np.asarray(envs.reset()[0], np.float32)
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_loss = float("nan"), None

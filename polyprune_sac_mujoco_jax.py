@@ -7,9 +7,6 @@ schedule (the paper's future-work suggestion). Baselines of the paper, all from 
 
     uv run python polyprune_sac_mujoco_jax.py --env-id HalfCheetah-v5                      # PolyPruneSAC (s_F 0.95)
     uv run python polyprune_sac_mujoco_jax.py --env-id HalfCheetah-v5 --final-sparsity 0   # dense SAC
-
-Reads top to bottom: arguments, environment, networks, replay buffer, pruning (Eq. 2), update, run outputs,
-evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
@@ -40,72 +37,42 @@ import numpy as np
 import optax
 import tyro
 
+
 # ---- Arguments -------------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (second part of the run name)"""
-    seed: int = 1
-    """seed of the experiment: networks, replay sampling, exploration and the environments derive from it"""
-    env_id: str = "HalfCheetah-v5"
-    """the envpool MuJoCo id, e.g. HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5"""
-    track: bool = False
-    """log to Weights & Biases (syncs the TensorBoard files)"""
-    wandb_project_name: str = "eaudeqn"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the wandb entity (team)"""
-    capture_video: bool = False
-    """record the evaluation episodes of the saved model to videos/<run_name>/ (needs --save-model)"""
-    save_model: bool = False
-    """save {"actor", "critics": [q1, q2]} to <run_dir>/<exp_name>.cleanrl_model, then evaluate it"""
-    output_dir: str = "runs"
-    """folder that receives one sub-folder per run"""
-    checkpoint_interval: int = 100_000
-    """env steps between checkpoints for --resume (0 disables)"""
-    resume: str | None = None
-    """continue the run saved in this run folder (its config.json decides every other argument)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # this experiment's name (second part of the run name)
+    seed: int = 1  # seed of the experiment: networks, replay sampling, exploration and the environments derive from it
+    env_id: str = "HalfCheetah-v5"  # envpool MuJoCo id: HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5
+    track: bool = False  # log every scalar and the evaluation videos to Weights & Biases
+    wandb_project_name: str = "eaudeqn"  # the wandb project name
+    wandb_entity: str | None = None  # the wandb entity (team)
+    capture_video: bool = False  # film the saved model's evaluation episodes to videos/<run_name>/ (needs --save-model)
+    save_model: bool = False  # save {"actor", "critics": [q1, q2]} to <run_dir>/<exp_name>.cleanrl_model, evaluate it
+    output_dir: str = "runs"  # folder that receives one sub-folder per run
+    checkpoint_interval: int = 100_000  # env steps between checkpoints for --resume (0 disables)
+    resume: str | None = None  # continue the run saved in this run folder (its config.json sets every other argument)
 
-    total_timesteps: int = 1_000_000
-    """t_final, total env steps (Table 4)"""
-    learning_rate: float = 1e-3
-    """Adam learning rate of the actor, the critics and the temperature (Table 4)"""
-    num_envs: int = 1
-    """parallel envpool environments; one update per env step (UTD 1) is kept for any value"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions, FIFO (Table 4)"""
-    gamma: float = 0.99
-    """discount factor (Table 4)"""
-    tau: float = 0.005
-    """Polyak coefficient of the critic targets and of the EMA cumulated losses (Alg. 2 l. 8, Table 4)"""
-    batch_size: int = 256
-    """mini-batch size (Table 4)"""
-    learning_starts: int = 5_000
-    """env steps of uniform random actions collected before learning starts (Table 4)"""
-    eval_frequency: int = 10_000
-    """env steps between evaluations of the deterministic policy (0 disables)"""
-    eval_episodes: int = 10
-    """episodes of each evaluation, and of the final evaluation of the saved model"""
+    total_timesteps: int = 1_000_000  # t_final, total env steps (Table 4)
+    learning_rate: float = 1e-3  # Adam learning rate of the actor, the critics and the temperature (Table 4)
+    num_envs: int = 1  # parallel envpool environments; one update per env step (UTD 1) is kept for any value
+    buffer_size: int = 1_000_000  # replay capacity in transitions, FIFO (Table 4)
+    gamma: float = 0.99  # discount factor (Table 4)
+    tau: float = 0.005  # Polyak coefficient of the critic targets (Table 4)
+    batch_size: int = 256  # mini-batch size (Table 4)
+    learning_starts: int = 5_000  # env steps of uniform random actions collected before learning starts (Table 4)
+    eval_frequency: int = 10_000  # env steps between evaluations of the deterministic policy (0 disables)
+    eval_episodes: int = 10  # episodes of each evaluation, and of the final evaluation of the saved model
 
-    network_size: Literal["small", "medium", "large"] = "small"
-    """width of the two hidden critic layers: 256 / 1280 / 2048 (Table 4); the actor is always 256-256"""
-    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"
-    """how an overall sparsity is spread over the layers (JaxPruner's RL baseline uses ERK)"""
+    network_size: Literal["small", "medium", "large"] = "small"  # critic width 256/1280/2048 (Table 4); actor 256
+    sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"  # spread over layers (JaxPruner's RL uses erk)
 
-    final_sparsity: float = 0.95
-    """s_F, sparsity of the critics at the end of the schedule (Eq. 2); 0 gives the dense SAC baseline"""
-    pruning_start: float = 0.2
-    """t_start as a fraction of --total-timesteps (Eq. 2)"""
-    pruning_end: float = 0.8
-    """t_end as a fraction of --total-timesteps (Eq. 2)"""
-    pruning_power: float = 3.0
-    """n, steepness of the polynomial schedule (Eq. 2)"""
-    pruning_period: int = 1_000
-    """P, env steps between mask updates"""
-    prune_actor: bool = False
-    """also prune the actor on the same schedule (the paper prunes only the critics)"""
+    final_sparsity: float = 0.95  # s_F, the critics' sparsity at the end of Eq. 2's schedule; 0 = dense SAC baseline
+    pruning_start: float = 0.2  # t_start as a fraction of --total-timesteps (Eq. 2)
+    pruning_end: float = 0.8  # t_end as a fraction of --total-timesteps (Eq. 2)
+    pruning_power: float = 3.0  # n, steepness of the polynomial schedule (Eq. 2)
+    pruning_period: int = 1_000  # P, env steps between mask updates
+    prune_actor: bool = False  # also prune the actor on the same schedule (the paper prunes only the critics)
 
 
 class ArgumentError(Exception):
@@ -114,15 +81,12 @@ class ArgumentError(Exception):
 
 def check_args(args: Args) -> None:
     """Reject invalid arguments before any environment or JAX work (docs/contract.md, Errors)."""
+    window = 0 <= args.pruning_start <= args.pruning_end <= 1
     checks = [
         (args.seed >= 0, "--seed", "must be non-negative"),
         (args.total_timesteps > 0, "--total-timesteps", "must be positive"),
         (0 <= args.final_sparsity < 1, "--final-sparsity", "s_F must be in [0, 1)"),
-        (
-            0 <= args.pruning_start <= args.pruning_end <= 1,
-            "--pruning-start/--pruning-end",
-            "need 0 <= start <= end <= 1",
-        ),
+        (window, "--pruning-start/--pruning-end", "need 0 <= start <= end <= 1"),
         (args.pruning_power > 0, "--pruning-power", "n must be positive"),
         (args.pruning_period >= 1, "--pruning-period", "P must be at least 1"),
         (0 < args.learning_rate < math.inf, "--learning-rate", "must be a positive finite number"),
@@ -142,14 +106,8 @@ def check_args(args: Args) -> None:
             raise ArgumentError(f"{flag}: {message}")
     if args.env_id not in envpool.list_all_envs():
         raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (envpool MuJoCo ids look like 'Hopper-v5')")
-    if not is_mujoco(args.env_id):
+    if envpool.registration.registry.specs[args.env_id][0] != "envpool.mujoco.gym":  # without building the env
         raise ArgumentError(f"--env-id: {args.env_id!r} is not a MuJoCo task; this script needs e.g. 'HalfCheetah-v5'")
-
-
-def is_mujoco(env_id: str) -> bool:
-    """Whether envpool registers `env_id` as a gym(nasium) MuJoCo task (without building the environment)."""
-    entry = envpool.registration.registry.specs.get(env_id)
-    return entry is not None and entry[0] == "envpool.mujoco.gym"
 
 
 def check_output_dir(output_dir: str) -> None:
@@ -185,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").is_file():
                 raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
-            if checkpoint_dir(run_dir) is None:
+            if not checkpoint_dirs(run_dir):
                 raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
             args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
         else:
@@ -198,12 +156,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # ---- Environment: envpool MuJoCo (gymnasium v5 semantics, horizon 1 000); one action convention ----------------------
-
-
 def make_env(env_id: str, num_envs: int, seed: int) -> Any:
-    """Vectorised MuJoCo env. envpool autoresets on the NEXT step: the step that ends an episode (terminated or
-    truncated at 1 000 steps) returns its true last observation; the following step ignores the action and returns
-    the reset observation with reward 0. Observations and actions are float64 in envpool."""
+    """envpool autoresets on the NEXT step: the step that ends an episode (terminated or truncated at 1 000 steps)
+    returns its true last observation; the following step ignores the action and returns the reset observation with
+    reward 0. Observations and actions are float64 in envpool."""
     return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed)
 
 
@@ -215,13 +171,12 @@ def env_seed(seed: int, purpose: int, step: int = 0) -> int:
 
 def scale_action(unit_action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """THE action convention: the policy (and the warm-up) acts in [-1, 1]^d, the replay buffer and the critics see
-    that unit action, and only the env receives it mapped linearly onto [low, high] (Humanoid: [-0.4, 0.4]). Applying
-    it once, here, avoids the double rescale a reference SAC once had."""
+    that unit action, and only the env receives it mapped onto [low, high] (Humanoid: [-0.4, 0.4]). Applying it once,
+    here, avoids the double rescale a reference SAC once had."""
     return low + (np.clip(unit_action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
 
 
 # ---- Networks (Table 4): tanh-Gaussian actor 256-256, critics Q(s, a) 256-256 / 1280-1280 / 2048-2048 ----------------
-
 CRITIC_WIDTHS = {"small": 256, "medium": 1280, "large": 2048}
 ACTOR_WIDTH = 256
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -265,8 +220,6 @@ def count_params(params: Any) -> int:
 
 
 # ---- Replay buffer: (obs, action, reward, terminated, next_obs) float32 arrays, FIFO ---------------------------------
-
-
 class ReplayBuffer:
     """FIFO replay of complete transitions. `next_obs` is the true next observation, also after a time-limit
     truncation (envpool returns it at the ending step), so truncated transitions bootstrap correctly (CleanRL issue
@@ -279,13 +232,11 @@ class ReplayBuffer:
         self.rewards = np.zeros(capacity, np.float32)
         self.terminated = np.zeros(capacity, np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.cursor = 0
-        self.size = 0
+        self.cursor, self.size = 0, 0
 
     def add(
         self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, next_obs: np.ndarray
     ) -> None:
-        """Append a batch of transitions (one per live env)."""
         index = (self.cursor + np.arange(len(obs))) % self.capacity
         self.obs[index], self.actions[index], self.rewards[index] = obs, actions, rewards
         self.terminated[index], self.next_obs[index] = terminated, next_obs
@@ -294,13 +245,8 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         index = rng.integers(self.size, size=batch_size)
-        return {
-            "observations": self.obs[index],
-            "actions": self.actions[index],
-            "rewards": self.rewards[index],
-            "terminations": self.terminated[index],
-            "next_observations": self.next_obs[index],
-        }
+        return {"observations": self.obs[index], "actions": self.actions[index], "rewards": self.rewards[index],
+                "terminations": self.terminated[index], "next_observations": self.next_obs[index]}  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         names = ("obs", "actions", "rewards", "terminated", "next_obs")
@@ -313,8 +259,6 @@ class ReplayBuffer:
 
 
 # ---- Pruning: magnitude masks over the kernels (ndim > 1), biases never pruned, exact number of zeros per layer ------
-
-
 def is_prunable(leaf: Any) -> bool:
     return leaf.ndim > 1
 
@@ -413,8 +357,6 @@ def take(tree: Any, index: Any) -> Any:
 
 
 # ---- Update: one jitted step for the two critics, the actor, the temperature and the Polyak targets ------------------
-
-
 def soft_target(
     critic: Critic, critic_targets: Any, rewards: jax.Array, terminations: jax.Array, next_observations: jax.Array,
     next_actions: jax.Array, next_log_probs: jax.Array, alpha: jax.Array, gamma: float,
@@ -429,7 +371,8 @@ def actor_loss(
     key: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:  # fmt: skip
     """SAC's actor loss: mean of alpha log pi(a|s) - min(Q_1, Q_2)(s, a), a ~ pi(.|s), with the two *online* critics
-    (just updated: SBX updates the critics first). Returns the loss and log pi(a|s), which the temperature loss reuses."""
+    (just updated: SBX updates the critics first). Returns the loss and log pi(a|s), which the temperature loss
+    reuses."""
     actions, log_probs = sample_action(actor, actor_params, observations, key)
     q = jax.vmap(critic.apply, in_axes=(0, None, None))(critics, observations, actions)
     return jnp.mean(alpha * log_probs - jnp.min(q, axis=0)), log_probs
@@ -457,11 +400,10 @@ def make_train_step(
         alpha = jnp.exp(state["log_alpha"])
         # ---- critics
         next_actions, next_log_probs = sample_action(actor, state["actor"], batch["next_observations"], target_key)
-        targets = soft_target(
+        targets = jax.lax.stop_gradient(soft_target(
             critic, state["critic_targets"], batch["rewards"], batch["terminations"], batch["next_observations"],
             next_actions, next_log_probs, alpha, gamma,
-        )  # fmt: skip
-        targets = jax.lax.stop_gradient(targets)
+        ))  # fmt: skip
         losses, grads = loss_and_grad(state["critics"], batch["observations"], batch["actions"], targets)
         updates, critic_opt_states = jax.vmap(optimizer.update)(grads, state["critic_opt_states"], state["critics"])
         critics = apply_masks(optax.apply_updates(state["critics"], updates), state["critic_masks"])
@@ -475,23 +417,18 @@ def make_train_step(
         actor_params = apply_masks(optax.apply_updates(state["actor"], actor_updates), state["actor_masks"])
 
         # ---- temperature: match the entropy to -action_dim (SAC, Haarnoja et al. 2018)
-        temperature_loss_and_grad = jax.value_and_grad(temperature_loss)
-        alpha_loss_value, alpha_grad = temperature_loss_and_grad(state["log_alpha"], log_probs, target_entropy)
+        alpha_loss, alpha_grad = jax.value_and_grad(temperature_loss)(state["log_alpha"], log_probs, target_entropy)
         alpha_update, alpha_opt_state = optimizer.update(alpha_grad, state["alpha_opt_state"], state["log_alpha"])
 
         # ---- Polyak: masked online weights are 0, so masked target weights stay 0
         critic_targets = optax.incremental_update(critics, state["critic_targets"], tau)
         new_state = {
-            **state,
-            "actor": actor_params,
-            "actor_opt_state": actor_opt_state,
-            "critics": critics,
-            "critic_opt_states": critic_opt_states,
-            "critic_targets": critic_targets,
+            **state, "actor": actor_params, "actor_opt_state": actor_opt_state, "critics": critics,
+            "critic_opt_states": critic_opt_states, "critic_targets": critic_targets,
             "log_alpha": optax.apply_updates(state["log_alpha"], alpha_update),
             "alpha_opt_state": alpha_opt_state,
-        }
-        metrics = {"qf_loss": losses, "actor_loss": actor_loss_value, "alpha_loss": alpha_loss_value, "alpha": alpha}
+        }  # fmt: skip
+        metrics = {"qf_loss": losses, "actor_loss": actor_loss_value, "alpha_loss": alpha_loss, "alpha": alpha}
         return new_state, metrics
 
     return train_step
@@ -499,8 +436,7 @@ def make_train_step(
 
 def make_act(actor: Actor) -> Any:
     @jax.jit
-    def act(params, observations, key):
-        """Stochastic unit actions tanh(u) in [-1, 1] (Alg. 2 l. 3)."""
+    def act(params, observations, key):  # stochastic unit actions tanh(u) in [-1, 1]
         return sample_action(actor, params, observations, key)[0]
 
     return act
@@ -508,16 +444,13 @@ def make_act(actor: Actor) -> Any:
 
 def make_deterministic_act(actor: Actor) -> Any:
     @jax.jit
-    def act(params, observations):
-        """The evaluation policy: tanh of the mean."""
+    def act(params, observations):  # the evaluation policy: tanh of the mean
         return jnp.tanh(actor.apply(params, observations)[0])
 
     return act
 
 
 # ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -534,9 +467,8 @@ def run_config(args: Args) -> dict[str, Any]:
             versions[package] = metadata.version(package)
     commit = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        here = Path(__file__).parent
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        commit = git.stdout.strip()
+        git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
     return {
         "args": asdict(args),
         "script": Path(__file__).name,
@@ -575,11 +507,9 @@ def json_line(record: dict[str, Any]) -> str:
     """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
 
     def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
         if isinstance(value, list):
             return [finite(v) for v in value]
-        return value
+        return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
 
@@ -656,12 +586,8 @@ class RunLogger:
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
     return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
-
-
-def checkpoint_dir(run_dir: Path) -> Path | None:
-    return next(iter(checkpoint_dirs(run_dir)), None)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], replay: ReplayBuffer, meta: dict[str, Any]) -> None:
@@ -724,8 +650,6 @@ def load_checkpoint(run_dir: Path, template: dict[str, Any], replay: ReplayBuffe
 
 
 # ---- Evaluation: the deterministic policy tanh(mean), periodically and on the saved model ----------------------------
-
-
 def evaluate_policy(
     act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, step: int = 0
 ) -> list[float]:
@@ -780,8 +704,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
 
 
 # ---- Training loop ---------------------------------------------------------------------------------------------------
-
-
 def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
@@ -797,17 +719,13 @@ def init_state(
     critics = jax.vmap(critic.init, in_axes=(0, None, None))(jax.random.split(critic_key, 2), obs, action)
     log_alpha = jnp.zeros((), jnp.float32)  # alpha = 1 initially (SBX); not weak-typed: one compilation
     return {
-        "actor": actor_params,
-        "actor_opt_state": optimizer.init(actor_params),
+        "actor": actor_params, "actor_opt_state": optimizer.init(actor_params),
         "actor_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), actor_params),
-        "critics": critics,
-        "critic_targets": critics,
+        "critics": critics, "critic_targets": critics,
         "critic_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), critics),
         "critic_opt_states": jax.vmap(optimizer.init)(critics),
-        "log_alpha": log_alpha,
-        "alpha_opt_state": optimizer.init(log_alpha),
-        "key": key,
-    }
+        "log_alpha": log_alpha, "alpha_opt_state": optimizer.init(log_alpha), "key": key,
+    }  # fmt: skip
 
 
 def prune_pair(state: dict[str, Any], sparsity: float, distribution: str) -> dict[str, Any]:
@@ -839,17 +757,15 @@ def start_run(args: Args) -> Path:
 
 
 def init_wandb(args: Args, run_name: str) -> Any:
-    """--track: start the Weights & Biases run, to which RunLogger sends every scalar itself (wandb's
-    sync_tensorboard would need the tensorboard package, not a dependency); returns the module, whose `finish()` ends
-    the run."""
+    """--track: a Weights & Biases run to which RunLogger sends every scalar (sync_tensorboard would need the
+    tensorboard package); returns the module, whose `finish()` ends the run."""
     import wandb
 
     wandb.init(
         project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
         name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
     )  # fmt: skip
-    # every chart is drawn against the environment steps, as in TensorBoard
-    wandb.define_metric("global_step")
+    wandb.define_metric("global_step")  # every chart against the environment steps, as in TensorBoard
     wandb.define_metric("*", step_metric="global_step")
     return wandb
 
@@ -902,7 +818,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     run_dir = start_run(args)
 
-    # ---- environment, networks, optimizers (Alg. 2 l. 1)
+    # ---- environment, networks, optimizers
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
     obs_dim, action_dim = envs.observation_space.shape[0], envs.action_space.shape[0]
     low, high = envs.action_space.low, envs.action_space.high
@@ -916,18 +832,11 @@ def main(argv: list[str] | None = None) -> None:
     rb, rng = ReplayBuffer(args.buffer_size, obs_dim, action_dim), np.random.default_rng(args.seed)
     train_step = make_train_step(actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim))
     act, deterministic_act = make_act(actor), make_deterministic_act(actor)
-    actor_params_count, critic_params_count = count_params(state["actor"]), count_params(take(state["critics"], 0))
-    print(
-        f"{run_dir.name}: actor {actor_params_count:,} parameters, 2 critics of {critic_params_count:,} parameters"
-        f" ({args.network_size}), final sparsity {args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}",
-        flush=True,
-    )
-    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "next_pruning": args.pruning_period, "elapsed": 0.0}
-    meta |= {
-        "next_eval": args.eval_frequency if args.eval_frequency > 0 else None,
-        "sparsity": 0.0,
-        "actor_sparsity": 0.0,
-    }
+    print(f"{run_dir.name}: actor {count_params(state['actor']):,} parameters, 2 critics of"
+          f" {count_params(take(state['critics'], 0)):,} parameters ({args.network_size}), final sparsity"
+          f" {args.final_sparsity} on {jax.default_backend()}; outputs in {run_dir}", flush=True)  # fmt: skip
+    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "elapsed": 0.0, "sparsity": 0.0, "actor_sparsity": 0.0}
+    meta |= {"next_pruning": args.pruning_period, "next_eval": args.eval_frequency if args.eval_frequency > 0 else None}
     if args.resume:
         state, meta = resume_run(run_dir, state, rb, rng)
         envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
@@ -945,15 +854,10 @@ def main(argv: list[str] | None = None) -> None:
     def checkpoint() -> None:
         counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
         counters |= {"next_pruning": next_pruning, "next_eval": next_eval, "sparsity": sparsity}
-        counters |= {
-            "actor_sparsity": actor_sparsity,
-            "elapsed": logger.elapsed(),
-            "rng_state": rng.bit_generator.state,
-        }
-        save_checkpoint(run_dir, state, rb, counters)
+        counters |= {"actor_sparsity": actor_sparsity, "elapsed": logger.elapsed()}
+        save_checkpoint(run_dir, state, rb, counters | {"rng_state": rng.bit_generator.state})
 
-    obs, _ = envs.reset()
-    obs = obs.astype(np.float32)
+    obs = envs.reset()[0].astype(np.float32)
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_metrics = float("nan"), None
@@ -992,9 +896,8 @@ def main(argv: list[str] | None = None) -> None:
             if not np.isfinite(qf_loss).all() or not math.isfinite(actor_loss_value):
                 logger.scalar("losses/qf_loss", float(np.mean(qf_loss)), global_step)
                 logger.scalar("losses/actor_loss", actor_loss_value, global_step)
-                logger.exit(
-                    3, f"error: a critic or the actor has a non-finite loss at step {global_step:,}: {DIVERGED}"
-                )
+                failure = f"a critic or the actor has a non-finite loss at step {global_step:,}"
+                logger.exit(3, f"error: {failure}: {DIVERGED}")
 
         # ---- every pruning period: recompute the critics' masks at the Eq. 2 sparsity (and the actor's)
         if global_step >= next_pruning:
@@ -1016,9 +919,8 @@ def main(argv: list[str] | None = None) -> None:
         # ---- periodic evaluation of the deterministic policy on its own env
         final = global_step >= args.total_timesteps and args.save_model  # the saved model is evaluated instead
         if next_eval is not None and global_step >= next_eval and not final:
-            returns = evaluate_policy(
-                deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed, global_step
-            )
+            returns = evaluate_policy(deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed,
+                                      global_step)  # fmt: skip
             for value in returns:
                 logger.scalar("eval/episodic_return", value, global_step)
             if returns:
