@@ -1,8 +1,9 @@
-"""Shared test set-up: the scripts live at the repository root and are imported as modules."""
+"""Shared test set-up: the scripts (repository root) and the tools (tools/) are imported as modules."""
 
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "tools"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))

@@ -4,20 +4,14 @@ with known answers."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
+import analyze
 import numpy as np
 import pytest
-
-_spec = importlib.util.spec_from_file_location("analyze", Path(__file__).resolve().parents[1] / "tools" / "analyze.py")
-analyze = importlib.util.module_from_spec(_spec)
-sys.modules["analyze"] = analyze
-_spec.loader.exec_module(analyze)
 
 
 def test_reference_scores() -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import costs
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,10 +21,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "costs.py"
-_spec = importlib.util.spec_from_file_location("costs", TOOL)
-costs = importlib.util.module_from_spec(_spec)
-sys.modules["costs"] = costs
-_spec.loader.exec_module(costs)
 
 atari = importlib.import_module("eaudedqn_atari_jax")
 

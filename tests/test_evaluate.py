@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import evaluate
 import flax
 import imageio.v2 as imageio
 import jax
@@ -15,9 +16,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("evaluate", ROOT / "tools" / "evaluate.py")
-evaluate = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate)
 
 DEFAULT_ENV = {"atari": "Breakout-v5", "atari-offline": "Pong-v5", "classic": "CartPole-v1", "mujoco": "Hopper-v5"}
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import export_sparse
 import flax
 import jax
 import numpy as np
@@ -20,10 +21,6 @@ import scipy.sparse
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "export_sparse.py"
-_spec = importlib.util.spec_from_file_location("export_sparse", TOOL)
-export_sparse = importlib.util.module_from_spec(_spec)
-sys.modules["export_sparse"] = export_sparse
-_spec.loader.exec_module(export_sparse)
 
 atari = importlib.import_module("eaudedqn_atari_jax")
 classic = importlib.import_module("polyprune_dqn_jax")

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import publish_results as publish
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-_spec = importlib.util.spec_from_file_location("publish_results", ROOT / "tools" / "publish_results.py")
-publish = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(publish)
 
 
 def make_run(root: Path, seed: int, last: int = 1000, script: str = "eaudedqn_jax.py") -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import platform
 import shlex
@@ -12,14 +11,11 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import analyze
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
-_spec = importlib.util.spec_from_file_location("analyze", ROOT / "tools" / "analyze.py")
-analyze = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("analyze", analyze)
-_spec.loader.exec_module(analyze)
 
 
 def rows() -> list[dict[str, str]]:
