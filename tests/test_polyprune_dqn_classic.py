@@ -2,19 +2,18 @@
 eaudedqn_jax.py: Eq. 2 against hand-computed values, the defaults shared with eaudedqn_jax.py, network sizes, the
 epsilon schedule and the G cadence, magnitude pruning, the train step (shared target, masks re-applied after Adam),
 the replay buffer against gymnasium's reference dynamics, the training loop recorded in-process (acting, target
-updates every T, Eq. 2 masks every pruning period with the Adam state kept), command-line errors, end-to-end runs
-(outputs, saved model, video, resume, the dense baseline) and crash safety (Ctrl-C, torn logs, damaged checkpoints,
-divergence). tools/mutants/polyprune_dqn_jax.toml lists the breaks of the algorithm these tests catch."""
+updates every T, Eq. 2 masks every pruning period with the Adam state kept), command-line errors and end-to-end runs
+(outputs, saved model, video, resume, the dense baseline). Crash safety (Ctrl-C, torn logs, damaged checkpoints,
+divergence) is tested for both classic-control scripts in test_classic_crash_safety.py.
+tools/mutants/polyprune_dqn_jax.toml lists the breaks of the algorithm these tests catch."""
 
 import dataclasses
 import functools
 import importlib
 import json
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -686,161 +685,3 @@ def test_dense_baseline_stays_dense_and_a_finished_run_resumes_to_nothing(tmp_pa
     call_main(["--resume", str(run_dir)])
     assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["global_step"] == 1000
     assert (run_dir / "metrics.jsonl").read_text() == before
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Crash safety: Ctrl-C, torn logs, damaged checkpoints, divergence
-# ---------------------------------------------------------------------------------------------------------------------
-
-CRASH = [
-    "--learning-starts", "200", "--exploration-steps", "500", "--target-network-frequency", "200",
-    "--pruning-period", "100", "--buffer-size", "2000", "--batch-size", "16", "--network-size", "small",
-]  # fmt: skip
-
-
-def reject_bare_constant(constant: str) -> None:
-    raise AssertionError(f"bare {constant} in a JSON log")
-
-
-def one_transition_replay(value: float) -> poly.ReplayBuffer:
-    rb = poly.ReplayBuffer(capacity=4, num_envs=1, obs_shape=(2,))
-    rb.add(np.full((1, 2), value, np.float32), np.array([1]), np.array([value]), np.array([False]),
-           np.full((1, 2), value + 0.5, np.float32), reset=np.array([False]))  # fmt: skip
-    return rb
-
-
-def test_a_damaged_checkpoint_falls_back_to_the_previous_one_and_the_replay_waits_for_a_whole_one(
-    tmp_path: Path, capsys
-) -> None:
-    template = {"w": jnp.zeros(3)}
-    poly.save_checkpoint(tmp_path, {"w": jnp.full(3, 1.0)}, one_transition_replay(1.0), {"global_step": 500})
-    poly.save_checkpoint(tmp_path, {"w": jnp.full(3, 2.0)}, one_transition_replay(2.0), {"global_step": 1000})
-    assert poly.checkpoint_dirs(tmp_path) == [tmp_path / "checkpoint", tmp_path / "checkpoint.old"]
-    replay = poly.ReplayBuffer(4, 1, (2,))
-    state, meta = poly.load_checkpoint(tmp_path, template, replay)
-    assert meta == {"global_step": 1000} and replay.size == 1 and replay.rewards[0] == 2.0
-    np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
-    assert capsys.readouterr().err == ""
-
-    damaged = tmp_path / "checkpoint" / "replay_rewards.npy"  # read after state.msgpack
-    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
-    replay = poly.ReplayBuffer(4, 1, (2,))
-    state, meta = poly.load_checkpoint(tmp_path, template, replay)
-    assert meta == {"global_step": 500} and replay.size == 1 and replay.rewards[0] == 1.0
-    np.testing.assert_array_equal(replay.next_observations[0], [1.5, 1.5])
-    np.testing.assert_array_equal(state["w"], [1.0, 1.0, 1.0])
-    (warning,) = capsys.readouterr().err.strip().splitlines()
-    assert warning.startswith(f"warning: {damaged} is damaged (")
-    assert warning.endswith(f"; resuming from the previous checkpoint {tmp_path / 'checkpoint.old'}")
-
-    for name in ("checkpoint", "checkpoint.old"):  # meta.json is read last: the replay must stay untouched
-        (tmp_path / name / "meta.json").write_text('{"global_st')
-    replay = poly.ReplayBuffer(4, 1, (2,))
-    with pytest.raises(poly.CheckpointError, match=r"meta\.json is damaged") as error:
-        poly.load_checkpoint(tmp_path, template, replay)
-    assert str(tmp_path / "checkpoint.old" / "meta.json") in str(error.value)
-    assert replay.size == 0 and not replay.rewards.any()
-
-
-def test_divergence_stops_the_run_with_one_error_line_strict_json_and_no_later_checkpoint(
-    tmp_path: Path, capsys
-) -> None:
-    argv = [*CRASH, "--total-timesteps", "1000", "--learning-rate", "1e30", "--checkpoint-interval", "100"]
-    with pytest.raises(SystemExit) as exit_:
-        call_main(["--output-dir", str(tmp_path / "runs"), *argv])
-    assert exit_.value.code == 3
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    diverged = re.fullmatch(
-        r"error: the loss is non-finite at step ([\d,]+): the run diverged \(try a lower --learning-rate\); its last"
-        r" checkpoint is kept",
-        lines[0],
-    )
-    assert diverged, lines[0]
-    step = int(diverged.group(1).replace(",", ""))
-    assert 200 < step < 1000  # after the first gradient steps, long before the end
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        json.loads(line, parse_constant=reject_bare_constant)
-    losses = [m for m in read_metrics(run_dir) if m["name"] == "losses/td_loss"]
-    assert (losses[-1]["global_step"], losses[-1]["value"]) == (step, None)  # the non-finite loss is written as null
-    assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["global_step"] < step
-
-
-def assert_logs_complete(run_dir: Path, total: int) -> None:
-    """Every logging step once, none missing: SPS and the nominal sparsity every 1000 steps, the target sparsity at 0
-    and at every target update (every T = 200 from 400, the first multiple of T after the 200-step warm-up)."""
-    metrics = read_metrics(run_dir)
-    for name in {m["name"] for m in metrics}:  # one env: no two episodes end at the same step
-        steps = [m["global_step"] for m in metrics if m["name"] == name]
-        assert steps == sorted(set(steps)), f"{name} repeats a step"
-    for name in ("charts/SPS", "sparsity/online"):
-        assert [m["global_step"] for m in metrics if m["name"] == name] == list(range(1000, total + 1, 1000))
-    assert list(logged(metrics, "sparsity/target")) == [0, *range(400, total + 1, 200)]
-    assert not (run_dir / "population.jsonl").exists()
-
-
-@pytest.mark.slow
-def test_ctrl_c_checkpoints_and_a_torn_log_and_a_damaged_checkpoint_still_resume(tmp_path: Path) -> None:
-    """Three runs of the script, as a user meets the faults: Ctrl-C, then --resume after a kill tore a log line and
-    damaged the newest checkpoint, then --resume with both checkpoints damaged."""
-    # a budget the run cannot finish before the signal arrives; the resume below is given a short one
-    command = [sys.executable, str(SCRIPT), *CRASH, "--total-timesteps", "100000", "--checkpoint-interval", "500"]
-    process = subprocess.Popen(
-        [*command, "--output-dir", "runs"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.time() + 300
-        while not list(tmp_path.glob("runs/*/checkpoint/meta.json")):
-            assert process.poll() is None and time.time() < deadline, process.communicate()
-            time.sleep(0.1)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130, stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    interrupted_at = json.loads((run_dir / "checkpoint" / "meta.json").read_text())["global_step"]
-    previous = json.loads((run_dir / "checkpoint.old" / "meta.json").read_text())["global_step"]
-    assert previous == interrupted_at // 500 * 500 >= 500  # the last periodic checkpoint
-    assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == (
-        f"interrupted at step {interrupted_at:,}; checkpoint saved, continue with:"
-        f" python polyprune_dqn_jax.py --resume {Path('runs') / run_dir.name}"
-    )
-
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write('{"global_step": 99999, "name": "charts/SP')  # a kill in the middle of a log write
-    state = run_dir / "checkpoint" / "state.msgpack"
-    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a checkpoint cut in half
-    total = previous + 1000
-    config = json.loads((run_dir / "config.json").read_text())
-    config["args"]["total_timesteps"] = total  # Eq. 2 now prunes from 0.2 to 0.8 of the new total
-    (run_dir / "config.json").write_text(json.dumps(config))
-    resume = [sys.executable, str(SCRIPT), "--resume", str(run_dir)]
-    result = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"warning: {state} is damaged (" in result.stderr
-    assert f"; resuming from the previous checkpoint {run_dir / 'checkpoint.old'}" in result.stderr
-    assert f"resumed {run_dir.name} at step {previous:,}" in result.stdout
-    assert re.search(r"^resume: dropped [1-9]\d* log lines written after the checkpoint", result.stdout, re.M)
-    assert_logs_complete(run_dir, total)
-    assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["global_step"] == total
-    # the resumed run prunes on the new schedule: from its second target update on, the target has the Eq. 2
-    # sparsity of the mask update T / 2 earlier
-    sparsity = logged(read_metrics(run_dir), "sparsity/target")
-    first_update = (previous // 200 + 1) * 200
-    for step in range(first_update + 200, total + 1, 200):
-        assert sparsity[step] == pytest.approx(eq2(step - 100, 0.95, int(0.2 * total), int(0.8 * total)), abs=1e-3)
-    assert list(sparsity.values())[-1] > 0.5
-
-    for name in ("checkpoint", "checkpoint.old"):  # nothing left to fall back to: one error line naming the file
-        state = run_dir / name / "state.msgpack"
-        state.write_bytes(state.read_bytes()[:100])
-    result = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert result.stderr.startswith("error: --resume:")
-    assert f"{run_dir / 'checkpoint' / 'state.msgpack'} is damaged" in result.stderr
