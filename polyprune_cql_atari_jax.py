@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 import envpool
 import flax
@@ -603,7 +603,7 @@ def to_device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**batch, "terminals": batch["terminals"].astype(np.float32)}
 
 
-# ---- Run outputs: config.json, metrics.jsonl + TensorBoard, population.jsonl, checkpoints (all written atomically) ---
+# ---- Run outputs: config.json, metrics.jsonl + TensorBoard + W&B, population.jsonl, checkpoints (docs/contract.md) --
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -614,46 +614,23 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def run_config(args: Args) -> dict[str, Any]:
+    """config.json: the arguments and what a seeded run's numbers depend on besides them (versions, the processor)."""
     versions = dict.fromkeys(("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro"))
     for package in versions:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-    commit = ""
+    commit, cpu = "", platform.processor()
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
         commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
-    return {
-        "args": asdict(args),
-        "script": Path(__file__).name,
-        "versions": versions,
-        "jax_backend": jax.default_backend(),
-        "machine": machine(),
-        "git_commit": commit or None,
-        "command": sys.argv,
-    }
-
-
-def machine() -> dict[str, str]:
-    """What a seeded run's numbers depend on besides the seed and the locked versions: on CPU, the processor model."""
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):  # Linux names the model here; elsewhere platform's answer stays
+    with contextlib.suppress(OSError):  # Linux names the processor model here; elsewhere platform's answer stays
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
-    device = jax.devices()[0].device_kind
-    return {"cpu": cpu, "device": device, "python": platform.python_version(), "system": platform.platform()}
-
-
-def create_run_dir(output_dir: Path, run_name: str) -> Path:
-    """A new run folder; runs of the same name started in the same second get the suffix -2, -3, ..."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 1000):
-        run_dir = output_dir / (run_name if attempt == 1 else f"{run_name}-{attempt}")
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{output_dir / run_name} and 998 suffixed folders exist")
+    machine = {"cpu": cpu, "device": jax.devices()[0].device_kind, "python": platform.python_version()}
+    return {
+        "args": asdict(args), "script": Path(__file__).name, "versions": versions, "jax_backend": jax.default_backend(),
+        "machine": machine | {"system": platform.platform()}, "git_commit": commit or None, "command": sys.argv,
+    }  # fmt: skip
 
 
 def json_line(record: dict[str, Any]) -> str:
@@ -683,22 +660,66 @@ def truncate_jsonl(path: Path, last_step: int) -> int:
     return len(lines) - len(kept)
 
 
-class RunLogger:
-    """metrics.jsonl (one JSON object per line) mirrored to TensorBoard event files and, with --track, to the W&B
-    run (`wandb`: the module init_wandb returns), population.jsonl (created at the first population event, so only
-    EauDe runs have one) and the progress line on stdout."""
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
 
-    def __init__(self, run_dir: Path, elapsed: float = 0.0, resume_step: int | None = None, wandb: Any = None) -> None:
+
+class Run:
+    """The run folder `dir`: a new one with its config.json, or the one --resume names. It receives metrics.jsonl,
+    mirrored to TensorBoard and, with --track, to W&B; population.jsonl, created at the first population event (only
+    EauDe runs have one); and crash-safe checkpoints. It also prints the progress line."""
+
+    def __init__(self, args: Args) -> None:
+        self.args, self.population, self.wandb, self.stop_signal = args, None, None, 0
+        if args.resume:
+            self.dir = Path(args.resume)
+            return
+        output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            for attempt in range(1, 1000):  # runs of the same name started in the same second get -2, -3, ...
+                self.dir = output_dir / (name if attempt == 1 else f"{name}-{attempt}")
+                with contextlib.suppress(FileExistsError):
+                    self.dir.mkdir()
+                    break
+            else:
+                raise FileExistsError(f"{output_dir / name} and 998 suffixed folders exist")
+        except OSError as error:
+            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+            raise SystemExit(2) from None
+        atomic_write(self.dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    def open_logs(self, counters: dict[str, Any]) -> None:
+        """Log from the loop counters on (a resumed run continues its clock, and TensorBoard purges the events written
+        after the checkpoint); with --track, every scalar also goes to W&B against global_step, as in TensorBoard
+        (sync_tensorboard would need the tensorboard package)."""
         from tensorboardX import SummaryWriter
 
-        self.run_dir, self.start, self.population, self.wandb = run_dir, time.time() - elapsed, None, wandb
-        self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
-        # purge_step hides events a killed run wrote after its last checkpoint
-        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
-        self.window_time, self.window_step, self.last_print = time.time(), resume_step or 0, 0.0
+        step, args = counters["global_step"], self.args
+        self.start = time.time() - counters["elapsed"]
+        self.window_time, self.window_step, self.last_print = time.time(), step, 0.0
+        self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        self.writer = SummaryWriter(str(self.dir), purge_step=step if args.resume else None)
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                       name=self.dir.name, id=self.dir.name, resume="allow", save_code=True)  # fmt: skip
+            wandb.define_metric("global_step")
+            wandb.define_metric("*", step_metric="global_step")
+            self.wandb = wandb
 
     def elapsed(self) -> float:
         return time.time() - self.start
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
+        self.metrics.write(json_line(record))
+        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
+            self.writer.add_scalar(name, float(value), int(step))
+            if self.wandb is not None:
+                self.wandb.log({name: float(value), "global_step": int(step)})
 
     def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
         """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
@@ -706,92 +727,87 @@ class RunLogger:
         sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
         self.scalar("charts/SPS", sps, step)
         if time.time() - self.last_print > 10 or step >= total:
-            eta = format_duration((total - step) / max(sps, 1e-9) + extra_seconds)
-            line = f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta} | {details}"
-            print(line, flush=True)
+            eta = int(max((total - step) / max(sps, 1e-9) + extra_seconds, 0))
+            eta_text = f"{eta // 3600}h{eta // 60 % 60:02d}m{eta % 60:02d}s"
+            print(f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta_text} | {details}",
+                  flush=True)  # fmt: skip
             self.last_print = time.time()
         self.window_time, self.window_step = time.time(), step
 
-    def scalar(self, name: str, value: float, step: int) -> None:
-        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
-        self.metrics.write(json_line(record))
-        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
-            self.writer.add_scalar(name, float(value), int(step))
-            if self.wandb is not None:  # x-axis: global_step (init_wandb), not W&B's own count of log calls
-                self.wandb.log({name: float(value), "global_step": int(step)})
-
     def population_event(self, event: dict[str, Any]) -> None:
         if self.population is None:
-            self.population = open(self.run_dir / "population.jsonl", "a", buffering=1)
+            self.population = open(self.dir / "population.jsonl", "a", buffering=1)
         self.population.write(json_line(event))
 
-    def close(self) -> None:
+    def save_checkpoint(self, state: dict[str, Any], counters: dict[str, Any]) -> None:
+        """Written into checkpoint.tmp/, then swapped in by renames keeping the previous one as checkpoint.old/: a crash
+        at any point leaves a whole checkpoint, and a checkpoint damaged later has one to fall back to."""
+        tmp, final, old = self.dir / "checkpoint.tmp", self.dir / "checkpoint", self.dir / "checkpoint.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+        atomic_write(tmp / "meta.json", json.dumps(counters).encode())  # written last: it marks the checkpoint whole
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
+
+    def resume(self, template: dict[str, Any], rng: np.random.Generator) -> tuple[dict, dict]:
+        """Restore the state and the numpy generator from the newest checkpoint that reads back whole (a damaged one
+        falls back to the previous one; --resume reloads the dataset) and drop the log lines written after it or torn by
+        a kill, so that no step is logged twice. Returns the state and the loop counters."""
+        damaged = []
+        for path in checkpoint_dirs(self.dir):
+            file = path / "state.msgpack"  # the file being read, named by the error
+            try:
+                state = flax.serialization.from_bytes(template, file.read_bytes())
+                counters = json.loads((file := path / "meta.json").read_text())
+                break
+            except Exception as error:  # msgpack and json each raise their own errors on a truncated file
+                damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
+        else:
+            print(f"error: --resume: {'; '.join(damaged)} and no earlier checkpoint is left", file=sys.stderr)
+            raise SystemExit(2)
+        if damaged:
+            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
+        rng.bit_generator.state = counters["rng_state"]
+        logs = (self.dir / "metrics.jsonl", self.dir / "population.jsonl")
+        if dropped := sum(truncate_jsonl(log, counters["global_step"]) for log in logs):
+            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
+        print(f"resumed {self.dir.name} at step {counters['global_step']:,}", flush=True)
+        return jax.tree.map(jnp.asarray, state), counters  # msgpack gives numpy arrays; .at[] needs jax ones
+
+    def watch_signals(self) -> None:
+        """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) sets `stop_signal`: the training loop saves a checkpoint
+        after the current step and exits with 128 + the signal number; a second Ctrl-C stops at once."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self.stop_signal:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, handler)
+
+    def log_videos(self, video_dir: Path, eval_episodes: int, step: int) -> None:
+        """--track --capture-video: the evaluation videos go to W&B as media, one key per episode, in a row whose
+        `global_step` (the scalars' x-axis) is the run's last step."""
+        paths = [video_dir / f"eval-episode-{episode}.mp4" for episode in range(eval_episodes)]
+        videos = {f"eval/video-{i}": self.wandb.Video(str(path)) for i, path in enumerate(paths) if path.exists()}
+        if videos:  # no empty row when no episode was filmed
+            self.wandb.log(videos | {"global_step": step})
+
+    def close(self, code: int = 0, message: str = "") -> None:
+        """Close the logs; a run stopped early (diverged, interrupted) then exits with `code` and one stderr line."""
         self.metrics.close()
         if self.population is not None:
             self.population.close()
         self.writer.close()
-
-    def exit(self, code: int, message: str) -> NoReturn:
-        """Close the logs and exit with `code` and one line on stderr (a diverged run, a signal)."""
-        self.close()
-        print(message, file=sys.stderr)
-        raise SystemExit(code)
-
-
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
-    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
-
-
-def save_checkpoint(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Written into checkpoint.tmp/, then swapped in by renames keeping the previous one as checkpoint.old/: a crash
-    at any point leaves a whole checkpoint, and a damaged one has one to fall back to. --resume reloads the dataset."""
-    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
-    atomic_write(tmp / "meta.json", json.dumps(meta).encode())  # written last: it marks the checkpoint complete
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-
-
-class CheckpointError(Exception):
-    """No checkpoint of the run reads back whole: reported as one `error:` line naming the damaged file."""
-
-
-def load_checkpoint(run_dir: Path, template: dict[str, Any]) -> tuple[dict, dict]:
-    """Restore the newest checkpoint that reads back whole; a damaged newest one falls back to the previous one."""
-    damaged = []
-    for path in checkpoint_dirs(run_dir):
-        file = path / "state.msgpack"
-        try:
-            state = flax.serialization.from_bytes(template, file.read_bytes())
-            file = path / "meta.json"
-            meta = json.loads(file.read_text())
-        except Exception as error:  # msgpack and json each raise their own errors on a truncated file
-            damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
-            continue
-        if damaged:
-            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
-        return jax.tree.map(jnp.asarray, state), meta  # msgpack gives numpy arrays; the run goes on with jax arrays
-    raise CheckpointError("; ".join(damaged) + " and no earlier checkpoint is left")
-
-
-def stop_on_signals() -> dict[str, int]:
-    """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) asks the training loop to stop after the current step,
-    save a checkpoint and exit with 128 + the signal number; a second Ctrl-C stops at once."""
-    received: dict[str, int] = {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        if received:
-            raise KeyboardInterrupt
-        received["signal"] = signum
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handler)
-    return received
+        if code:
+            print(message, file=sys.stderr)
+            raise SystemExit(code)
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 # ---- Evaluation: the greedy policy in the environment (Machado protocol), after every epoch and for the saved model
@@ -854,11 +870,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
 
 
 # ---- Training loop ---------------------------------------------------------------------------------------------------
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
-
-
 def load_dataset(args: Args) -> DqnReplayDataset:
     """The transitions to train on; a dataset problem exits like an argument error (before any JAX work)."""
     num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
@@ -880,75 +891,22 @@ def load_dataset(args: Args) -> DqnReplayDataset:
 DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
 
 
-def start_run(args: Args) -> Path:
-    """The run folder: the one --resume names, or a new one that receives config.json."""
-    if args.resume:
-        return Path(args.resume)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    try:
-        run_dir = create_run_dir(Path(args.output_dir), run_name)
-    except OSError as error:
-        print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
-        raise SystemExit(2) from None
-    atomic_write(run_dir / "config.json", json.dumps(run_config(args), indent=2).encode())
-    return run_dir
-
-
-def init_wandb(args: Args, run_name: str) -> Any:
-    """--track: a Weights & Biases run to which RunLogger sends every scalar (sync_tensorboard would need the
-    tensorboard package); returns the module, whose `finish()` ends the run."""
-    import wandb
-
-    wandb.init(
-        project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-        name=run_name, id=run_name.replace("/", "-"), resume="allow", save_code=True,
-    )  # fmt: skip
-    wandb.define_metric("global_step")  # every chart against the environment steps, as in TensorBoard
-    wandb.define_metric("*", step_metric="global_step")
-    return wandb
-
-
-def log_videos(wandb: Any, video_dir: Path, eval_episodes: int, step: int) -> None:
-    """--track --capture-video: the evaluation videos go to W&B as media, one key per episode, in a row whose
-    `global_step` (the scalars' x-axis) is the run's last step."""
-    paths = [video_dir / f"eval-episode-{episode}.mp4" for episode in range(eval_episodes)]
-    videos = {f"eval/video-{i}": wandb.Video(str(path)) for i, path in enumerate(paths) if path.exists()}
-    if videos:  # no empty row when no episode was filmed
-        wandb.log(videos | {"global_step": step})
-
-
-def resume_run(run_dir: Path, learner: dict[str, Any], rng: np.random.Generator) -> tuple[dict, dict]:
-    """Restore the learner state and the numpy generator from the newest whole checkpoint and drop the log lines
-    written after it, so that no step is logged twice; returns the learner and the loop counters."""
-    try:
-        learner, meta = load_checkpoint(run_dir, learner)
-    except CheckpointError as error:
-        print(f"error: --resume: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    rng.bit_generator.state = meta["rng_state"]
-    dropped = sum(truncate_jsonl(run_dir / name, meta["global_step"]) for name in ("metrics.jsonl", "population.jsonl"))
-    if dropped:
-        print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
-    print(f"resumed {run_dir.name} at step {meta['global_step']:,}", flush=True)
-    return learner, meta
-
-
-def save_and_evaluate(args: Args, run_dir: Path, target_params: Any, logger: RunLogger, step: int) -> None:
+def save_and_evaluate(args: Args, run: Run, target_params: Any, step: int) -> None:
     """--save-model: the target network's params (pruned weights are exact zeros), then its evaluation episodes."""
-    model_path = run_dir / f"{args.exp_name}.cleanrl_model"
+    model_path = run.dir / f"{args.exp_name}.cleanrl_model"
     atomic_write(model_path, flax.serialization.to_bytes(target_params))
     print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
     if args.eval_episodes > 0:
-        video_dir = Path("videos") / run_dir.name if args.capture_video else None
+        video_dir = Path("videos") / run.dir.name if args.capture_video else None
         evaluation = (args.seed, args.eval_epsilon, args.network_size, video_dir, args.eval_max_episode_steps)
         for value in evaluate(model_path, args.env_id, args.eval_episodes, *evaluation):
-            logger.scalar("eval/episodic_return", value, step)
+            run.scalar("eval/episodic_return", value, step)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     dataset = load_dataset(args)  # re-loaded on --resume: the checkpoint never stores it
-    run_dir = start_run(args)
+    run = Run(args)
     total_steps = args.num_epochs * args.steps_per_epoch  # t_final, in gradient steps
 
     # ---- network, optimizer
@@ -964,31 +922,30 @@ def main(argv: list[str] | None = None) -> None:
     q_values = jax.jit(network.apply)
     num_params = sum(leaf.size for leaf in jax.tree.leaves(learner["params"]))
     setup = f"one network of {num_params:,} parameters ({args.network_size}), final sparsity {args.final_sparsity}"
-    print(f"{run_dir.name}: {setup} on {jax.default_backend()}; outputs in {run_dir}", flush=True)
+    print(f"{run.dir.name}: {setup} on {jax.default_backend()}; outputs in {run.dir}", flush=True)
     # global_step counts gradient steps: t of Eq. 2 (offline, the x-axis is batch updates)
     meta = {"global_step": 0, "next_target_update": args.target_network_frequency, "next_pruning": args.pruning_period}
     meta |= {"sparsity": 0.0, "elapsed": 0.0, "last_eval_return": float("nan"), "last_eval_seconds": float("nan")}
     if args.resume:
-        learner, meta = resume_run(run_dir, learner, rng)
+        learner, meta = run.resume(learner, rng)
     global_step, next_target_update = meta["global_step"], meta["next_target_update"]
     next_pruning, sparsity = meta["next_pruning"], meta["sparsity"]  # sparsity: the nominal one of the current mask
     last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
     finished_before = global_step >= total_steps  # resuming a finished run adds nothing (no second final eval)
-    wandb = init_wandb(args, run_dir.name) if args.track else None
-    logger = RunLogger(run_dir, elapsed=meta["elapsed"], resume_step=global_step if args.resume else None, wandb=wandb)
+    run.open_logs(meta)
     target_sparsity = measured_sparsity(learner["target_params"])
     if not args.resume:
-        logger.scalar("sparsity/target", target_sparsity, 0)
+        run.scalar("sparsity/target", target_sparsity, 0)
     every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
     next_checkpoint = (global_step // every + 1) * every if every > 0 else None
 
     def checkpoint() -> None:
         counters = {"global_step": global_step, "next_target_update": next_target_update, "next_pruning": next_pruning}
-        counters |= {"sparsity": sparsity, "elapsed": logger.elapsed(), "rng_state": rng.bit_generator.state}
+        counters |= {"sparsity": sparsity, "elapsed": run.elapsed(), "rng_state": rng.bit_generator.state}
         counters |= {"last_eval_return": last_eval_return, "last_eval_seconds": last_eval_seconds}
-        save_checkpoint(run_dir, learner, counters)
+        run.save_checkpoint(learner, counters)
 
-    stop = stop_on_signals()
+    run.watch_signals()
     while global_step < total_steps:
         # ---- learn: one mini-batch of the dataset, one CQL gradient step
         batch = to_device_batch(sample_dqn_replay_batch(dataset, rng, args.batch_size))
@@ -997,15 +954,15 @@ def main(argv: list[str] | None = None) -> None:
         )
         previous_step, global_step = global_step, global_step + 1
         if not np.isfinite(np.asarray(last_loss)):
-            logger.scalar("losses/cql_loss", float(last_loss), global_step)
-            logger.scalar("losses/td_loss", float(last_td_loss), global_step)
-            logger.exit(3, f"error: the loss is non-finite at step {global_step:,}: {DIVERGED}")
+            run.scalar("losses/cql_loss", float(last_loss), global_step)
+            run.scalar("losses/td_loss", float(last_td_loss), global_step)
+            run.close(3, f"error: the loss is non-finite at step {global_step:,}: {DIVERGED}")
 
         # ---- every T gradient steps: the target copies the (masked) online network
         if global_step >= next_target_update:
             learner["target_params"] = learner["params"]
             target_sparsity = measured_sparsity(learner["target_params"])
-            logger.scalar("sparsity/target", target_sparsity, global_step)
+            run.scalar("sparsity/target", target_sparsity, global_step)
             next_target_update += args.target_network_frequency
 
         # ---- every pruning period: recompute the mask at the Eq. 2 sparsity (after the target update, so that with
@@ -1025,10 +982,10 @@ def main(argv: list[str] | None = None) -> None:
             details = f"epoch {global_step // args.steps_per_epoch}/{args.num_epochs} | last eval return"
             details += f" {last_eval_return:.1f} ({last_eval_seconds:.0f}s) | target sparsity {target_sparsity:.3f}"
             eval_time = (total_steps - global_step) / args.steps_per_epoch * np.nan_to_num(last_eval_seconds)
-            logger.progress(global_step, total_steps, details, eval_time)
-            logger.scalar("sparsity/online", sparsity, global_step)
-            logger.scalar("losses/cql_loss", float(last_loss), global_step)
-            logger.scalar("losses/td_loss", float(last_td_loss), global_step)
+            run.progress(global_step, total_steps, details, eval_time)
+            run.scalar("sparsity/online", sparsity, global_step)
+            run.scalar("losses/cql_loss", float(last_loss), global_step)
+            run.scalar("losses/td_loss", float(last_td_loss), global_step)
 
         # ---- after every epoch: the target network's greedy policy in the environment (Figure 6). The last epoch
         # is evaluated from the saved model file instead when --save-model is on (same network, played once).
@@ -1040,31 +997,29 @@ def main(argv: list[str] | None = None) -> None:
                 env_seed(args.seed, 1, global_step), args.eval_epsilon, args.eval_max_episode_steps,
             )  # fmt: skip
             for value in returns:
-                logger.scalar("eval/episodic_return", value, global_step)
+                run.scalar("eval/episodic_return", value, global_step)
             last_eval_return, last_eval_seconds = float(np.mean(returns)), time.time() - started
             summary = f"eval return {last_eval_return:.1f} over {len(returns)} episodes in {last_eval_seconds:.1f}s"
             print(f"epoch {global_step // args.steps_per_epoch}: {summary}", flush=True)
-            logger.window_time = time.time()  # evaluation time is not part of the gradient steps per second
+            run.window_time = time.time()  # evaluation time is not part of the gradient steps per second
 
         if next_checkpoint is not None and global_step >= next_checkpoint:
             checkpoint()
             next_checkpoint += args.checkpoint_interval
         # Ctrl-C / SIGTERM: stop after this step. At t_final the run finishes instead: a resumed finished run adds
         # nothing, so stopping there would lose the final model and its evaluation.
-        if stop and global_step < total_steps:
+        if run.stop_signal and global_step < total_steps:
             checkpoint()
-            resume = f"continue with: python {Path(__file__).name} --resume {run_dir}"
-            logger.exit(128 + stop["signal"], f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
+            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
+            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
 
     if next_checkpoint is not None and not finished_before:
         checkpoint()  # a finished run can still be extended or inspected
     if args.save_model and not finished_before:
-        save_and_evaluate(args, run_dir, learner["target_params"], logger, global_step)
-        if wandb is not None and args.capture_video:  # after the evaluation: no number of the run changes
-            log_videos(wandb, Path("videos") / run_dir.name, args.eval_episodes, global_step)
-    logger.close()
-    if wandb is not None:
-        wandb.finish()
+        save_and_evaluate(args, run, learner["target_params"], global_step)
+        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
+            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
+    run.close()
 
 
 if __name__ == "__main__":

@@ -328,11 +328,13 @@ def test_divergence_stops_the_run_with_one_line_and_strict_json(tmp_path: Path, 
     assert metric(run_dir, "losses/td_loss")[-1][1] is None  # the non-finite loss is written as null
 
 
-def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     eaude = importlib.import_module("eaudedqn_atari_jax")
-    first = eaude.create_run_dir(tmp_path / "runs", "Pong-v5__x__1__1700000000")
-    second = eaude.create_run_dir(tmp_path / "runs", "Pong-v5__x__1__1700000000")
+    monkeypatch.setattr(eaude.time, "time", lambda: 1_700_000_000.5)
+    args = eaude.Args(output_dir=str(tmp_path / "runs"), exp_name="x")
+    first, second = eaude.Run(args).dir, eaude.Run(args).dir
     assert (first.name, second.name) == ("Pong-v5__x__1__1700000000", "Pong-v5__x__1__1700000000-2")
+    assert (first / "config.json").is_file() and (second / "config.json").is_file()
 
 
 @pytest.mark.parametrize("script", ["eaudedqn_atari_jax.py", "polyprune_dqn_atari_jax.py"])

@@ -103,21 +103,23 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_and_the_replay_wait
     classic: Classic, tmp_path: Path, capsys
 ) -> None:
     module = classic.module
-    template = {"w": jnp.zeros(3)}
-    module.save_checkpoint(tmp_path, {"w": jnp.full(3, 1.0)}, one_transition_replay(module, 1.0), {"global_step": 500})
-    module.save_checkpoint(tmp_path, {"w": jnp.full(3, 2.0)}, one_transition_replay(module, 2.0), {"global_step": 1000})
+    run, template = module.Run(module.Args(resume=str(tmp_path))), {"w": jnp.zeros(3)}
+    counters = {"rng_state": np.random.default_rng(7).bit_generator.state}
+    run.save_checkpoint({"w": jnp.full(3, 1.0)}, one_transition_replay(module, 1.0), counters | {"global_step": 500})
+    run.save_checkpoint({"w": jnp.full(3, 2.0)}, one_transition_replay(module, 2.0), counters | {"global_step": 1000})
     assert module.checkpoint_dirs(tmp_path) == [tmp_path / "checkpoint", tmp_path / "checkpoint.old"]
-    replay = module.ReplayBuffer(4, 1, (2,))
-    state, meta = module.load_checkpoint(tmp_path, template, replay)
-    assert meta == {"global_step": 1000} and replay.size == 1 and replay.rewards[0] == 2.0
+    replay, rng = module.ReplayBuffer(4, 1, (2,)), np.random.default_rng(0)
+    state, meta = run.resume(template, replay, rng)
+    assert meta["global_step"] == 1000 and replay.size == 1 and replay.rewards[0] == 2.0
+    assert rng.bit_generator.state == counters["rng_state"]
     np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
     assert capsys.readouterr().err == ""
 
     damaged = tmp_path / "checkpoint" / "replay_rewards.npy"  # read after state.msgpack
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     replay = module.ReplayBuffer(4, 1, (2,))
-    state, meta = module.load_checkpoint(tmp_path, template, replay)
-    assert meta == {"global_step": 500} and replay.size == 1 and replay.rewards[0] == 1.0
+    state, meta = run.resume(template, replay, rng)
+    assert meta["global_step"] == 500 and replay.size == 1 and replay.rewards[0] == 1.0
     np.testing.assert_array_equal(replay.next_observations[0], [1.5, 1.5])
     np.testing.assert_array_equal(state["w"], [1.0, 1.0, 1.0])
     (warning,) = capsys.readouterr().err.strip().splitlines()
@@ -127,9 +129,11 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_and_the_replay_wait
     for name in ("checkpoint", "checkpoint.old"):  # meta.json is read last: the replay must stay untouched
         (tmp_path / name / "meta.json").write_text('{"global_st')
     replay = module.ReplayBuffer(4, 1, (2,))
-    with pytest.raises(module.CheckpointError, match=r"meta\.json is damaged") as error:
-        module.load_checkpoint(tmp_path, template, replay)
-    assert str(tmp_path / "checkpoint.old" / "meta.json") in str(error.value)
+    with pytest.raises(SystemExit) as exit_:
+        run.resume(template, replay, rng)
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and error.startswith("error: --resume: ") and "meta.json is damaged" in error
+    assert str(tmp_path / "checkpoint.old" / "meta.json") in error and error.endswith("no earlier checkpoint is left")
     assert replay.size == 0 and not replay.rewards.any()
 
 
@@ -142,7 +146,7 @@ def test_divergence_stops_the_run_with_one_error_line_strict_json_and_no_later_c
     try:
         with pytest.raises(SystemExit) as exit_:
             classic.module.main(["--output-dir", str(tmp_path / "runs"), *argv])
-    finally:  # main() installed its Ctrl-C handler (stop_on_signals): pytest gets its own back
+    finally:  # main() installed its Ctrl-C handler (Run.watch_signals): pytest gets its own back
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     assert exit_.value.code == 3

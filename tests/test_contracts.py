@@ -30,17 +30,18 @@ SHARED_EVERYWHERE = [
     "apply_masks",
     "measured_sparsity",
     "atomic_write",
-    "create_run_dir",
-    "machine",
+    "run_config",
     "json_line",
     "truncate_jsonl",
-    "RunLogger",
     "checkpoint_dirs",
-    "CheckpointError",
-    "stop_on_signals",
     "check_output_dir",
-    "format_duration",
+    *(f"Run.{method}" for method in ("__init__", "open_logs", "elapsed", "scalar", "progress", "population_event")),
+    *(f"Run.{method}" for method in ("watch_signals", "log_videos", "close")),
 ]
+# a checkpoint holds the replay buffer, except in the offline CQL scripts (--resume reloads their dataset)
+WITH_REPLAY = [script for script in SCRIPTS if "cql" not in script]
+SHARED_WITH_REPLAY = ["Run.save_checkpoint", "Run.resume"]
+OFFLINE = ["eaudecql_atari_jax", "polyprune_cql_atari_jax"]
 SHARED_EAUDE = ["tournament_selection", "exploration_sparsity", "plan_next_population"]
 EAUDE_DISCRETE = ["eaudedqn_atari_jax", "eaudedqn_jax", "eaudecql_atari_jax"]
 SHARED_EAUDE_DISCRETE = ["population_step", "init_learner"]  # Alg. 1 l. 1 and l. 12-16
@@ -55,7 +56,9 @@ def load(name: str):
 
 
 def source(module, name: str) -> str:
-    value = getattr(module, name)
+    value = module
+    for part in name.split("."):  # "Run.scalar": a method
+        value = getattr(value, part)
     if isinstance(value, dict):
         return repr(value)
     return inspect.getsource(getattr(value, "__wrapped__", value))
@@ -68,6 +71,12 @@ def pairs(group: list[str], names: list[str]):
 @pytest.mark.parametrize("script, name", pairs(SCRIPTS, SHARED_EVERYWHERE))
 def test_shared_code_is_identical_everywhere(script: str, name: str) -> None:
     assert source(load(script), name) == source(load(SCRIPTS[0]), name), f"{script}.{name} diverged"
+
+
+@pytest.mark.parametrize("script, name", pairs(WITH_REPLAY, SHARED_WITH_REPLAY) + pairs(OFFLINE, SHARED_WITH_REPLAY))
+def test_checkpoint_code_is_identical_in_scripts_of_the_same_kind(script: str, name: str) -> None:
+    group = OFFLINE if script in OFFLINE else WITH_REPLAY
+    assert source(load(script), name) == source(load(group[0]), name), f"{script}.{name} diverged"
 
 
 @pytest.mark.parametrize("script, name", pairs(EAUDE, SHARED_EAUDE))

@@ -706,7 +706,7 @@ def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         patch.setattr(classic, "make_env", short_episodes)
         try:
             classic.main(["--output-dir", str(output_dir), *LOOP])
-        finally:  # main() installed its Ctrl-C handler (stop_on_signals): pytest gets its own back
+        finally:  # main() installed its Ctrl-C handler (Run.watch_signals): pytest gets its own back
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
     (record["run_dir"],) = output_dir.iterdir()

@@ -71,7 +71,7 @@ def eq2(step: int, final_sparsity: float, start: int, end: int, power: float = 3
 
 
 def call_main(argv: list[str]) -> None:
-    """main() in-process; it installs its Ctrl-C handler (stop_on_signals): pytest gets its own back."""
+    """main() in-process; it installs its Ctrl-C handler (Run.watch_signals): pytest gets its own back."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         poly.main(argv)

@@ -1,7 +1,7 @@
 """--track: every finite scalar of metrics.jsonl and, with --capture-video, the evaluation videos of the saved model
 reach the Weights & Biases run, with the environment steps (`global_step`) as the x-axis; no tensorboard package is
 needed. One real offline run of a classic-control script; the seven other scripts, whose runs are too slow for a test,
-carry the same RunLogger, init_wandb and log_videos and the same calls in main()."""
+carry the same Run methods (open_logs, scalar, log_videos, close) and the same calls in main()."""
 
 import ast
 import importlib
@@ -25,8 +25,8 @@ SCRIPTS = [
 ]  # fmt: skip
 # the statement main() runs right after save_and_evaluate(...), on the folder save_and_evaluate films into
 VIDEO_CALL = (
-    "if wandb is not None and args.capture_video:\n"
-    "    log_videos(wandb, Path('videos') / run_dir.name, args.eval_episodes, global_step)"
+    "if args.track and args.capture_video:\n"
+    "    run.log_videos(Path('videos') / run.dir.name, args.eval_episodes, global_step)"
 )
 
 
@@ -35,7 +35,7 @@ class FakeWandb(types.SimpleNamespace):
     and `define_metric(name, **kwargs)` each declaration."""
 
     def __init__(self) -> None:
-        super().__init__(rows=[], inits=[], metrics=[])
+        super().__init__(rows=[], inits=[], metrics=[], finished=False)
 
     @staticmethod
     def Video(path: str) -> tuple[str, str]:  # wandb's name
@@ -51,6 +51,15 @@ class FakeWandb(types.SimpleNamespace):
     def define_metric(self, name: str, **kwargs: object) -> None:
         self.metrics.append((name, kwargs))
 
+    def finish(self) -> None:
+        self.finished = True
+
+
+def run_in(module, folder: Path, **args: object):
+    """The script's Run on an existing folder, as --resume opens it (no config.json is written)."""
+    folder.mkdir(exist_ok=True)
+    return module.Run(module.Args(resume=str(folder), **args))
+
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_log_videos_logs_each_filmed_episode_at_the_last_step(script: str, tmp_path: Path) -> None:
@@ -58,25 +67,28 @@ def test_log_videos_logs_each_filmed_episode_at_the_last_step(script: str, tmp_p
     for episode in (0, 2):  # episode 1 was not filmed: it is left out, not an error
         (tmp_path / f"eval-episode-{episode}.mp4").write_bytes(b"mp4")
     (tmp_path / "eval-episode-3.mp4").write_bytes(b"mp4")  # an older evaluation's extra episode
-    fake = FakeWandb()
-    module.log_videos(fake, tmp_path, 3, 12_345)
+    run = run_in(module, tmp_path)
+    run.wandb = fake = FakeWandb()
+    run.log_videos(tmp_path, 3, 12_345)
     assert fake.rows == [
         {
             "eval/video-0": ("video", str(tmp_path / "eval-episode-0.mp4")),
             "eval/video-2": ("video", str(tmp_path / "eval-episode-2.mp4")),
-            "global_step": 12_345,  # the x-axis of the scalars RunLogger sends
+            "global_step": 12_345,  # the x-axis of the scalars Run.scalar sends
         }
     ]
 
-    fake = FakeWandb()
-    module.log_videos(fake, tmp_path / "missing", 2, 1)
+    run.wandb = fake = FakeWandb()
+    run.log_videos(tmp_path / "missing", 2, 1)
     assert fake.rows == []  # nothing filmed: no empty row
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_main_logs_the_videos_after_the_evaluation_and_imports_wandb_only_for_track(script: str) -> None:
     module = importlib.import_module(script)
-    assert inspect.getsource(module.log_videos) == inspect.getsource(importlib.import_module(SCRIPTS[0]).log_videos)
+    assert inspect.getsource(module.Run.log_videos) == inspect.getsource(
+        importlib.import_module(SCRIPTS[0]).Run.log_videos
+    )
     tree = ast.parse((ROOT / f"{script}.py").read_text())
     main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
     (save_block,) = [
@@ -87,7 +99,7 @@ def test_main_logs_the_videos_after_the_evaluation_and_imports_wandb_only_for_tr
     ]
     assert [ast.unparse(statement) for statement in save_block.body[1:]] == [VIDEO_CALL]
     # save_and_evaluate writes the videos into the folder log_videos reads
-    assert "Path('videos') / run_dir.name" in ast.unparse(
+    assert "Path('videos') / run.dir.name" in ast.unparse(
         next(node for node in tree.body if getattr(node, "name", None) == "save_and_evaluate")
     )
     imports = [
@@ -98,19 +110,21 @@ def test_main_logs_the_videos_after_the_evaluation_and_imports_wandb_only_for_tr
         if isinstance(node, ast.Import) and any(alias.name == "wandb" for alias in node.names)
     ]
     module_level = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
-    assert imports == ["init_wandb"] and "wandb" not in ast.unparse(ast.Module(module_level, []))
+    assert imports == ["open_logs"] and "wandb" not in ast.unparse(ast.Module(module_level, []))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_run_logger_sends_each_finite_scalar_to_wandb_at_its_env_step(script: str, tmp_path: Path) -> None:
     module = importlib.import_module(script)
-    fake = FakeWandb()
-    logger = module.RunLogger(tmp_path, wandb=fake)
-    logger.scalar("losses/td_loss", np.float32(0.25), np.int64(1_000))  # numpy scalars, as the training loop has
-    logger.scalar("losses/td_loss", float("nan"), 1_010)  # a diverged loss: metrics.jsonl only (null)
-    logger.scalar("charts/SPS", float("inf"), 1_020)
-    logger.scalar("charts/episodic_return", 12, 1_030)
-    logger.close()
+    run = run_in(module, tmp_path)
+    run.open_logs({"global_step": 0, "elapsed": 0.0})
+    run.wandb = fake = FakeWandb()
+    run.scalar("losses/td_loss", np.float32(0.25), np.int64(1_000))  # numpy scalars, as the training loop has
+    run.scalar("losses/td_loss", float("nan"), 1_010)  # a diverged loss: metrics.jsonl only (null)
+    run.scalar("charts/SPS", float("inf"), 1_020)
+    run.scalar("charts/episodic_return", 12, 1_030)
+    run.close()
+    assert fake.finished
     assert fake.rows == [
         {"losses/td_loss": 0.25, "global_step": 1_000},
         {"charts/episodic_return": 12.0, "global_step": 1_030},
@@ -119,30 +133,34 @@ def test_run_logger_sends_each_finite_scalar_to_wandb_at_its_env_step(script: st
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["value"] for line in lines] == [0.25, None, None, 12.0]
 
-    logger = module.RunLogger(tmp_path)  # no --track: no W&B, the same files
-    logger.scalar("charts/episodic_return", 3, 5)
-    logger.close()
+    run = run_in(module, tmp_path)  # no --track: no W&B, the same files
+    run.open_logs({"global_step": 0, "elapsed": 0.0})
+    run.scalar("charts/episodic_return", 3, 5)
+    run.close()
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_init_wandb_draws_every_chart_against_env_steps_without_sync_tensorboard(
-    script: str, monkeypatch: pytest.MonkeyPatch
+def test_track_draws_every_chart_against_env_steps_without_sync_tensorboard(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = importlib.import_module(script)
     fake = FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    assert module.init_wandb(module.Args(), "CartPole-v1__x__1__2") is fake
+    run = run_in(module, tmp_path / "CartPole-v1__x__1__2", track=True)
+    run.open_logs({"global_step": 0, "elapsed": 0.0})
+    run.close()
+    assert run.wandb is fake and fake.finished
     (kwargs,) = fake.inits
     assert "sync_tensorboard" not in kwargs  # wandb refuses it unless the tensorboard package is installed
     assert kwargs["id"] == kwargs["name"] == "CartPole-v1__x__1__2" and kwargs["resume"] == "allow"  # --resume
     assert fake.metrics == [("global_step", {}), ("*", {"step_metric": "global_step"})]
-    # main() hands the run to the logger
+    # main() opens the logs (and so the W&B run) with the loop counters, after a resume has restored them
     main = next(
         node for node in ast.parse((ROOT / f"{script}.py").read_text()).body if getattr(node, "name", None) == "main"
     )
-    (call,) = [node for node in ast.walk(main) if isinstance(node, ast.Call) and ast.unparse(node.func) == "RunLogger"]
-    assert [ast.unparse(keyword) for keyword in call.keywords][-1] == "wandb=wandb"
+    calls = [ast.unparse(node) for node in ast.walk(main) if isinstance(node, ast.Call)]
+    assert "run.open_logs(meta)" in calls
 
 
 def wandb_records(path: Path) -> list:
