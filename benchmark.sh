@@ -44,6 +44,32 @@ CPU_CLASSIC_ENV=CartPole-v1
 CPU_CLASSIC_ENV_2=Acrobot-v1
 CPU_MUJOCO_STEPS=50000
 CPU_MUJOCO_ENV=HalfCheetah-v5
+# THE PAPER'S CLOCK on 2 CPU cores: cpu-clock and cpu-clock-oracle. The cpu-* runs above have 60 target updates, so Eq.
+# 3's cap 1 - (1 - S_max)^n (S_max = 0.01) binds at 0.45; the paper's have 1 250 (Atari: 10M steps / T = 8 000) and
+# 1 000 population steps (MuJoCo: 1M / P = 1 000). These keep t_final / T >= 1 000. Classic control runs CleanRL's
+# dqn_jax.py protocol (500k steps, T = 500, G = 10, batch 128, buffer 10k, learning starts 10k, lr 2.5e-4, epsilon
+# 1 -> 0.05 reached at step 250k: CleanRL decays from step 0, the scripts hold epsilon through the warm-up, so 240k
+# decay steps), every value written out so that a change of the scripts' defaults cannot move these runs. HalfCheetah-v5
+# keeps Table 4 but for 100k steps with P = 100 (1 000 population steps; docs/results/notes.md says what a shorter P
+# changes). Minutes of one core per run, from 20k-step (classic, 10k of them learning) and 9k-step (SAC) runs timed two
+# at a time on the 2-core AMD EPYC VM (learning-phase SPS in brackets):
+#   CartPole-v1  EauDeDQN small 6 (1 500), medium 11 (800), large 50 (170); PolyPruneDQN and DQN small 1.5 (6 000),
+#                medium 3 (3 000), large 16 (510): 108 per seed, with the 3 methods
+#   Acrobot-v1   small and medium, the 3 methods: 17 + 4.5 + 4.5 = 26 per seed
+#   C4           EauDeDQN U_max 10 and 30 on CartPole-v1 small and medium: 2 x 17 = 34 per seed
+#   HalfCheetah  EauDeSAC 25 (70), PolyPruneSAC 11 (150), SAC 11: 47 per seed
+#   start-up, compilation and evaluation: about 0.5 x 25 runs = 12.5 per seed
+#   total 228 per seed; x 5 seeds = 1 140 core-minutes / 2 workers = 9 h 30 min, then cpu-clock-oracle
+#   (PolyPruneDQN small on 2 envs: 2 x 2 x 5 = 20 core-minutes): about 10 hours, within the 12 hours set for it.
+CLOCK_SEEDS=5
+CLOCK_CLASSIC_ENV=CartPole-v1
+CLOCK_CLASSIC_ENV_2=Acrobot-v1
+CLOCK_CLASSIC_ARGS=(--total-timesteps 500000 --target-network-frequency 500 --train-frequency 10 --batch-size 128
+    --buffer-size 10000 --learning-starts 10000 --learning-rate 2.5e-4 --start-e 1.0 --end-e 0.05
+    --exploration-steps 240000)
+CLOCK_POLYPRUNE_DQN_ARGS=(--pruning-start 0.2 --pruning-end 0.8 --pruning-power 3.0 --pruning-period 250)
+CLOCK_MUJOCO_ENV=HalfCheetah-v5
+CLOCK_MUJOCO_ARGS=(--total-timesteps 100000 --pruning-period 100)
 # ================================================================================================================
 
 # The paper's 10 Atari games: 10 of the 15 of Ceron et al. (2024) / Graesser et al. (2022), keeping Pong,
@@ -101,6 +127,13 @@ Presets (selection flags narrow a preset: --algos keeps those of its algorithms,
                    $CPU_CLASSIC_STEPS steps (U_max = 3 runs shared with cpu-classic)
   cpu-mujoco       eaudesac, polyprune_sac, sac on $CPU_MUJOCO_ENV, small, $CPU_SEEDS seeds x $CPU_MUJOCO_STEPS steps
                    (the three cpu-* presets: about 2 hours with --workers 2 on 2 CPU cores)
+  cpu-clock        the paper's clock (t_final / T >= 1 000) on CPU, $CLOCK_SEEDS seeds: eaudedqn_classic (U_max 3),
+                   polyprune_dqn_classic, dqn_classic on $CLOCK_CLASSIC_ENV (small/medium/large) and $CLOCK_CLASSIC_ENV_2
+                   (small/medium) under CleanRL's dqn_jax.py protocol (500k steps, T = 500); eaudedqn_classic U_max
+                   10, 30 on $CLOCK_CLASSIC_ENV small/medium; eaudesac, polyprune_sac, sac on $CLOCK_MUJOCO_ENV small,
+                   100k steps, P = 100 (about 10 hours with --workers 2 on 2 CPU cores; --save-model)
+  cpu-clock-oracle polyprune_dqn_classic small on both classic envs with s_F = the final sparsity/target of
+                   cpu-clock's finished eaudedqn_classic run of the same env and seed (Fig. 7 bottom)
   smoke            every script once with tiny budgets (seed 1, small networks, --save-model)
 
 Selection:
@@ -391,6 +424,21 @@ case "$PRESET" in
     cpu-mujoco)
         length="$(steps_suffix "$CPU_MUJOCO_STEPS")|--total-timesteps $CPU_MUJOCO_STEPS"
         GROUPS_+=("eaudesac,polyprune_sac,sac|$CPU_MUJOCO_ENV|$CPU_SEEDS|small|3|0.95|$length") ;;
+    cpu-clock | cpu-clock-oracle)
+        SAVE_MODEL=1 # the saved model's evaluation episodes stand beside the training return
+        classic="$CLOCK_CLASSIC_ENV,$CLOCK_CLASSIC_ENV_2"
+        clock="_t500k|${CLOCK_CLASSIC_ARGS[*]}"
+        pp_clock="$clock ${CLOCK_POLYPRUNE_DQN_ARGS[*]}"
+        if [[ "$PRESET" == cpu-clock-oracle ]]; then
+            GROUPS_+=("polyprune_dqn_classic|$classic|$CLOCK_SEEDS|small|3|oracle|$pp_clock")
+        else
+            GROUPS_+=("eaudedqn_classic|$CLOCK_CLASSIC_ENV|$CLOCK_SEEDS|small,medium,large|3|0.95|$clock")
+            GROUPS_+=("polyprune_dqn_classic,dqn_classic|$CLOCK_CLASSIC_ENV|$CLOCK_SEEDS|small,medium,large|3|0.95|$pp_clock")
+            GROUPS_+=("eaudedqn_classic|$CLOCK_CLASSIC_ENV_2|$CLOCK_SEEDS|small,medium|3|0.95|$clock")
+            GROUPS_+=("polyprune_dqn_classic,dqn_classic|$CLOCK_CLASSIC_ENV_2|$CLOCK_SEEDS|small,medium|3|0.95|$pp_clock")
+            GROUPS_+=("eaudedqn_classic|$CLOCK_CLASSIC_ENV|$CLOCK_SEEDS|small,medium|10,30|0.95|$clock")
+            GROUPS_+=("eaudesac,polyprune_sac,sac|$CLOCK_MUJOCO_ENV|$CLOCK_SEEDS|small|3|0.95|_p100_t100k|${CLOCK_MUJOCO_ARGS[*]}")
+        fi ;;
     smoke)
         SAVE_MODEL=1 # the model file marks a smoke run as finished exactly (logging may stop short of the budget)
         GROUPS_+=("eaudedqn,polyprune_dqn,dqn|$SMOKE_ATARI_ENV|1|small|3|0.95||${SMOKE_ATARI_ARGS[*]}")
@@ -399,7 +447,7 @@ case "$PRESET" in
         GROUPS_+=("eaudesac,polyprune_sac,sac|$SMOKE_MUJOCO_ENV|1|small|3|0.95||${SMOKE_MUJOCO_ARGS[*]}") ;;
     *) die "unknown --preset '$PRESET' (paper-atari, paper-atari-15, paper-offline, paper-mujoco," \
         "paper-training-length, paper-sac-oracle, paper-ablation-k, ablation-umax, pareto-mujoco, cpu-classic," \
-        "cpu-umax, cpu-mujoco, smoke)" ;;
+        "cpu-umax, cpu-mujoco, cpu-clock, cpu-clock-oracle, smoke)" ;;
 esac
 
 # Hand-given selection flags narrow a preset: --algos keeps only those algorithms of each group (a group left
