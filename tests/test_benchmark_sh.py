@@ -69,6 +69,7 @@ def flag(cmd: list[str], name: str) -> str | None:
         ("cpu-classic", 3 * (3 + 1) * 3, CLASSIC_SCRIPTS),
         ("cpu-umax", 2 * 3 * 3, {"eaudedqn_jax.py"}),
         ("cpu-mujoco", 3 * 3, MUJOCO_SCRIPTS),
+        ("cpu-clock", 5 * ((3 + 2) * 3 + 2 * 2 + 3), CLASSIC_SCRIPTS | MUJOCO_SCRIPTS),
         ("smoke", 11, set(ALGO_SCRIPTS)),
     ],
 )
@@ -203,6 +204,95 @@ def test_cpu_presets_fit_two_hours(tmp_path: Path) -> None:
             minutes += steps / (74 if exp.startswith("eaudesac") else 170) / 60
         minutes += 0.5
     assert 90 <= minutes / 2 <= 120  # two workers, one core each: about 2 hours
+
+
+# CleanRL's dqn_jax.py protocol (its documented defaults), the one cpu-clock runs on classic control; CleanRL decays
+# epsilon over the first 250k steps, the scripts after the 10k-step warm-up, hence 240k.
+CLEANRL_DQN_PROTOCOL = {
+    "--total-timesteps": "500000",
+    "--target-network-frequency": "500",
+    "--train-frequency": "10",
+    "--batch-size": "128",
+    "--buffer-size": "10000",
+    "--learning-starts": "10000",
+    "--learning-rate": "2.5e-4",
+    "--start-e": "1.0",
+    "--end-e": "0.05",
+    "--exploration-steps": "240000",
+}
+
+
+def test_cpu_clock_keeps_the_papers_clock(tmp_path: Path) -> None:
+    """Issue 21's cells, each with t_final / T >= 1 000 (SAC: t_final / P), 5 seeds, the protocol written out."""
+    cmds = dry("--preset", "cpu-clock", "--output-dir", str(tmp_path))
+    cells = Counter((c[3], flag(c, "--exp-name"), flag(c, "--env-id")) for c in cmds)
+    sizes = ("small", "medium", "large")
+    assert cells == {
+        **{(s, f"{a}_{n}_t500k", "CartPole-v1"): 5 for s, a in CLASSIC_ALGOS for n in sizes},
+        **{(s, f"{a}_{n}_t500k", "Acrobot-v1"): 5 for s, a in CLASSIC_ALGOS for n in sizes[:2]},
+        **{
+            ("eaudedqn_jax.py", f"eaudedqn_classic_{n}_umax{u}_t500k", "CartPole-v1"): 5
+            for n in sizes[:2]
+            for u in (10, 30)
+        },
+        **{(s, f"{a}_small_p100_t100k", "HalfCheetah-v5"): 5 for s, a in MUJOCO_ALGOS},
+    }
+    assert {flag(c, "--seed") for c in cmds} == {"1", "2", "3", "4", "5"}
+    for c in cmds:
+        assert "--save-model" in c  # an evaluation score beside the training return
+        steps = int(flag(c, "--total-timesteps"))
+        if c[3] in CLASSIC_SCRIPTS:
+            assert {k: flag(c, k) for k in CLEANRL_DQN_PROTOCOL} == CLEANRL_DQN_PROTOCOL
+            assert steps // int(flag(c, "--target-network-frequency")) >= 1_000
+            if c[3] == "polyprune_dqn_jax.py":  # Eq. 2 written out too, masks updated every T / 2 as on Atari
+                assert [flag(c, f) for f in ("--pruning-start", "--pruning-end", "--pruning-power")] == [
+                    "0.2",
+                    "0.8",
+                    "3.0",
+                ]
+                assert flag(c, "--pruning-period") == "250"
+        else:
+            assert steps == 100_000 and steps // int(flag(c, "--pruning-period")) >= 1_000
+
+
+def test_cpu_clock_fits_about_twelve_hours(tmp_path: Path) -> None:
+    """benchmark.sh's sizing of cpu-clock, recomputed from the commands: minutes of one core per 500k classic steps
+    (EauDeDQN, PolyPruneDQN/DQN by size, the table measured two runs at a time) and per 100k HalfCheetah-v5 steps,
+    0.5 min of start-up and evaluation per run; with --workers 2, the whole set in 8 to 12 hours."""
+    classic = {"eaudedqn_jax.py": {"small": 6, "medium": 11, "large": 50}}
+    classic["polyprune_dqn_jax.py"] = {"small": 1.5, "medium": 3, "large": 16}
+    mujoco = {"eaudesac": 25, "polyprune_sac": 11, "sac": 11}
+    minutes = 0.0
+    for c in dry("--preset", "cpu-clock", "--output-dir", str(tmp_path)):
+        if c[3] in classic:
+            minutes += classic[c[3]][flag(c, "--network-size")] * int(flag(c, "--total-timesteps")) / 500_000
+        else:
+            minutes += mujoco[flag(c, "--exp-name").split("_small")[0]]
+        minutes += 0.5
+    assert 8 * 60 <= minutes / 2 <= 12 * 60
+
+
+def test_cpu_clock_oracle_copies_eaudedqn_final_sparsity(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    proc = bench("--dry-run", "--preset", "cpu-clock-oracle", "--output-dir", str(out), check=False)
+    assert (
+        proc.returncode == 2
+        and proc.stderr.startswith("error:")
+        and "Acrobot-v1__eaudedqn_classic_small_t500k__5" in proc.stderr
+    )
+    for seed in range(1, 6):
+        for env, sparsity in (("CartPole-v1", 0.7), ("Acrobot-v1", 0.4)):
+            write_eaude_run(
+                out, f"{env}__eaudedqn_classic_small_t500k__{seed}__", 500_000, 500_000, sparsity + seed / 100
+            )
+    cmds = dry("--preset", "cpu-clock-oracle", "--output-dir", str(out))
+    assert {(flag(c, "--env-id"), flag(c, "--seed"), flag(c, "--final-sparsity")) for c in cmds} == {
+        (env, str(seed), f"{sparsity + seed / 100:.6f}")
+        for env, sparsity in (("CartPole-v1", 0.7), ("Acrobot-v1", 0.4))
+        for seed in range(1, 6)
+    }
+    assert {flag(c, "--exp-name") for c in cmds} == {"polyprune_dqn_classic_small_oracle_t500k"}
+    assert all({k: flag(c, k) for k in CLEANRL_DQN_PROTOCOL} == CLEANRL_DQN_PROTOCOL for c in cmds)
 
 
 def write_eaude_run(root: Path, prefix: str, total: int, last_step: int, final_sparsity: float) -> Path:
