@@ -86,7 +86,9 @@ def test_publish_writes_small_gzipped_runs_a_csv_and_the_summary(
         "wall_seconds": "10.0",
         "command": "",
         "metrics": "",
+        "cpu": rows[0]["cpu"],  # this machine's model: the run recorded none, publish_run filled it in
     }
+    assert rows[0]["cpu"] and rows[0]["cpu"] == publish.this_machine({})["cpu"]
     assert rows[0]["command"] == (
         "uv run python eaudedqn_jax.py --seed 1 --exp-name eaudedqn_classic_small_t1k --total-timesteps 1000"
     )
@@ -104,3 +106,23 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     (tmp_path / "runs").mkdir()
     assert publish.main(["--runs-dir", str(tmp_path / "runs"), "--output-dir", "/elsewhere"]) == 2
     assert capsys.readouterr().err.startswith("error: --output-dir /elsewhere is outside the repository")
+
+
+def test_the_cpu_column_names_the_machine_of_each_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows may come from different CPU models: each names the one in its own config.json (`machine.cpu`)."""
+    monkeypatch.setattr(publish, "ROOT", tmp_path)
+    runs = tmp_path / "runs"
+    for seed, cpu in ((1, "AMD EPYC 7B13"), (2, "Intel(R) Xeon(R) Platinum 8481C")):
+        run = make_run(runs, seed)
+        config = json.loads((run / "config.json").read_text())
+        config["machine"] = {"cpu": cpu, "device": "cpu", "python": "3.11.7", "system": "Linux"}
+        (run / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "docs" / "results"
+    assert publish.main(["--runs-dir", str(runs), "--output-dir", str(out), "--reps", "20"]) == 0
+    with open(out / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[-1] == "cpu" and list(rows[0])[:12] == publish.COLUMNS[:12]
+    assert [(row["seed"], row["cpu"]) for row in rows] == [
+        ("1", "AMD EPYC 7B13"),
+        ("2", "Intel(R) Xeon(R) Platinum 8481C"),
+    ]

@@ -7,12 +7,14 @@ for later), it writes `<output-dir>/runs/<run folder>/` with `config.json` and t
 `population.jsonl.gz` (no checkpoints, models or event files), then `<output-dir>/runs.csv`, one row per published run:
 
     script, env_id, network_size, seed, u_max, s_f, total_timesteps, final_return, final_sparsity, wall_seconds,
-    command, metrics
+    command, metrics, cpu
 
 `final_return` and `final_sparsity` as tools/analyze.py defines them (the last point of the return curve, the last
 logged sparsity/target), `wall_seconds` the last `time` of metrics.jsonl (seconds since the run started), `command`
 the exact command line, run from the repository root, that produced the row (append `--output-dir X` to reproduce it
-into X), `metrics` the path of the gzipped metrics.jsonl relative to the repository root. Last, it runs
+into X), `metrics` the path of the gzipped metrics.jsonl relative to the repository root, `cpu` the CPU model that ran
+it (config.json's `machine.cpu`): a seeded CPU run re-runs to the same numbers only on that model, and the rows of one
+runs.csv may come from several machines. Last, it runs
 tools/analyze.py on the published runs, which writes `summary.md` (with `<output-dir>/notes.md`, the hand-written reading
 of the verdicts, when it exists), `summary.json` and the figures next to runs.csv.
 Runs published earlier stay; re-publishing a run rewrites the same bytes (gzip without a timestamp).
@@ -48,6 +50,7 @@ COLUMNS = [
     "wall_seconds",
     "command",
     "metrics",
+    "cpu",
 ]
 
 
@@ -120,6 +123,7 @@ def csv_row(run: analyze.Run, published: Path) -> dict[str, object]:
         "wall_seconds": wall_seconds(published),
         "command": reproducing_command(run.config),
         "metrics": (published / "metrics.jsonl.gz").resolve().relative_to(ROOT).as_posix(),
+        "cpu": (run.config.get("machine") or {}).get("cpu", ""),
     }
 
 
