@@ -7,6 +7,7 @@ import gzip
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import analyze
@@ -112,14 +113,20 @@ def make_run(
     sparsity: float | None,
     config: dict | None = None,
     return_metric: str = "charts/episodic_return",
-    last: int = TOTAL,
+    last: int | None = None,
     stamp: int = 1700000000,
     population: bool = False,
+    total: int = TOTAL,
+    args: dict | None = None,
+    population_steps: Sequence[int] | None = None,
 ) -> Path:
+    """A run folder of `total` steps (config.json's budget; `args` adds script arguments) logging every 100 steps;
+    `population` writes a population.jsonl event every 500 steps, or at `population_steps` when given."""
     run = root / f"{env}__{exp}__{seed}__{stamp}"
     run.mkdir(parents=True)
+    last = total if last is None else last
     if config is not None:  # the scripts keep their arguments, the budget among them, under "args"
-        args = {"total_timesteps": TOTAL}
+        args = {"total_timesteps": total, **(args or {})}
         (run / "config.json").write_text(
             json.dumps({"exp_name": exp, "env_id": env, "seed": seed, "args": args, **config})
         )
@@ -130,12 +137,12 @@ def make_run(
         if return_metric != "charts/episodic_return":  # training returns that must be ignored for this setting
             rows.append({"global_step": step, "name": "charts/episodic_return", "value": -1e6, "time": 0.0})
         if sparsity is not None:
-            rows.append({"global_step": step, "name": "sparsity/target", "value": sparsity * step / TOTAL, "time": 0.0})
+            rows.append({"global_step": step, "name": "sparsity/target", "value": sparsity * step / total, "time": 0.0})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if population:
+    if population or population_steps is not None:
         events = []
-        for step in range(500, last + 1, 500):
-            target = sparsity * step / TOTAL
+        for step in range(500, last + 1, 500) if population_steps is None else population_steps:
+            target = sparsity * step / total
             before = [target, target + 0.01, target + 0.02, target + 0.03, target + 0.04]
             events.append(
                 {
@@ -242,7 +249,8 @@ def test_analysis_known_answers(runs_dir: Path) -> None:
     # MuJoCo: raw evaluation returns (training returns ignored), 1000 on Hopper and 3000 on Ant, never pooled.
     for env, score in (("Hopper-v5", 1000.0), ("Ant-v5", 3000.0)):
         sac = result["settings"][f"sac_{env}"]
-        assert not sac["normalized"] and sac["title"] == f"MuJoCo (SAC), {env}" and sac["env_ids"] == [env]
+        assert sac["title"] == f"MuJoCo (SAC), {env}, 4k environment steps"  # the budget, from config.json
+        assert not sac["normalized"] and sac["env_ids"] == [env]
         assert _by(sac, "eaudesac", "small")[1]["final_score"] == pytest.approx([score] * 3)
 
 
@@ -468,7 +476,12 @@ def test_final_return_is_the_last_point_of_the_curve(tmp_path: Path) -> None:
 
 
 def test_claims_verdicts_follow_their_rules(claims_runs: Path) -> None:
-    claims = {c["id"]: c for c in analyze.paper_claims(analyze.load_runs(claims_runs), reps=200)}
+    all_claims = analyze.paper_claims(analyze.load_runs(claims_runs), reps=200)
+    # No T in config.json and no population.jsonl: 0 population steps, every cell is budget-capped.
+    assert [(c["section"], c["verdict"]) for c in all_claims[:4]] == [
+        ("paper_clock", "not tested (no runs of this kind)")
+    ] * 4
+    claims = {c["id"]: c for c in all_claims if c["section"] == "budget_capped"}
     assert {cid: c["verdict"] for cid, c in claims.items()} == {
         "C1": "not supported",
         "C2": "supported",
@@ -482,7 +495,7 @@ def test_claims_verdicts_follow_their_rules(claims_runs: Path) -> None:
 
 def test_claims_without_their_runs_are_not_tested(claims_runs: Path) -> None:
     runs = [r for r in analyze.load_runs(claims_runs) if r.size == "small" and r.u_max in (None, 3.0)]
-    verdicts = {c["id"]: c["verdict"] for c in analyze.paper_claims(runs, reps=50)}
+    verdicts = {c["id"]: c["verdict"] for c in analyze.paper_claims(runs, reps=50) if c["section"] == "budget_capped"}
     assert verdicts["C3"] == verdicts["C4"] == "not tested (no runs of this kind)"
     assert verdicts["C1"] == verdicts["C2"] == "supported"
 
@@ -508,7 +521,11 @@ def test_summary_states_verdicts_and_origin_and_gzipped_runs_read_the_same(claim
         in plain
     )
     assert "| eaudedqn_classic | large | 1 | 3 | 102.0 [" in plain
-    assert json.loads((outs[0] / "summary.json").read_text())["claims"][0]["verdict"] == "not supported"
+    claims = json.loads((outs[0] / "summary.json").read_text())["claims"]
+    assert [(c["id"], c["section"], c["verdict"]) for c in claims][::4] == [
+        ("C1", "paper_clock", "not tested (no runs of this kind)"),
+        ("C1", "budget_capped", "not supported"),
+    ]
 
 
 def test_raw_returns_of_several_envs_are_never_pooled(tmp_path: Path) -> None:
@@ -540,6 +557,157 @@ def test_notes_follow_the_claims_and_a_missing_notes_file_is_an_error(
         == 0
     )
     summary = (out / "summary.md").read_text()
-    assert summary.index("### C4:") < summary.index("## Reading the verdicts") < summary.index("## Classic control")
+    assert summary.index("### C4 (budget-capped runs):") < summary.index("## Reading the verdicts")
+    assert summary.index("## Reading the verdicts") < summary.index("## Classic control")
     assert analyze.main(["--runs-dir", str(claims_runs), "--notes", str(tmp_path / "nope.md")]) == 2
     assert capsys.readouterr().err.endswith(f"error: --notes {tmp_path / 'nope.md'} is not a file\n")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Variants and the paper's clock (issue 21)
+# ----------------------------------------------------------------------------------------------------------------------
+EAUDE_CLASSIC = {"script": "eaudedqn_jax.py", "network_size": "small"}
+POLY_CLASSIC = {"script": "polyprune_dqn_jax.py", "network_size": "small"}
+DENSE_CLASSIC = {**POLY_CLASSIC, "final_sparsity": 0.0}
+
+
+def test_training_lengths_never_share_a_setting(tmp_path: Path) -> None:
+    """A 4k-step and an 8k-step run of CartPole land in two settings with their own grid, title and figures; the
+    PolyPrune oracle (`_oracle`) is drawn beside the EauDe runs of its length; only the 4k runs logged a population, so
+    the 8k setting has no population figure (it must not borrow the 4k runs')."""
+    runs = tmp_path / "runs"
+    period = {"target_network_frequency": 500}
+    for seed in (1, 2):
+        for env in ("CartPole-v1", "Acrobot-v1"):
+            make_run(
+                runs, env, "eaudedqn_classic_small_t4k", seed, 100.0, 0.4, EAUDE_CLASSIC, args=period, population=True
+            )
+        make_run(runs, "CartPole-v1", "eaudedqn_classic_small_t8k", seed, 300.0, 0.5, EAUDE_CLASSIC, total=8000)
+        make_run(runs, "CartPole-v1", "dqn_classic_small_t8k", seed, 400.0, 0.0, DENSE_CLASSIC, total=8000)
+        oracle = {**POLY_CLASSIC, "final_sparsity": 0.5}
+        make_run(runs, "CartPole-v1", "polyprune_dqn_classic_small_oracle_t8k", seed, 350.0, 0.5, oracle, total=8000)
+        make_run(
+            runs, "HalfCheetah-v5", "eaudesac_small_p100_t4k", seed, 1000.0, 0.3, {"script": "eaudesac_mujoco_jax.py"}
+        )
+    result = analyze.analyze(analyze.load_runs(runs), num_points=8, reps=50)
+    settings = result["settings"]
+    assert set(settings) == {
+        "dqn_classic_t4k_Acrobot-v1",
+        "dqn_classic_t4k_CartPole-v1",
+        "dqn_classic_t8k",
+        "sac_p100_t4k",
+    }
+    t4k, t8k = settings["dqn_classic_t4k_CartPole-v1"], settings["dqn_classic_t8k"]
+    assert (t4k["grid"][-1], t8k["grid"][-1]) == (4000, 8000)
+    assert t4k["title"] == "Classic control (DQN), CartPole-v1, 4k environment steps, T = 500"
+    assert t8k["title"] == "Classic control (DQN), 8k environment steps"
+    assert settings["sac_p100_t4k"]["title"] == "MuJoCo (SAC), 4k environment steps"
+    assert [(c["method"], c["n_runs"]) for c in t4k["curves"]] == [("eaudedqn_classic_t4k", 2)]
+    assert [(c["method"], c["n_runs"]) for c in t8k["curves"]] == [
+        ("eaudedqn_classic_t8k", 2),
+        ("polyprune_dqn_classic_oracle_t8k", 2),
+        ("dqn_classic_t8k", 2),
+    ]
+    out = tmp_path / "out"
+    assert analyze.main(["--runs-dir", str(runs), "--output-dir", str(out), "--num-points", "8", "--reps", "20"]) == 0
+    names = {p.name for p in out.glob("*.png")}
+    assert {"dqn_classic_t4k_CartPole-v1_population.png", "dqn_classic_t8k_return_iqm.png"} <= names
+    assert "dqn_classic_t8k_population.png" not in names
+    summary = (out / "summary.md").read_text()
+    assert "## Classic control (DQN), 8k environment steps\n" in summary
+    assert "![dqn_classic_t8k_sparsity_schedule](dqn_classic_t8k_sparsity_schedule.png)" in summary
+
+
+def test_population_steps_clock_and_cap() -> None:
+    """n counts distinct population steps (EauDeSAC logs one event per critic); the clock is t_final / T or P from
+    config.json, the logged count without them; the cap uses config.json's S_max."""
+    sac = analyze.Run(
+        path=Path("x"),
+        env_id="HalfCheetah-v5",
+        exp_name="eaudesac_small_p100_t100k",
+        seed=1,
+        algo="eaudesac",
+        method="eaudesac_p100_t100k",
+        size="small",
+        u_max=3.0,
+        final_sparsity_arg=None,
+        config={"script": "eaudesac_mujoco_jax.py", "total_timesteps": 100_000, "pruning_period": 100, "s_max": 0.02},
+        population=[
+            {"global_step": step, "critic": critic} for step in range(5_100, 100_001, 100) for critic in (1, 2)
+        ],
+    )
+    assert analyze.population_steps(sac) == 950 and analyze.clock_steps(sac) == 1000
+    assert analyze.sparsity_cap(sac) == pytest.approx(1 - 0.98**950)
+    sac.config = {"script": "eaudesac_mujoco_jax.py"}  # no budget, period or S_max recorded
+    assert analyze.clock_steps(sac) == 950 and analyze.sparsity_cap(sac) == pytest.approx(1 - 0.99**950)
+
+
+@pytest.fixture(scope="module")
+def clock_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CartPole, small: a `_t1k` cell at the paper's clock (T = 1: t_final / T = 1 000, of which the last 980 steps
+    logged a population step, S_max = 0.001), where EauDe (sparsity 0.6) returns as much as dense DQN; a `_t30k` cell
+    with 60 target updates (T = 500, S_max = 0.01) where EauDe reaches 0.3."""
+    root = tmp_path_factory.mktemp("clock")
+    paper = {"target_network_frequency": 1, "s_max": 0.001}
+    capped = {"target_network_frequency": 500, "s_max": 0.01}
+    for seed in (1, 2, 3):
+        steps = range(21, 1001)
+        make_run(
+            root,
+            "CartPole-v1",
+            "eaudedqn_classic_small_t1k",
+            seed,
+            200.0,
+            0.6,
+            EAUDE_CLASSIC,
+            total=1000,
+            args=paper,
+            population_steps=steps,
+        )
+        make_run(root, "CartPole-v1", "dqn_classic_small_t1k", seed, 200.0, 0.0, DENSE_CLASSIC, total=1000, args=paper)
+        make_run(
+            root,
+            "CartPole-v1",
+            "eaudedqn_classic_small_t30k",
+            seed,
+            200.0,
+            0.3,
+            EAUDE_CLASSIC,
+            total=30000,
+            args=capped,
+            population=True,
+        )
+        make_run(
+            root, "CartPole-v1", "dqn_classic_small_t30k", seed, 200.0, 0.0, DENSE_CLASSIC, total=30000, args=capped
+        )
+    return root
+
+
+def test_cells_at_the_paper_clock_and_budget_capped_ones_get_their_own_verdicts(
+    clock_runs: Path, tmp_path: Path
+) -> None:
+    claims = analyze.paper_claims(analyze.load_runs(clock_runs), reps=50)
+    assert [(c["section"], c["id"]) for c in claims] == [
+        (section, cid) for section in ("paper_clock", "budget_capped") for cid in ("C1", "C2", "C3", "C4")
+    ]
+    paper, capped = claims[0], claims[4]
+    assert paper["header"][-3:] == capped["header"][-3:] == ["n", "cap", "cell"]
+    # n = the 980 logged population steps, below t_final / T = 1 000 (the warm-up logs none); cap 1 - 0.999^980.
+    assert [row[0] for row in paper["rows"]] == ["CartPole-v1 (dqn_classic_t1k)"]
+    assert paper["rows"][0][-3:] == ["980", f"{1 - 0.999**980:.4f}", "supports"] and paper["verdict"] == "supported"
+    assert [row[0] for row in capped["rows"]] == ["CartPole-v1 (dqn_classic_t30k)"]
+    assert capped["rows"][0][-3:] == ["60", "0.4528", "contradicts"] and capped["verdict"] == "not supported"
+    out = tmp_path / "out"
+    assert analyze.main(["--runs-dir", str(clock_runs), "--output-dir", str(out), "--reps", "20"]) == 0
+    summary = (out / "summary.md").read_text()
+    first = summary.index("## The paper's claims, at the paper's clock")
+    second = summary.index("## The paper's claims, budget-capped runs")
+    assert first < summary.index("| C1: EauDe reaches returns comparable") < second
+    assert summary.index("| CartPole-v1 (dqn_classic_t1k) | small |") < second
+    assert summary.index("| CartPole-v1 (dqn_classic_t30k) | small |") > second
+    assert "| 60 | 0.4528 | contradicts |" in summary
+    assert json.loads((out / "summary.json").read_text())["claims"][4]["rows"][0][-3:] == [
+        "60",
+        "0.4528",
+        "contradicts",
+    ]
