@@ -564,7 +564,7 @@ def test_notes_follow_the_claims_and_a_missing_notes_file_is_an_error(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Variants and the paper's clock (issue 21)
+# Variants, the paper's clock and CleanRL's table (issue 21)
 # ----------------------------------------------------------------------------------------------------------------------
 EAUDE_CLASSIC = {"script": "eaudedqn_jax.py", "network_size": "small"}
 POLY_CLASSIC = {"script": "polyprune_dqn_jax.py", "network_size": "small"}
@@ -711,3 +711,37 @@ def test_cells_at_the_paper_clock_and_budget_capped_ones_get_their_own_verdicts(
         "0.4528",
         "contradicts",
     ]
+
+
+def test_dense_dqn_beside_cleanrl(tmp_path: Path) -> None:
+    """Only dense DQN runs of CleanRL's protocol (`dqn_classic_<size>_t500k`) stand beside CleanRL's numbers, with the
+    IQM [CI] and the mean +- std (ddof = 0) of the same per-seed final returns."""
+    runs = tmp_path / "runs"
+    for seed, (cartpole, acrobot) in zip((1, 2, 3), ((490.0, -90.0), (495.0, -88.0), (500.0, -86.0)), strict=True):
+        make_run(runs, "CartPole-v1", "dqn_classic_small_t500k", seed, cartpole, 0.0, DENSE_CLASSIC)
+        make_run(
+            runs,
+            "Acrobot-v1",
+            "dqn_classic_medium_t500k",
+            seed,
+            acrobot,
+            0.0,
+            {**DENSE_CLASSIC, "network_size": "medium"},
+        )
+        make_run(runs, "CartPole-v1", "dqn_classic_small_t30k", seed, 100.0, 0.0, DENSE_CLASSIC)  # another protocol
+        make_run(runs, "CartPole-v1", "eaudedqn_classic_small_t500k", seed, 100.0, 0.5, EAUDE_CLASSIC)  # not dense
+    rows = analyze.cleanrl_comparison(analyze.load_runs(runs), reps=50)
+    assert [(r["env_id"], r["size"], r["seeds"]) for r in rows] == [
+        ("CartPole-v1", "small", 3),
+        ("Acrobot-v1", "medium", 3),
+    ]
+    assert rows[0]["mean"] == pytest.approx(495.0) and rows[0]["std"] == pytest.approx((50 / 3) ** 0.5)
+    assert rows[0]["final_return"][0] == pytest.approx(495.0)  # IQM of 3 values drops none
+    out = tmp_path / "out"
+    assert analyze.main(["--runs-dir", str(runs), "--output-dir", str(out), "--reps", "20"]) == 0
+    summary = (out / "summary.md").read_text()
+    table = summary[summary.index("## Dense DQN against CleanRL's dqn_jax.py") :]
+    assert "| CartPole-v1 | small | 3 | 495.0 [" in table and "| 495.00 +- 4.08 | 498.38 +- 2.29 |" in table
+    assert "| Acrobot-v1 | medium | 3 | -88.0 [" in table and "| -88.00 +- 1.63 | -88.89 +- 1.56 |" in table
+    assert "ddof = 0" in table and "openrlbenchmark/rlops.py" in table
+    assert json.loads((out / "summary.json").read_text())["cleanrl"][1]["cleanrl"] == [-88.89, 1.56]

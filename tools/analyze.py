@@ -18,7 +18,8 @@ raw returns of several envs, one per env, `dqn_classic_t500k_CartPole-v1`; runs 
 * `summary.md` (tables and notes) and `summary.json` (the same numbers, for scripts): the paper's claims C1-C4 decided
   twice, first by the cells at the paper's clock (every EauDe run has t_final / T >= 1 000, T the target-update
   period, or P the population period for SAC), then by the budget-capped ones, each row with n (population steps
-  logged) and Eq. 3's cap 1 - (1 - S_max)^n.
+  logged) and Eq. 3's cap 1 - (1 - S_max)^n; and dense DQN of CleanRL's dqn_jax.py protocol (`dqn_classic_*_t500k`)
+  beside CleanRL's published returns.
 
 Runs are identified from config.json (exp_name, env_id, seed, network_size, u_max, final_sparsity) and, where a field is
 missing, from the exp name that benchmark.sh writes: `<algo>[_<size>][_umax<U>][_sf<s_F>]`, algo one of eaudedqn,
@@ -1091,6 +1092,81 @@ def _claims_markdown(claims: Sequence[dict]) -> list[str]:
     return lines
 
 
+# CleanRL's documentation (vwxyzjn/cleanrl, docs/rl-algorithms/dqn.md, "average episodic returns for dqn_jax.py
+# (3 random seeds)"): mean +- std of dqn_jax.py, 500k steps, T = 500, MLP 120-84.
+CLEANRL_DQN_JAX = {"CartPole-v1": (498.38, 2.29), "Acrobot-v1": (-88.89, 1.56)}
+CLEANRL_VARIANT = "_t500k"  # benchmark.sh's cpu-clock runs of CleanRL's dqn_jax.py protocol
+
+
+def cleanrl_comparison(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> list[dict]:
+    """Dense DQN of the runs under CleanRL's dqn_jax.py protocol (exp names dqn_classic_<size>_t500k) per env and size,
+    beside CleanRL's published mean +- std: our per-seed final returns (final_return) as IQM [95% CI] and as mean +-
+    std (numpy's std, ddof = 0, over seeds), the statistic CleanRL's number is given in."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        if (
+            run.problem is None
+            and run.family == "dqn_classic"
+            and _role(run) == "dense"
+            and _variant(run) == CLEANRL_VARIANT
+            and run.env_id in CLEANRL_DQN_JAX
+        ):
+            groups[(run.env_id, run.size)].append(run)
+    rows = []
+    envs = list(CLEANRL_DQN_JAX)
+    for (env, size), group in sorted(groups.items(), key=lambda kv: (envs.index(kv[0][0]), _size_order(kv[0][1]))):
+        finals = np.array([final_return(r, num_points) for r in group])
+        finals = finals[~np.isnan(finals)]
+        budget = max((_budget(r.config) or r.last_step) for r in group)
+        rows.append(
+            {
+                "env_id": env,
+                "size": size,
+                "method": group[0].method,
+                "seeds": len(finals),
+                "window_steps": budget / num_points,
+                "final_return": stratified_bootstrap_ci([finals], reps=reps),
+                "mean": float(finals.mean()) if len(finals) else math.nan,
+                "std": float(finals.std()) if len(finals) else math.nan,
+                "cleanrl": CLEANRL_DQN_JAX[env],
+            }
+        )
+    return rows
+
+
+def _cleanrl_markdown(rows: Sequence[dict]) -> list[str]:
+    window = f"{rows[0]['window_steps']:,.0f}".replace(",", " ")
+    lines = [
+        "## Dense DQN against CleanRL's dqn_jax.py",
+        "",
+        "Our dense DQN under CleanRL's `dqn_jax.py` protocol (exp names `dqn_classic_<size>_t500k`: 500k environment "
+        "steps, T = 500, one gradient step per 10 env steps, batch 128, buffer 10k, learning starts 10k, lr 2.5e-4, "
+        "epsilon 1 -> 0.05 at step 250k) beside CleanRL's published numbers for `dqn_jax.py` (MLP 120-84, i.e. our "
+        '`medium`; vwxyzjn/cleanrl, docs/rl-algorithms/dqn.md, "average episodic returns ... (3 random seeds)"). '
+        "How each is averaged. Ours: per seed, the final return as above, the mean training episodic return logged in "
+        f"the last {window} environment steps (1/num-points of the budget); over seeds, the IQM with its 95% "
+        "stratified bootstrap CI, and the mean +- std (numpy's std, ddof = 0) of the same per-seed numbers. "
+        "CleanRL's: its page does not say how the number is computed. CleanRL's benchmark tables are made with "
+        "openrlbenchmark's `rlops.py` (openrlbenchmark/openrlbenchmark, openrlbenchmark/rlops.py), which takes per "
+        "run the mean of the last `metric_last_n_average_window` (default 100) logged `charts/episodic_return` "
+        "values, then the mean and numpy's std (ddof = 0) of these over the runs; CleanRL's `benchmark/` folder holds "
+        "no `rlops` command for `dqn_jax.py`, so that its table used this tool with its default window is our "
+        "inference, not established.",
+        "",
+        "| env | size | seeds | ours: final return (IQM [95% CI]) | ours: mean +- std over seeds "
+        "| CleanRL dqn_jax.py (3 seeds): mean +- std |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        mean_std = "n/a" if math.isnan(row["mean"]) else f"{row['mean']:.2f} +- {row['std']:.2f}"
+        ref_mean, ref_std = row["cleanrl"]
+        lines.append(
+            f"| {row['env_id']} | {row['size']} | {row['seeds']} | {_fmt(*row['final_return'], 1)} | {mean_std} "
+            f"| {ref_mean:.2f} +- {ref_std:.2f} |"
+        )
+    return [*lines, ""]
+
+
 def write_summary(
     result: dict,
     figures: Sequence[Path],
@@ -1100,6 +1176,7 @@ def write_summary(
     claims: Sequence[dict] = (),
     origin: Sequence[str] = (),
     notes: str = "",
+    cleanrl: Sequence[dict] = (),
 ) -> Path:
     """summary.md: the claims' verdicts, run counts, final IQM scores and sparsities with CIs, per-env tables,
     figure list and where the runs came from."""
@@ -1118,6 +1195,8 @@ def write_summary(
         lines += ["Where the runs came from (their config.json):", ""] + [f"* {line}" for line in origin] + [""]
     if claims:
         lines += _claims_markdown(claims)
+    if cleanrl:
+        lines += _cleanrl_markdown(cleanrl)
     if notes:  # the reader's guide to these numbers, written by hand (--notes)
         lines += [notes.strip(), ""]
     if result["excluded"]:
@@ -1216,6 +1295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"excluded {excluded['run']}: {excluded['reason']}", file=sys.stderr)
     figures = make_figures(result, runs, args.output_dir)
     result["claims"] = paper_claims(runs, num_points=args.num_points, reps=args.reps)
+    result["cleanrl"] = cleanrl_comparison(runs, num_points=args.num_points, reps=args.reps)
     (args.output_dir / "summary.json").write_text(json.dumps(_nan_to_none(result), indent=1))
     counted_runs = [r for r in runs if r.problem is None]
     summary = write_summary(
@@ -1227,6 +1307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["claims"],
         provenance(counted_runs),
         args.notes.read_text() if args.notes else "",
+        result["cleanrl"],
     )
     counted = len(runs) - len(result["excluded"])
     print(f"{counted} runs ({len(result['excluded'])} excluded) -> {len(figures)} figures and {summary}")
