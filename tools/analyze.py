@@ -931,8 +931,8 @@ def paper_claims(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) ->
     """A verdict for each of the paper's claims C1-C4 from the runs present, with the table that decides it, once for
     the cells at the paper's clock (every EauDe run of the row has clock_steps >= PAPER_CLOCK) and once for the
     budget-capped ones, in that order; each dict's "section" says which (CLAIM_SECTIONS). Only default settings are
-    compared (EauDe at U_max = 3, PolyPrune at s_F = 0.95) except for C4, which varies U_max; each cell's outcome follows
-    CLAIM_RULES and the verdict combines them: supported when every cell supports the claim, not supported when at
+    compared (EauDe at U_max = 3, PolyPrune at s_F = 0.95) except for C4, which varies U_max; each cell's outcome
+    follows CLAIM_RULES and the verdict combines them: supported when every cell supports the claim, not supported when at
     least half contradict it, inconclusive at this scale otherwise. Every row ends with n (the fewest population steps
     an EauDe run of the row logged), the cap 1 - (1 - S_max)^n and the cell's outcome."""
     cells = claim_cells(runs, num_points, reps)
@@ -1141,17 +1141,19 @@ def _cleanrl_markdown(rows: Sequence[dict]) -> list[str]:
         "",
         "Our dense DQN under CleanRL's `dqn_jax.py` protocol (exp names `dqn_classic_<size>_t500k`: 500k environment "
         "steps, T = 500, one gradient step per 10 env steps, batch 128, buffer 10k, learning starts 10k, lr 2.5e-4, "
-        "epsilon 1 -> 0.05 at step 250k) beside CleanRL's published numbers for `dqn_jax.py` (MLP 120-84, i.e. our "
-        '`medium`; vwxyzjn/cleanrl, docs/rl-algorithms/dqn.md, "average episodic returns ... (3 random seeds)"). '
-        "How each is averaged. Ours: per seed, the final return as above, the mean training episodic return logged in "
-        f"the last {window} environment steps (1/num-points of the budget); over seeds, the IQM with its 95% "
-        "stratified bootstrap CI, and the mean +- std (numpy's std, ddof = 0) of the same per-seed numbers. "
-        "CleanRL's: its page does not say how the number is computed. CleanRL's benchmark tables are made with "
-        "openrlbenchmark's `rlops.py` (openrlbenchmark/openrlbenchmark, openrlbenchmark/rlops.py), which takes per "
-        "run the mean of the last `metric_last_n_average_window` (default 100) logged `charts/episodic_return` "
-        "values, then the mean and numpy's std (ddof = 0) of these over the runs; CleanRL's `benchmark/` folder holds "
-        "no `rlops` command for `dqn_jax.py`, so that its table used this tool with its default window is our "
-        "inference, not established.",
+        "epsilon 1 -> 0.05 at step 250k) beside CleanRL's published numbers for `dqn_jax.py` (vwxyzjn/cleanrl, "
+        'docs/rl-algorithms/dqn.md, "average episodic returns ... (3 random seeds)"). CleanRL\'s MLP has hidden '
+        "layers of 120 and 84 units, ours 64-64 / 256-256 / 1024-1024 (small / medium / large): no size is the same "
+        "network. How each side is averaged. Ours: per seed, the final return as above, the mean training episodic "
+        f"return logged in the last {window} environment steps (1/num-points of the budget); over seeds, the IQM "
+        "with its 95% stratified bootstrap CI, and the mean +- std (numpy's std, ddof = 0) of the same per-seed "
+        "numbers. CleanRL's: its page does not say how its number is computed. CleanRL makes its other tables with "
+        "openrlbenchmark's `rlops.py` (openrlbenchmark/openrlbenchmark, openrlbenchmark/rlops.py; CleanRL's "
+        "benchmark/ppo_plot.sh and td3_plot.sh call it), which takes per run the mean of the last "
+        "`metric_last_n_average_window` (default 100) logged `charts/episodic_return` values (of a 1 500-point "
+        "sample of the run's W&B history unless run with `--scan-history`), then the mean and numpy's std (ddof = 0) "
+        "of these over the runs. CleanRL's `benchmark/` folder holds no `rlops` command for `dqn_jax.py`, so that "
+        "its table was made this way, with the default window, is our inference, not established.",
         "",
         "| env | size | seeds | ours: final return (IQM [95% CI]) | ours: mean +- std over seeds "
         "| CleanRL dqn_jax.py (3 seeds): mean +- std |",
