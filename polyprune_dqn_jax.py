@@ -52,7 +52,7 @@ class Args:
     checkpoint_interval: int = 50_000  # env steps between checkpoints for --resume (0 disables)
     resume: str | None = None  # continue the run saved in this run folder (its config.json sets every other argument)
 
-    total_timesteps: int = 100_000  # t_final, total env steps; Eq. 2's t_start and t_end are fractions of it
+    total_timesteps: int = 500_000  # t_final, total env steps (CleanRL); Eq. 2's t_start and t_end are fractions of it
     learning_rate: float = 2.5e-4  # Adam learning rate (CleanRL's dqn_jax.py)
     adam_eps: float = 1e-8  # Adam epsilon (optax's default, as CleanRL's dqn_jax.py)
     num_envs: int = 1  # parallel envpool environments; one gradient step per G env steps is kept for any value
@@ -62,9 +62,9 @@ class Args:
     batch_size: int = 128  # mini-batch size (CleanRL's dqn_jax.py)
     start_e: float = 1.0  # initial epsilon of epsilon-greedy
     end_e: float = 0.05  # final epsilon of epsilon-greedy (CleanRL's dqn_jax.py)
-    exploration_steps: int = 50_000  # env steps of linear decay from start-e to end-e after the warm-up (half the run)
-    learning_starts: int = 1_000  # env steps before learning starts (CleanRL: 10k; 1k lets pruning start early)
-    train_frequency: int = 4  # G, env steps per gradient step (CleanRL: 10; 4 learns CartPole-v1 in half the steps)
+    exploration_steps: int = 240_000  # env steps of linear decay to end-e after the warm-up (CleanRL: end-e at 250k)
+    learning_starts: int = 10_000  # env steps before learning starts (CleanRL's dqn_jax.py)
+    train_frequency: int = 10  # G, env steps per gradient step (CleanRL's dqn_jax.py)
     eval_episodes: int = 10  # greedy episodes played by the saved model at the end (with --save-model)
     eval_epsilon: float = 0.0  # epsilon of the evaluation policy (classic control is evaluated greedily)
 

@@ -179,6 +179,8 @@ def test_cpu_presets(tmp_path: Path) -> None:
         # One setting for every method of a preset: the same arguments apart from the run's own.
         assert len({tuple(c[c.index("--output-dir") + 2 :]) for c in cmds}) == 1
     assert {flag(c, "--exploration-steps") for c in classic + umax} == {"15000"}  # half the budget, as 50k of 100k
+    # the defaults the published runs were made with, before the scripts took CleanRL's protocol
+    assert {(flag(c, "--learning-starts"), flag(c, "--train-frequency")) for c in classic + umax} == {("1000", "4")}
     assert {flag(c, "--total-timesteps") for c in mujoco} == {"50000"}
 
 

@@ -23,6 +23,7 @@ Runs published earlier stay; re-publishing a run rewrites the same bytes (gzip w
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import csv
 import gzip
@@ -54,8 +55,22 @@ COLUMNS = [
 ]
 
 
+def script_defaults(script: Path) -> dict[str, object]:
+    """The literal defaults of a script's `Args` dataclass as the file stands now, read without importing it."""
+    tree = ast.parse(script.read_text())
+    args = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Args")
+    defaults = {}
+    for node in args.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            with contextlib.suppress(ValueError):
+                defaults[node.target.id] = ast.literal_eval(node.value)
+    return defaults
+
+
 def reproducing_command(config: dict) -> str:
-    """The run's command line as `uv run python <script> ...`, without its --output-dir (the caller chooses it)."""
+    """The run's command line as `uv run python <script> ...`, without its --output-dir (the caller chooses it).
+    A value the run took from a default that the script has changed since is written out, so the row still re-runs
+    the run (the classic scripts' defaults became CleanRL's protocol after the 30k-step runs were made)."""
     argv = list(config.get("command") or [])
     kept, skip = [], False
     for i, token in enumerate(argv):
@@ -68,6 +83,18 @@ def reproducing_command(config: dict) -> str:
         if token.startswith("--output-dir="):
             continue
         kept.append(Path(token).name if i == 0 else token)  # the script, named from the repository root
+    script = ROOT / kept[0] if kept else None
+    if script is not None and script.is_file():
+        given = {token.split("=", 1)[0].removeprefix("--no-").removeprefix("--") for token in kept[1:]}
+        defaults = script_defaults(script)
+        for name, value in (config.get("args") or {}).items():
+            flag = name.replace("_", "-")
+            if name in ("output_dir", "resume") or flag in given or name not in defaults or defaults[name] == value:
+                continue
+            if isinstance(value, bool):
+                kept.append(f"--{flag}" if value else f"--no-{flag}")
+            elif value is not None:
+                kept += [f"--{flag}", str(value)]
     return "uv run python " + shlex.join(kept)
 
 
