@@ -613,9 +613,16 @@ def test_training_lengths_never_share_a_setting(tmp_path: Path) -> None:
     names = {p.name for p in out.glob("*.png")}
     assert {"dqn_classic_t4k_CartPole-v1_population.png", "dqn_classic_t8k_return_iqm.png"} <= names
     assert "dqn_classic_t8k_population.png" not in names
+    # PolyPrune's oracle beside EauDe where it ran (8k), nowhere else.
+    assert "dqn_classic_t8k_oracle.png" in names and not any(
+        n.endswith("_oracle.png") and "t8k" not in n for n in names
+    )
+    # cpu-clock draws six methods' sparsity schedules (EauDe at 3 U_max, PolyPrune, its oracle, dense) per colour.
+    assert len(set(map(str, analyze.LINE_STYLES))) == len(analyze.LINE_STYLES) >= 6
     summary = (out / "summary.md").read_text()
     assert "## Classic control (DQN), 8k environment steps\n" in summary
     assert "![dqn_classic_t8k_sparsity_schedule](dqn_classic_t8k_sparsity_schedule.png)" in summary
+    assert "![dqn_classic_t8k_oracle](dqn_classic_t8k_oracle.png)" in summary
 
 
 def test_population_steps_clock_and_cap() -> None:

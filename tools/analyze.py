@@ -15,6 +15,8 @@ raw returns of several envs, one per env, `dqn_classic_t500k_CartPole-v1`; runs 
 * `<setting>_population.png`: sparsities of the population at every target update, per env and size, coloured by U_max
   regime (Fig. 14);
 * `<setting>_return_vs_sparsity.png`: final return against final sparsity per method (Fig. 9 / 13 left);
+* `<setting>_oracle.png`: where PolyPrune's oracle ran (exp names with `_oracle`), its return and sparsity beside
+  EauDe's (U_max = 3), PolyPrune's (s_F = 0.95) and, for the return, the dense network's, per size (Fig. 7 bottom);
 * `summary.md` (tables and notes) and `summary.json` (the same numbers, for scripts): the paper's claims C1-C4 decided
   twice, first by the cells at the paper's clock (every EauDe run has t_final / T >= 1 000, T the target-update
   period, or P the population period for SAC), then by the budget-capped ones, each row with n (population steps
@@ -43,6 +45,7 @@ import json
 import math
 import re
 import sys
+import textwrap
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -144,7 +147,10 @@ RETURN_METRICS = {
     "cql": ("eval/episodic_return", "charts/episodic_return"),
     "sac": ("eval/episodic_return", "charts/episodic_return"),
 }
-FIGURE_KINDS = ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity", "population")
+FIGURE_KINDS = ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity", "oracle", "population")
+# Line styles of the methods of one sparsity-schedule figure (colour = network size): as many as a variant has methods
+# (cpu-clock: EauDe at U_max 3, 10, 30, PolyPrune, its oracle and the dense network), so two never look alike.
+LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 4)), (0, (8, 2, 1, 2)))
 DEFAULT_U_MAX = 3.0
 DEFAULT_S_MAX = 0.01  # the EauDe scripts' default S_max (Eq. 3), for runs whose config.json does not record it
 SPARSITY = "sparsity/target"
@@ -640,6 +646,25 @@ def _ci_plot(ax, x, est, lo, hi, label, **kw) -> None:
     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def _curve_role(curve: dict) -> str | None:
+    """What a method of a setting is in the oracle figure: "oracle" (PolyPrune with s_F copied from EauDe, exp names
+    with `_oracle`), "eaude" (at U_max = 3), "polyprune" (at s_F = 0.95), "dense", None for any other variant."""
+    algo = str(parse_exp_name(curve["method"])["algo"])
+    s_f = curve["final_sparsity_arg"]
+    if "oracle" in curve["method"].split("_"):
+        return "oracle"
+    if curve["eaude"]:
+        return "eaude" if curve["u_max"] in (None, DEFAULT_U_MAX) else None
+    if algo in DENSE_ALGOS or s_f == 0.0:
+        return "dense"
+    return "polyprune" if algo.startswith("polyprune_") and s_f in (None, 0.95) else None
+
+
+def _wrap(title: str) -> str:
+    """A panel title on lines of at most 44 characters: titles now carry the budget and would overrun a 4-inch panel."""
+    return textwrap.fill(title, 44)
+
+
 def _sizes(curves: list[dict]) -> list[str]:
     return sorted({c["size"] for c in curves}, key=_size_order)
 
@@ -673,7 +698,7 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
             for c in curves:
                 if c["size"] == size:
                     _ci_plot(ax, grid, *map(np.asarray, c["score"]), label=c["method"])
-            ax.set(title=f"{title}, {size}", xlabel=s["x_label"], ylabel=y_label)
+            ax.set(title=_wrap(f"{title}, {size}"), xlabel=s["x_label"], ylabel=y_label)
             ax.legend(fontsize=7)
         save(fig, f"{setting}_return_iqm.png")
         sp_curves = [c for c in curves if c["sparsity"] is not None]
@@ -682,10 +707,9 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
         # Sparsity schedules (Fig. 5 / 8 left): colour = size, line style = method.
         fig, ax = plt.subplots(figsize=(5, 3.4))
         colors = {size: f"C{i}" for i, size in enumerate(sizes)}
-        styles = ["-", "--", ":", "-."]
         methods = sorted({c["method"] for c in sp_curves}, key=_method_order)
         for c in sp_curves:
-            ls = styles[methods.index(c["method"]) % len(styles)]
+            ls = LINE_STYLES[methods.index(c["method"]) % len(LINE_STYLES)]
             _ci_plot(
                 ax,
                 grid,
@@ -694,7 +718,7 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
                 color=colors[c["size"]],
                 linestyle=ls,
             )
-        ax.set(title=f"{title}: sparsity schedule", xlabel=s["x_label"], ylabel="IQM sparsity", ylim=(0, 1))
+        ax.set(title=_wrap(f"{title}: sparsity schedule"), xlabel=s["x_label"], ylabel="IQM sparsity", ylim=(0, 1))
         ax.legend(fontsize=7)
         save(fig, f"{setting}_sparsity_schedule.png")
         # Final sparsity per env and size for the EauDe methods (Fig. 5 / 8 right): mean over seeds, min-max bars.
@@ -749,9 +773,27 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
                     label=f["method"],
                     capsize=2,
                 )
-            ax.set(title=f"{title}, {size}", xlabel="IQM final sparsity", ylabel=f"final {y_label}")
+            ax.set(title=_wrap(f"{title}, {size}"), xlabel="IQM final sparsity", ylabel=f"final {y_label}")
             ax.legend(fontsize=7)
         save(fig, f"{setting}_return_vs_sparsity.png")
+        # PolyPrune's oracle beside the EauDe runs it copied its s_F from (Fig. 7 bottom), per size that has one:
+        # return (top) and sparsity (bottom) of EauDe at U_max = 3, the oracle, PolyPrune at s_F = 0.95 and, for the
+        # return, the dense network; the other U_max regimes stay out, so the four read apart.
+        oracle_sizes = [z for z in sizes if any(_curve_role(c) == "oracle" and c["size"] == z for c in curves)]
+        if oracle_sizes:
+            fig, axes = plt.subplots(2, len(oracle_sizes), figsize=(4.2 * len(oracle_sizes), 6.2), squeeze=False)
+            role_color = {"eaude": "C0", "oracle": "C1", "polyprune": "C2", "dense": "C7"}
+            for col, size in enumerate(oracle_sizes):
+                for c in (c for c in curves if c["size"] == size and _curve_role(c) in role_color):
+                    color = role_color[_curve_role(c)]
+                    _ci_plot(axes[0, col], grid, *map(np.asarray, c["score"]), label=c["method"], color=color)
+                    if c["sparsity"] is not None and _curve_role(c) != "dense":
+                        _ci_plot(axes[1, col], grid, *map(np.asarray, c["sparsity"]), label=c["method"], color=color)
+                axes[0, col].set(title=_wrap(f"{title}, {size}: oracle"), xlabel=s["x_label"], ylabel=y_label)
+                axes[1, col].set(xlabel=s["x_label"], ylabel="IQM sparsity", ylim=(0, 1))
+                axes[0, col].legend(fontsize=7)
+                axes[1, col].legend(fontsize=7)
+            save(fig, f"{setting}_oracle.png")
         # Population trajectories (Fig. 14): rows = sizes, columns = envs; dots = every member after each update
         # (first seed), line = the target's sparsity averaged over seeds; colour = U_max regime.
         pruns = [
