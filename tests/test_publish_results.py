@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import publish_results as publish
@@ -51,6 +52,34 @@ def test_the_command_drops_only_the_output_dir() -> None:
         publish.reproducing_command({"command": argv})
         == "uv run python eaudesac_mujoco_jax.py --seed 2 --exp-name 'a b'"
     )
+
+
+def test_the_command_writes_out_values_whose_default_has_changed_since() -> None:
+    """A run made before the classic scripts took CleanRL's protocol (G = 4, a 1k warm-up) re-runs as it was: the
+    command gains every value the run took from a default that is different now, and only those."""
+    defaults = publish.script_defaults(publish.ROOT / "eaudedqn_jax.py")
+    old = {**defaults, "train_frequency": 4, "learning_starts": 1000, "seed": 2, "total_timesteps": 30000}
+    old |= {"save_model": not defaults["save_model"], "wandb_entity": None, "output_dir": "runs/x", "exp_name": "e"}
+    argv = ["/a/eaudedqn_jax.py", "--seed", "2", "--total-timesteps", "30000", "--output-dir", "runs/x"]
+    argv += ["--exp-name", "e"]
+    command = publish.reproducing_command({"command": argv, "args": old})
+    save = "--save-model" if old["save_model"] else "--no-save-model"  # Args order: --save-model comes first
+    tail = f"{save} --learning-starts 1000 --train-frequency 4"
+    assert command == f"uv run python eaudedqn_jax.py --seed 2 --total-timesteps 30000 --exp-name e {tail}"
+    assert publish.reproducing_command({"command": argv, "args": {**defaults, "seed": 2}}).endswith("--exp-name e")
+
+
+def test_records_only_copies_the_runs_and_writes_nothing_else(tmp_path: Path) -> None:
+    make_run(tmp_path / "raw", 1)
+    out = publish.ROOT / "docs" / "_test_records"
+    try:
+        assert publish.main(["--runs-dir", str(tmp_path / "raw"), "--output-dir", str(out), "--records-only"]) == 0
+        assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == {
+            f"runs/CartPole-v1__eaudedqn_classic_small_t1k__1__1700000000/{name}"
+            for name in ("config.json", "metrics.jsonl.gz", "population.jsonl.gz")
+        }
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def test_publish_writes_small_gzipped_runs_a_csv_and_the_summary(

@@ -161,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output-dir", type=Path, default=ROOT / "docs" / "results", help="where to publish")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per confidence interval")
+    parser.add_argument(
+        "--records-only",
+        action="store_true",
+        help="copy the runs' small files to OUTPUT_DIR/runs and stop: no runs.csv, no analysis (docs/quoted-runs)",
+    )
     args = parser.parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"error: --runs-dir {args.runs_dir} is not a folder", file=sys.stderr)
@@ -175,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs_out = args.output_dir / "runs"
     for run in runs:
         publish_run(run, runs_out)
+    if args.records_only:
+        print(f"copied {len(runs)} runs from {args.runs_dir} to {runs_out}")
+        return 0 if runs else 2
     # runs.csv lists everything published so far, this call's runs and earlier ones alike.
     published = [r for r in analyze.load_runs(runs_out) if not (r.problem or "").startswith("unfinished")]
     if not published:
