@@ -1,0 +1,111 @@
+"""The runs the README and docs/ quote: each comes from a record committed under docs/ (config.json, gzipped metrics,
+the fingerprint of its script at the time), and a number on the page is the record's number.
+
+docs/quoted-runs/quotes.json lists every quote: the page, the text as it stands there with `{seed1.final_return:.1f}`-style
+fields filled from the named records, the command it quotes and the script whose fingerprint the records carry. So a
+change that moves a script's seeded numbers, or its defaults under a quoted command, cannot pass without re-measuring
+what the pages say, and a hand-edited number on a page fails too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from types import SimpleNamespace
+
+import analyze
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUOTES = json.loads((ROOT / "docs" / "quoted-runs" / "quotes.json").read_text())
+# Arguments that name or place a run, or only add an evaluation at its end: they change no logged training number.
+NOT_NUMBERS = {"exp_name", "output_dir", "save_model", "capture_video", "track", "resume", "checkpoint_interval"}
+
+
+def record_numbers(run_dir: Path) -> SimpleNamespace:
+    """What a page may quote of a run: its final return and sparsity as tools/analyze.py defines them, the mean
+    training return of its last 20 episodes, the mean of its final evaluation, its wall-clock minutes, and the mean
+    training return per tenth of the budget (`tenths[i]`: the episodes that ended in the (i+1)-th tenth) and the target
+    sparsity logged last by the end of each tenth (`sparsity_tenths[i]`)."""
+    run = analyze.load_run(run_dir)
+    assert run is not None and run.problem is None, f"{run_dir}: {run and run.problem}"
+    steps, returns = run.metrics["charts/episodic_return"]
+    budget = analyze._budget(run.config)
+    tenths = [returns[(steps > i * budget / 10) & (steps <= (i + 1) * budget / 10)].mean() for i in range(10)]
+    sparsity_steps, sparsities = run.metrics[analyze.SPARSITY]
+    sparsity_tenths = [float(sparsities[sparsity_steps <= (i + 1) * budget / 10][-1]) for i in range(10)]
+    rows = [json.loads(line) for line in gzip.decompress((run_dir / "metrics.jsonl.gz").read_bytes()).splitlines()]
+    evals = run.metrics.get("eval/episodic_return", (None, [float("nan")]))[1]
+    return SimpleNamespace(
+        final_return=analyze.final_return(run),
+        final_sparsity=analyze.final_sparsity(run),
+        last20=float(returns[-20:].mean()),
+        eval=float(sum(evals) / len(evals)),
+        eval_min=float(min(evals)),
+        minutes=max(r["time"] for r in rows) / 60,
+        tenths=[float(t) for t in tenths],
+        sparsity_tenths=sparsity_tenths,
+    )
+
+
+def quote_ids() -> list[str]:
+    return [q["id"] for q in QUOTES["quotes"]]
+
+
+def quote(qid: str) -> dict:
+    return next(q for q in QUOTES["quotes"] if q["id"] == qid)
+
+
+@pytest.mark.parametrize("qid", quote_ids())
+def test_the_page_says_what_its_records_say(qid: str) -> None:
+    q = quote(qid)
+    records = {name: record_numbers(ROOT / path) for name, path in q["records"].items()}
+    text = q["text"].format(**records)
+    page = " ".join((ROOT / q["page"]).read_text().split())  # line breaks on the page do not matter
+    assert " ".join(text.split()) in page, f"{q['page']} no longer says: {text}"
+
+
+@pytest.mark.parametrize("qid", quote_ids())
+def test_the_quoted_command_gives_the_records_settings(qid: str) -> None:
+    """A quoted command (e.g. the README's `uv run python eaudedqn_jax.py`) run with each record's seed resolves to
+    the record's arguments: a change of the script's defaults under a quoted run fails here."""
+    q = quote(qid)
+    argv = shlex.split(q["command"])
+    assert argv[:3] == ["uv", "run", "python"] and Path(argv[3]).stem == q["script"]
+    module = __import__(q["script"])
+    for path in q["records"].values():
+        config = json.loads((ROOT / path / "config.json").read_text())
+        assert config["script"] == argv[3]
+        args = vars(module.parse_args([*argv[4:], "--seed", str(config["args"]["seed"]), "--output-dir", "runs"]))
+        recorded = {k: v for k, v in config["args"].items() if k not in NOT_NUMBERS}
+        assert {k: args[k] for k in recorded} == recorded, f"{path}: the quoted command no longer gives its settings"
+        assert config["versions"]["jax"] == QUOTES["fingerprints"]["versions"]["jax"]
+
+
+def test_every_quoted_script_has_its_fingerprint_recorded() -> None:
+    scripts = {q["script"] for q in QUOTES["quotes"]}
+    assert scripts <= set(QUOTES["fingerprints"]["lines"])
+
+
+@pytest.mark.parametrize("script", sorted({q["script"] for q in QUOTES["quotes"]}))
+def test_the_quoted_scripts_numbers_have_not_moved(script: str) -> None:
+    """tools/fingerprint.py's line for the script equals the one recorded with the quoted runs. Its seeded numbers
+    depend on the locked stack: the check runs on the stack the records came from and skips on the other."""
+    recorded = QUOTES["fingerprints"]
+    versions = recorded["versions"]
+    here = {"python": platform.python_version(), "jax": metadata.version("jax"), "envpool": metadata.version("envpool")}
+    if here != versions:
+        pytest.skip(f"the records came from {versions}, this is {here}")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "fingerprint.py"), "--scripts", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.stdout.split() == recorded["lines"][script].split(), result.stderr[-2000:]
