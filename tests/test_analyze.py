@@ -720,6 +720,17 @@ def test_cells_at_the_paper_clock_and_budget_capped_ones_get_their_own_verdicts(
     ]
 
 
+def test_a_cell_waits_for_three_seeds(clock_runs: Path, tmp_path: Path) -> None:
+    """A sweep publishes its runs as they finish: a cell with two finished seeds of a method decides nothing yet."""
+    runs = tmp_path / "runs"
+    shutil.copytree(clock_runs, runs)
+    (dense_3,) = runs.glob("CartPole-v1__dqn_classic_small_t1k__3__*")
+    shutil.rmtree(dense_3)
+    paper = analyze.paper_claims(analyze.load_runs(runs), reps=50)[0]
+    assert paper["section"] == "paper_clock" and paper["rows"] == []
+    assert paper["verdict"] == "not tested (no runs of this kind)"
+
+
 def test_dense_dqn_beside_cleanrl(tmp_path: Path) -> None:
     """Only dense DQN runs of CleanRL's protocol (`dqn_classic_<size>_t500k`) stand beside CleanRL's numbers, with the
     IQM [CI] and the mean +- std (ddof = 0) of the same per-seed final returns."""

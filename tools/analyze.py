@@ -851,6 +851,9 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------------------------------
 DENSE_ALGOS = ("dqn", "dqn_classic", "cql", "sac")
 SUBSTANTIAL_SPARSITY = 0.5
+# A cell decides a claim once it has this many finished seeds (the paper's runs have 5); a sweep that is still going
+# publishes its finished runs, whose cells wait until then instead of deciding on one or two seeds.
+MIN_SEEDS = 3
 CLAIMS = {
     "C1": "EauDe reaches returns comparable to its dense counterpart while reaching a substantial sparsity",
     "C2": "PolyPrune with its hand-set s_F = 0.95 hurts the small network more than EauDe does",
@@ -977,7 +980,7 @@ def paper_claims(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) ->
     follows CLAIM_RULES and the verdict combines them: supported when every cell supports the claim, not supported when at
     least half contradict it, inconclusive at this scale otherwise. Every row ends with n (the fewest population steps
     an EauDe run of the row logged), the cap 1 - (1 - S_max)^n and the cell's outcome."""
-    cells = claim_cells(runs, num_points, reps)
+    cells = {key: c for key, c in claim_cells(runs, num_points, reps).items() if c["n"] >= MIN_SEEDS}
 
     def cell(family, env, variant, role, size, u_max=None, s_f=None):
         return cells.get((family, env, variant, role, size, u_max, s_f))
@@ -1117,7 +1120,8 @@ def _claims_markdown(claims: Sequence[dict]) -> list[str]:
             "",
             "Each verdict combines cells (env x size, runs of the same training length only): supported when every "
             "cell supports the claim, not supported when at least half contradict it, inconclusive at this scale "
-            "otherwise. EauDe runs at U_max = 3 and PolyPrune at s_F = 0.95 unless the claim varies them. n: the "
+            f"otherwise; a cell counts once every method in it has {MIN_SEEDS} finished seeds. EauDe runs at U_max = 3 "
+            "and PolyPrune at s_F = 0.95 unless the claim varies them. n: the "
             "population steps (target updates; for SAC population steps) logged in population.jsonl, counted as "
             "distinct logged steps, the fewest over the row's EauDe runs (the warm-up logs none, so n is below "
             "t_final / T); cap: 1 - (1 - S_max)^n with S_max from the runs' config.json, the highest sparsity "
