@@ -2,7 +2,8 @@
 the fingerprint of its script at the time), and a number on the page is the record's number.
 
 docs/quoted-runs/quotes.json lists every quote: the page, the text as it stands there with `{seed1.final_return:.1f}`-style
-fields filled from the named records, the command it quotes and the script whose fingerprint the records carry. So a
+fields filled from the named records, the command it quotes (`commands` when records differ) and the script whose
+fingerprint the records carry. So a
 change that moves a script's seeded numbers, or its defaults under a quoted command, cannot pass without re-measuring
 what the pages say, and a hand-edited number on a page fails too.
 """
@@ -76,10 +77,10 @@ def test_the_quoted_command_gives_the_records_settings(qid: str) -> None:
     """A quoted command (e.g. the README's `uv run python eaudedqn_jax.py`) run with each record's seed resolves to
     the record's arguments: a change of the script's defaults under a quoted run fails here."""
     q = quote(qid)
-    argv = shlex.split(q["command"])
-    assert argv[:3] == ["uv", "run", "python"] and Path(argv[3]).stem == q["script"]
     module = __import__(q["script"])
-    for path in q["records"].values():
+    for name, path in q["records"].items():
+        argv = shlex.split(q.get("commands", {}).get(name, q.get("command", "")))  # a record's own, or the quote's
+        assert argv[:3] == ["uv", "run", "python"] and Path(argv[3]).stem == q["script"]
         config = json.loads((ROOT / path / "config.json").read_text())
         assert config["script"] == argv[3]
         args = vars(module.parse_args([*argv[4:], "--seed", str(config["args"]["seed"]), "--output-dir", "runs"]))
