@@ -14,6 +14,7 @@ outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
 """
 
 import contextlib
+import fcntl
 import gzip
 import io
 import json
@@ -25,10 +26,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -160,7 +162,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
                 raise ArgumentError(f"--resume: {args.resume!r} is not a run folder (no config.json)")
             if not checkpoint_dirs(run_dir):
                 raise ArgumentError(f"--resume: {args.resume!r} has no checkpoint/ to resume from")
-            args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
+            try:  # a damaged config.json: JSONDecodeError and UnicodeDecodeError are ValueErrors
+                args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
+            except (ValueError, KeyError, TypeError) as error:
+                raise ArgumentError(f"--resume: {run_dir / 'config.json'} is damaged ({error!r})") from None
         else:
             check_output_dir(args.output_dir)
         check_args(args)
@@ -674,6 +679,7 @@ class Run:
         self.args, self.population, self.wandb, self.stop_signal = args, None, None, 0
         if args.resume:
             self.dir = Path(args.resume)
+            self.hold_lock()
             return
         output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
         try:
@@ -688,7 +694,37 @@ class Run:
         except OSError as error:
             print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
             raise SystemExit(2) from None
-        atomic_write(self.dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+        self.hold_lock()
+        with self.writing("config.json"):
+            atomic_write(self.dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    def hold_lock(self) -> None:
+        """One writer per run folder: this process holds an exclusive lock on run.lock for its whole life, which the OS
+        releases when it dies (kill -9 too, so no stale lock). A second writer stops before touching anything."""
+        self.lock = open(self.dir / "run.lock", "a+")  # held open: the lock lasts as long as the process
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Path(self.lock.name).read_text().strip() or "another process"
+            print(f"error: {self.dir} is being written by process {holder}: wait for it to end", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as error:  # e.g. Lustre mounted without -o flock (docs/reliability.md)
+            print(f"warning: cannot lock {self.lock.name} ({error}): nothing stops a second writer", file=sys.stderr)
+        self.lock.truncate(0)
+        print(f"{os.getpid()} on {platform.node()}", file=self.lock, flush=True)  # named by a refused second writer
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """A full disk or another OSError while writing `what`: one `error:` line, exit code 4, the last checkpoint whole
+        and no checkpoint.tmp/. os._exit: tensorboardX's exit hook and thread would fail on the same disk, loudly."""
+        try:
+            yield
+        except OSError as error:
+            shutil.rmtree(self.dir / "checkpoint.tmp", ignore_errors=True)
+            then = f"continue with --resume {self.dir}" if checkpoint_dirs(self.dir) else "start the run again"
+            print(f"error: cannot write {what} in {self.dir} ({error}); {then} once this is fixed", file=sys.stderr)
+            sys.stdout.flush()
+            os._exit(4)
 
     def open_logs(self, counters: dict[str, Any]) -> None:
         """Log from the loop counters on (a resumed run continues its clock, and TensorBoard purges the events written
@@ -701,6 +737,12 @@ class Run:
         self.window_time, self.window_step, self.last_print = time.time(), step, 0.0
         self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
         self.writer = SummaryWriter(str(self.dir), purge_step=step if args.resume else None)
+
+        def events_failed(hook: threading.ExceptHookArgs) -> None:  # tensorboardX writes its events from a thread
+            with self.writing("the TensorBoard events"):
+                raise hook.exc_value
+
+        threading.excepthook = events_failed
         if args.track:
             import wandb
 
@@ -715,7 +757,8 @@ class Run:
 
     def scalar(self, name: str, value: float, step: int) -> None:
         record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
-        self.metrics.write(json_line(record))
+        with self.writing("metrics.jsonl"):
+            self.metrics.write(json_line(record))
         if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
             self.writer.add_scalar(name, float(value), int(step))
             if self.wandb is not None:
@@ -735,22 +778,24 @@ class Run:
         self.window_time, self.window_step = time.time(), step
 
     def population_event(self, event: dict[str, Any]) -> None:
-        if self.population is None:
-            self.population = open(self.dir / "population.jsonl", "a", buffering=1)
-        self.population.write(json_line(event))
+        with self.writing("population.jsonl"):
+            if self.population is None:
+                self.population = open(self.dir / "population.jsonl", "a", buffering=1)
+            self.population.write(json_line(event))
 
     def save_checkpoint(self, state: dict[str, Any], counters: dict[str, Any]) -> None:
         """Written into checkpoint.tmp/, then swapped in by renames keeping the previous one as checkpoint.old/: a crash
         at any point leaves a whole checkpoint, and a checkpoint damaged later has one to fall back to."""
-        tmp, final, old = self.dir / "checkpoint.tmp", self.dir / "checkpoint", self.dir / "checkpoint.old"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
-        atomic_write(tmp / "meta.json", json.dumps(counters).encode())  # written last: it marks the checkpoint whole
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-        tmp.rename(final)
+        with self.writing("a checkpoint"):
+            tmp, final, old = self.dir / "checkpoint.tmp", self.dir / "checkpoint", self.dir / "checkpoint.old"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+            atomic_write(tmp / "meta.json", json.dumps(counters).encode())  # last: it marks the checkpoint whole
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                final.rename(old)
+            tmp.rename(final)
 
     def resume(self, template: dict[str, Any], rng: np.random.Generator) -> tuple[dict, dict]:
         """Restore the state and the numpy generator from the newest checkpoint that reads back whole (a damaged one
@@ -762,6 +807,7 @@ class Run:
             try:
                 state = flax.serialization.from_bytes(template, file.read_bytes())
                 counters = json.loads((file := path / "meta.json").read_text())
+                rng.bit_generator.state = counters["rng_state"]  # here, so that a damaged meta.json is caught
                 break
             except Exception as error:  # msgpack and json each raise their own errors on a truncated file
                 damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
@@ -770,9 +816,10 @@ class Run:
             raise SystemExit(2)
         if damaged:
             print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
-        rng.bit_generator.state = counters["rng_state"]
         logs = (self.dir / "metrics.jsonl", self.dir / "population.jsonl")
-        if dropped := sum(truncate_jsonl(log, counters["global_step"]) for log in logs):
+        with self.writing("the logs"):
+            dropped = sum(truncate_jsonl(log, counters["global_step"]) for log in logs)
+        if dropped:
             print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
         print(f"resumed {self.dir.name} at step {counters['global_step']:,}", flush=True)
         return jax.tree.map(jnp.asarray, state), counters  # msgpack gives numpy arrays; .at[] needs jax ones
@@ -894,7 +941,8 @@ DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint 
 def save_and_evaluate(args: Args, run: Run, target_params: Any, step: int) -> None:
     """--save-model: the target network's params (pruned weights are exact zeros), then its evaluation episodes."""
     model_path = run.dir / f"{args.exp_name}.cleanrl_model"
-    atomic_write(model_path, flax.serialization.to_bytes(target_params))
+    with run.writing(model_path.name):
+        atomic_write(model_path, flax.serialization.to_bytes(target_params))
     print(f"model saved to {model_path} (target sparsity {measured_sparsity(target_params):.4f})", flush=True)
     if args.eval_episodes > 0:
         video_dir = Path("videos") / run.dir.name if args.capture_video else None
