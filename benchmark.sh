@@ -243,12 +243,18 @@ find_run_dir() {
 
 # A task record is one line: OUTDIR \t PREFIX \t EXP_NAME \t BASE_COMMAND (shell-quoted). State (finished / resume)
 # is resolved when the task runs, so requeued Slurm tasks and restarted sweeps pick up their checkpoints.
-resolve_task() { # resolve_task RECORD -> prints "skip" or the full command
+locked() { # locked RUN_DIR: a process, here or on another node, holds the run folder's run.lock (docs/reliability.md)
+    [[ -f "$1/run.lock" ]] && command -v flock >/dev/null && ! flock -n "$1/run.lock" true 2>/dev/null
+}
+
+resolve_task() { # resolve_task RECORD -> prints "skip", "running" (elsewhere) or the full command
     local outdir prefix exp cmd dir
     IFS=$'\t' read -r outdir prefix exp cmd <<<"$1"
     dir="$(find_run_dir "$outdir" "$prefix")"
     if [[ -n "$dir" ]] && run_finished "$dir" "$exp"; then
         echo skip
+    elif [[ -n "$dir" ]] && locked "$dir"; then
+        echo running
     elif [[ -n "$dir" && -d "$dir/checkpoint" ]]; then
         printf '%s --resume %q\n' "$cmd" "$(display_path "$dir")"
     else
@@ -263,9 +269,15 @@ run_task() { # run_task RECORD LOGFILE
         echo "[benchmark] finished, skipping: $(cut -f2 <<<"$1")" >&2
         return 0
     fi
+    if [[ "$full" == running ]]; then
+        echo "[benchmark] running elsewhere, skipping: $(cut -f2 <<<"$1")" >&2
+        return 0
+    fi
     echo "[benchmark] $(date +%T) start: $full" >&2
     if eval "$full" >"$2" 2>&1; then
         echo "[benchmark] $(date +%T) done: $(cut -f2 <<<"$1")" >&2
+    elif grep -q '^error: .* is being written by process' "$2"; then # locked between the check and the start
+        echo "[benchmark] running elsewhere, skipping: $(cut -f2 <<<"$1")" >&2
     else
         echo "[benchmark] $(date +%T) FAILED (log: $2): $(cut -f2 <<<"$1")" >&2
         return 1
@@ -291,6 +303,10 @@ if [[ "${1:-}" == "--exec-task" ]]; then
     full="$(resolve_task "$record")"
     if [[ "$full" == skip ]]; then
         echo "[benchmark] finished, skipping: $(cut -f2 <<<"$record")"
+        exit 0
+    fi
+    if [[ "$full" == running ]]; then # e.g. the same sweep submitted twice: the other task goes on
+        echo "[benchmark] running elsewhere, skipping: $(cut -f2 <<<"$record")"
         exit 0
     fi
     echo "[benchmark] $(date +%T) task $3: $full"
@@ -604,7 +620,7 @@ fi
 if ((DRY_RUN)); then
     for rec in "${RECORDS[@]}"; do
         full="$(resolve_task "$rec")"
-        [[ "$full" == skip ]] || printf '%s\n' "$full"
+        [[ "$full" == skip || "$full" == running ]] || printf '%s\n' "$full"
     done
     exit 0
 fi
