@@ -787,10 +787,12 @@ class Run:
             try:
                 state = flax.serialization.from_bytes(template, file.read_bytes())
                 replay_state = {name: np.load(file := path / f"replay_{name}.npy") for name in replay.state_dict()}
-                for name, value in replay.state_dict().items():  # an array of another shape would fail mid-run
-                    if np.shape(replay_state[name]) != np.shape(value):
+                for name, value in replay.state_dict().items():  # rows of another shape would only fail mid-run
+                    shape, expected = np.shape(replay_state[name]), np.shape(value)
+                    if len(shape) != len(expected) or shape[1:] != expected[1:]:  # SAC saves the filled rows only
                         file = path / f"replay_{name}.npy"
-                        raise ValueError(f"shape {np.shape(replay_state[name])} instead of {np.shape(value)}")
+                        raise ValueError(f"shape {shape} does not fit the buffer's {expected}")
+                replay.load_state_dict(replay_state)  # a number of rows that does not fit fails here
                 counters = json.loads((file := path / "meta.json").read_text())
                 rng.bit_generator.state = counters["rng_state"]  # here, so that a damaged meta.json is caught
                 break
@@ -801,7 +803,6 @@ class Run:
             raise SystemExit(2)
         if damaged:
             print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
-        replay.load_state_dict(replay_state)
         logs = (self.dir / "metrics.jsonl", self.dir / "population.jsonl")
         with self.writing("the logs"):
             dropped = sum(truncate_jsonl(log, counters["global_step"]) for log in logs)
