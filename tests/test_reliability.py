@@ -1,0 +1,398 @@
+"""Faults a run survives, in all 8 scripts (docs/reliability.md, issue 22): a second writer on a run folder, a write
+error (a full disk) in a checkpoint, a log or TensorBoard's thread, damaged run files on --resume, and a kill at a
+random write. The fast tests drive each script's `Run` in this process with a disk that fails on its N-th write; the
+slow ones run the real scripts (tests/write_faults.py injects the faults into them)."""
+
+import builtins
+import errno
+import fcntl
+import importlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from benchmark_fakes import make_fake_script_dir
+from fingerprint import RUNS
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = list(RUNS)
+OFFLINE = {"eaudecql_atari_jax", "polyprune_cql_atari_jax"}  # checkpoints without a replay buffer
+FAULTS = ROOT / "tests" / "write_faults.py"
+
+
+class Exited(Exception):
+    """os._exit, made catchable: `Run.writing` ends the process with it."""
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    codes: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise Exited(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # open_logs replaces it: restored after
+    return codes
+
+
+class StubReplay:
+    """What a checkpoint takes from a replay buffer: state_dict() and load_state_dict()."""
+
+    def __init__(self) -> None:
+        self.state = {"obs": np.arange(12.0).reshape(4, 3), "cursor": 2}
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
+class FullDisk:
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def new_run(module: Any, tmp_path: Path) -> Any:
+    return module.Run(module.Args(output_dir=str(tmp_path / "runs"), exp_name="x"))
+
+
+def resumed(module: Any, run_dir: Path) -> Any:
+    return module.Run(module.Args(resume=str(run_dir), exp_name="x"))
+
+
+def save(module: Any, run: Any, step: int) -> None:
+    counters = {"global_step": step, "elapsed": 0.0, "rng_state": np.random.default_rng(step).bit_generator.state}
+    state = {"w": jnp.full(3, float(step))}
+    if module.__name__ in OFFLINE:
+        run.save_checkpoint(state, counters)
+    else:
+        run.save_checkpoint(state, StubReplay(), counters)
+
+
+def restore(module: Any, run: Any) -> tuple[dict, dict]:
+    template, rng = {"w": jnp.zeros(3)}, np.random.default_rng(0)
+    if module.__name__ in OFFLINE:
+        return run.resume(template, rng)
+    return run.resume(template, StubReplay(), rng)
+
+
+def release(run: Any) -> None:
+    """What the end of the process does to the lock."""
+    run.lock.close()
+
+
+def failing_disk(monkeypatch: pytest.MonkeyPatch, folder: Path, at: int) -> None:
+    """From now on the at-th write() into `folder` raises ENOSPC, as a full disk would."""
+    real_open, count = builtins.open, [0]
+
+    class Faulty:
+        def __init__(self, file: Any) -> None:
+            self.file = file
+
+        def write(self, data: Any) -> int:
+            count[0] += 1
+            if count[0] == at:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.file.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+        def __enter__(self) -> "Faulty":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+    def faulty_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        opened = real_open(file, mode, *args, **kwargs)
+        inside = isinstance(file, (str, os.PathLike)) and Path(file).is_relative_to(folder)
+        return Faulty(opened) if inside and any(c in mode for c in "wax+") else opened
+
+    monkeypatch.setattr(builtins, "open", faulty_open)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+# ---- one writer per run folder ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_second_writer_is_refused_before_touching_anything(script: str, tmp_path: Path, capsys) -> None:
+    module = importlib.import_module(script)
+    first = new_run(module, tmp_path)
+    save(module, first, 10)
+    before = {path: path.stat().st_mtime_ns for path in first.dir.rglob("*")}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        resumed(module, first.dir)
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(first.dir) in line and f"process {os.getpid()} on " in line
+    assert {path: path.stat().st_mtime_ns for path in first.dir.rglob("*")} == before
+    release(first)  # the first writer ends (a kill -9 too: the OS drops its lock)
+    second = resumed(module, first.dir)
+    assert (first.dir / "run.lock").read_text() == f"{os.getpid()} on {os.uname().nodename}\n"
+    release(second)
+
+
+# ---- write errors -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_write_error_at_any_write_of_a_checkpoint_keeps_the_last_one(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exits: list[int], capsys
+) -> None:
+    module = importlib.import_module(script)
+    run = new_run(module, tmp_path)
+    save(module, run, 10)
+    for at in range(1, 100):  # the at-th write of the next checkpoint fails, for every write it makes
+        with monkeypatch.context() as patch:
+            failing_disk(patch, run.dir, at)
+            capsys.readouterr()
+            try:
+                save(module, run, 20)
+                break  # at is past its last write
+            except Exited:
+                pass
+        line = one_error_line(capsys.readouterr().err)
+        assert line.startswith(f"error: cannot write a checkpoint in {run.dir} (") and "--resume" in line, line
+        assert not (run.dir / "checkpoint.tmp").exists()
+        assert json.loads((run.dir / "checkpoint" / "meta.json").read_text())["global_step"] == 10
+    assert at >= 3 and exits == [4] * (at - 1)
+    release(run)
+    state, counters = restore(module, resumed(module, run.dir))
+    assert counters["global_step"] == 20 and float(state["w"][0]) == 20.0
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_log_write_error_is_one_line_and_resume_repeats_no_step(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exits: list[int], capsys
+) -> None:
+    module = importlib.import_module(script)
+    run = new_run(module, tmp_path)
+    run.open_logs({"global_step": 0, "elapsed": 0.0})
+    for step in (1, 2):
+        run.scalar("charts/SPS", 1.0, step)
+    save(module, run, 2)
+    run.scalar("charts/SPS", 1.0, 3)
+    metrics, run.metrics = run.metrics, FullDisk()  # the next line cannot be written
+    capsys.readouterr()
+    with pytest.raises(Exited):
+        run.scalar("charts/SPS", 1.0, 4)
+    assert one_error_line(capsys.readouterr().err).startswith(f"error: cannot write metrics.jsonl in {run.dir} (")
+    # tensorboardX writes its event files from a thread: an OSError there is the same one line and exit code 4
+    monkeypatch.setattr(os, "_exit", exits.append)  # no exception out of a thread's excepthook
+    thread = threading.Thread(target=FullDisk().write, args=(b"event",))
+    thread.start()
+    thread.join()
+    assert "cannot write the TensorBoard events" in one_error_line(capsys.readouterr().err)
+    assert exits == [4, 4]
+    metrics.close()
+    run.writer.close()
+    release(run)
+    _, counters = restore(module, resumed(module, run.dir))
+    steps = [json.loads(line)["global_step"] for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert counters["global_step"] == 2 and steps == [1, 2]
+
+
+# ---- damaged run files on --resume ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_damaged_run_files_on_resume_are_one_error_line(script: str, tmp_path: Path, capsys) -> None:
+    module = importlib.import_module(script)
+    run = new_run(module, tmp_path)
+    save(module, run, 10)
+    release(run)
+    config = run.dir / "config.json"
+    good = config.read_text()
+    for damaged in (good[: len(good) // 2], "[1, 2]", '{"args": {"no_such_flag": 1}}', b"\xff\xfe"):
+        config.write_bytes(damaged) if isinstance(damaged, bytes) else config.write_text(damaged)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            module.parse_args(["--resume", str(run.dir)])
+        assert exit_.value.code == 2
+        assert one_error_line(capsys.readouterr().err).startswith(f"error: --resume: {config} is damaged")
+    meta = run.dir / "checkpoint" / "meta.json"
+    files = [(meta, "{"), (meta, "[1, 2]"), (meta, '{"global_step": 10}')]
+    if script not in OFFLINE:
+        files.append((run.dir / "checkpoint" / "replay_obs.npy", np.zeros((4, 2))))
+    for path, content in files:
+        save(module, run := resumed(module, run.dir), 10)
+        shutil.rmtree(run.dir / "checkpoint.old")  # no earlier checkpoint to fall back to
+        np.save(path, content) if isinstance(content, np.ndarray) else path.write_text(content)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            restore(module, run)
+        assert exit_.value.code == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert line.startswith(f"error: --resume: {path} is damaged"), line
+        release(run)
+
+
+# ---- benchmark.sh -----------------------------------------------------------------------------------------------------
+def test_benchmark_reports_a_locked_run_as_running_elsewhere_locally_and_on_slurm(tmp_path: Path) -> None:
+    repo, out, log = make_fake_script_dir(tmp_path / "repo"), tmp_path / "runs", tmp_path / "calls.jsonl"
+    running = out / "Pong-v5__dqn__1__1700000000"
+    (running / "checkpoint").mkdir(parents=True)
+    (running / "config.json").write_text(json.dumps({"total_timesteps": 2000, "exp_name": "dqn"}))
+    (running / "metrics.jsonl").write_text(json.dumps({"global_step": 500, "name": "charts/SPS", "value": 1.0}) + "\n")
+    lock = open(running / "run.lock", "a+")  # this process plays the run going on elsewhere
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    args = ["--algos", "dqn", "--env-ids", "Pong-v5,Qbert-v5", "--script-dir", str(repo), "--python", "python3"]
+    args += ["--output-dir", str(out)]
+    bench = ["bash", str(repo / "benchmark.sh"), *args]
+    env = {**os.environ, "FAKE_CALL_LOG": str(log)}
+    dry = subprocess.run([*bench, "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
+    assert "Qbert-v5" in dry.stdout and "Pong-v5" not in dry.stdout
+    local = subprocess.run(bench, capture_output=True, text=True, env=env, timeout=120)
+    assert local.returncode == 0, local.stderr
+    assert "running elsewhere, skipping: Pong-v5__dqn__1__" in local.stderr
+    called = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+    assert [argv[argv.index("--env-id") + 1] for argv in called] == ["Qbert-v5"]
+    # a Slurm array task (benchmark.sh --exec-task, see tools/slurm_template.sbatch) of the same run
+    tasks = tmp_path / "tasks.tsv"
+    tasks.write_text(f"# finish-slack=0.01\n# root={repo}\n{out}\tPong-v5__dqn__1__\tdqn\tfalse\n")
+    task = subprocess.run(["bash", str(repo / "benchmark.sh"), "--exec-task", str(tasks), "0"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert task.returncode == 0 and "running elsewhere, skipping: Pong-v5__dqn__1__" in task.stdout, task
+    lock.close()  # the other run ends: its folder is resumed again
+    dry = subprocess.run([*bench, "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
+    assert f"--resume {running}" in dry.stdout
+
+
+# ---- real runs (slow) -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A JAX compilation cache shared by the runs of a script (test speed only) and the offline scripts' dataset."""
+    cache, dataset = tmp_path_factory.mktemp("jax_cache"), tmp_path_factory.mktemp("dataset") / "Pong" / "1"
+    return {
+        **os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+        "DATASET": str(dataset),
+    }  # fmt: skip
+
+
+def tiny_argv(script: str, env: dict[str, str], checkpoint_interval: int) -> list[str]:
+    argv = [*RUNS[script], "--checkpoint-interval", str(checkpoint_interval)]
+    if script in OFFLINE:
+        dataset = Path(env["DATASET"])
+        if not dataset.exists():
+            writer = [sys.executable, str(ROOT / "tools" / "write_dqn_replay_dataset.py"), "--env-id", "Pong-v5"]
+            sizes = ["--num-checkpoints", "2", "--transitions-per-checkpoint", "1000", "--output-dir", str(dataset)]
+            subprocess.run([*writer, *sizes], check=True, capture_output=True, env=env, timeout=300)
+        argv += ["--dataset-dir", str(dataset)]
+    return argv
+
+
+CHECKPOINT_INTERVAL = {"eaudecql_atari_jax": 40, "polyprune_cql_atari_jax": 40}  # gradient steps; others: env steps
+
+
+def assert_each_step_once(run_dir: Path) -> None:
+    """No logged step repeated, none lost: each metric (episodes and evaluations aside, several of which may end at one
+    step) and the population events come at a fixed cadence, so a lost stretch would leave a wider gap."""
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for name in {m["name"] for m in metrics}:
+        if "episodic" not in name:
+            steps = [m["global_step"] for m in metrics if m["name"] == name]
+            assert steps == sorted(set(steps)), f"{name} repeats a step: {steps}"
+            assert len(set(np.diff(steps[1:-1]))) <= 1, f"{name} misses a step: {steps}"  # first, last: off-cadence
+    if (run_dir / "population.jsonl").exists():
+        events = [json.loads(line) for line in (run_dir / "population.jsonl").read_text().splitlines()]
+        keys = [(event["global_step"], event.get("critic")) for event in events]  # SAC: one line per critic
+        assert keys == sorted(set(keys)), keys
+        assert len(set(np.diff(sorted({step for step, _ in keys})))) <= 1, keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_killed_at_a_random_write_every_script_resumes_with_each_step_once(
+    script: str, tmp_path: Path, run_env: dict[str, str]
+) -> None:
+    """SIGKILL at a random write once a checkpoint exists (a log line, or any file of the next checkpoint: a kill
+    tears it in half), then --resume to the end."""
+    # a tiny offline run writes little after its first checkpoint (gradient-step logs, 2 files per checkpoint)
+    at = int(np.random.default_rng(SCRIPTS.index(script)).integers(1, 6 if script in OFFLINE else 25))
+    argv = [*tiny_argv(script, run_env, CHECKPOINT_INTERVAL.get(script, 500)), "--output-dir", "runs"]
+    killed = subprocess.run([sys.executable, str(FAULTS), "kill", str(at), str(ROOT / f"{script}.py"), *argv],
+                            cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, (at, killed.stderr[-2000:])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    done = subprocess.run([sys.executable, str(ROOT / f"{script}.py"), "--resume", str(run_dir)],
+                          cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_each_step_once(run_dir)
+
+
+@pytest.mark.slow
+def test_a_second_process_is_refused_and_kill_9_leaves_no_stale_lock(tmp_path: Path, run_env: dict[str, str]) -> None:
+    script = str(ROOT / "eaudedqn_jax.py")
+    argv = [*tiny_argv("eaudedqn_jax", run_env, 500), "--output-dir", "runs"]
+    first = subprocess.Popen([sys.executable, str(FAULTS), "hang", "3", script, *argv], cwd=tmp_path, env=run_env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 600
+        while not list(tmp_path.glob("runs/*/hanging")):
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        second = subprocess.run([sys.executable, script, "--resume", str(run_dir)], cwd=tmp_path, env=run_env,
+                                capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert second.returncode == 2
+        line = one_error_line(second.stderr)
+        assert line.startswith(f"error: {run_dir} is being written by process {first.pid} on "), line
+    finally:
+        first.kill()  # SIGKILL: no stale lock is left
+        first.wait()
+    done = subprocess.run([sys.executable, script, "--resume", str(run_dir)], cwd=tmp_path, env=run_env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_each_step_once(run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["a disk failing on its 20th write", "a 600 KB tmpfs"])
+def test_a_full_disk_is_one_line_and_resume_once_freed_loses_no_step(
+    how: str, tmp_path: Path, run_env: dict[str, str]
+) -> None:
+    """The issue's case: a full disk during a checkpoint (here the second: the first, 336 KB, must stay whole), then
+    --resume once space is freed."""
+    script = str(ROOT / "eaudedqn_jax.py")
+    argv = [*tiny_argv("eaudedqn_jax", run_env, 1000), "--network-size", "small", "--buffer-size", "3000"]
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if how.startswith("a disk"):
+        command = [sys.executable, str(FAULTS), "oserror", "20", script, *argv, "--output-dir", str(disk / "runs")]
+        full = subprocess.run(command, env=run_env, capture_output=True, text=True, timeout=900)
+    else:  # a real filesystem, private to a user and mount namespace that ends with the shell
+        if shutil.which("unshare") is None or subprocess.run(["unshare", "-r", "-m", "mount", "-t", "tmpfs", "none",
+                                                              str(disk)], capture_output=True).returncode:  # fmt: skip
+            pytest.skip("cannot mount a small tmpfs here (unshare -r -m mount)")
+        save = f"cp -a {disk}/runs {tmp_path}/copy"
+        command = f"mount -t tmpfs -o size=600k none {disk} && {sys.executable} {script} {' '.join(argv)} "
+        command += f"--output-dir {disk}/runs; code=$?; {save}; exit $code"
+        full = subprocess.run(["unshare", "-r", "-m", "sh", "-c", command], env=run_env, capture_output=True,
+                              text=True, timeout=900)  # fmt: skip
+        shutil.copytree(tmp_path / "copy", disk / "runs")
+    assert full.returncode == 4, full.stderr[-2000:]
+    (run_dir,) = (disk / "runs").iterdir()
+    line = one_error_line(full.stderr)
+    assert line.startswith("error: cannot write ") and "No space left on device" in line and "--resume" in line
+    assert not (run_dir / "checkpoint.tmp").exists()
+    assert json.loads((run_dir / "checkpoint" / "meta.json").read_text())["global_step"] == 1000
+    done = subprocess.run([sys.executable, script, "--resume", str(run_dir)], env=run_env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_each_step_once(run_dir)
