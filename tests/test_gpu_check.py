@@ -44,6 +44,7 @@ def check_smoke_output(out: Path) -> None:
     table2 = (out / "table2.md").read_text()
     # the FLOPs are tools/costs.py's: K = 5 small networks against 1 (docs/costs.md's CPU table)
     assert "| FLOPs per gradient update, dense (XLA) | x3.92 | x1.55 | x3.92 | x1.55 | x2.48 | x4.03 |" in table2
+    assert "| FLOPs per gradient update, sparse at s = 0.9 | x4.00 | x1.55 | x4.00 | x1.55 | x1.47 | x4.03 |" in table2
     assert "| Training time | x" in table2 and "Not measured" not in table2
     throughput = (out / "throughput.md").read_text()
     assert throughput.count("a GPU row only (--smoke)") == 4
