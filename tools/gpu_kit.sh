@@ -18,6 +18,7 @@
 # carries this machine's copies and loads them only where the system has none (see envpool/mujoco/__init__.py in
 # the kit). Environment: PYTHON (default python3) runs pip; the downloaded wheels stay in a temporary folder.
 set -euo pipefail
+trap 'echo "error: tools/gpu_kit.sh failed at line $LINENO (exit code $?)" >&2' ERR
 
 usage() {
     echo "error: $1 (usage: tools/gpu_kit.sh DIR)" >&2
@@ -76,7 +77,7 @@ for entry in "${PACKAGES[@]}"; do
     version=${spec##*==}
     # wheel file names use underscores and may differ in case (tensorboardX)
     pattern=$(echo "$name" | tr '-' '_')
-    wheel=$(find "$WORK/wheels" -maxdepth 1 -iname "${pattern}-${version}-*.whl" | head -n 1)
+    wheel=$(find "$WORK/wheels" -maxdepth 1 -iname "${pattern}-${version}-*.whl" -print -quit)
     [[ -n $wheel ]] || { echo "error: no wheel of $spec was downloaded" >&2; exit 1; }
     stage=$WORK/stage/$name
     mkdir -p "$stage"
@@ -103,7 +104,8 @@ import envpool.mujoco.gym.registration  # noqa: F401
 EOF
         gl=()
         for lib in libGLdispatch.so.0 libOpenGL.so.0 libEGL.so.1; do
-            path=$(/sbin/ldconfig -p 2>/dev/null | awk -v lib="$lib" '$1 == lib && /x86-64/ {print $NF; exit}')
+            # no early `exit` in awk: ldconfig would die of SIGPIPE, and pipefail would end the script
+            path=$(/sbin/ldconfig -p 2>/dev/null | awk -v lib="$lib" '!found && $1 == lib && /x86-64/ {print $NF; found = 1}')
             if [[ -n $path ]]; then
                 mkdir -p "$ep/mujoco/gl"
                 cp -L "$path" "$ep/mujoco/gl/$lib"
