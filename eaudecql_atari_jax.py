@@ -961,6 +961,7 @@ class Run:
         if self.population is not None:
             self.population.close()
         self.writer.close()
+        self.lock.close()  # the folder is free: main() called again in this process (a test, a notebook) may resume it
         if code:
             print(message, file=sys.stderr)
             raise SystemExit(code)

@@ -737,9 +737,9 @@ class Run:
                     if len(shape) != len(expected) or shape[1:] != expected[1:]:  # SAC saves the filled rows only
                         file = path / f"replay_{name}.npy"
                         raise ValueError(f"shape {shape} does not fit the buffer's {expected}")
-                replay.load_state_dict(replay_state)  # a number of rows that does not fit fails here
                 counters = json.loads((file := path / "meta.json").read_text())
                 rng.bit_generator.state = counters["rng_state"]  # here, so that a damaged meta.json is caught
+                replay.load_state_dict(replay_state)  # last: a damaged checkpoint leaves the buffer alone
                 break
             except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
                 damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
@@ -782,6 +782,7 @@ class Run:
         if self.population is not None:
             self.population.close()
         self.writer.close()
+        self.lock.close()  # the folder is free: main() called again in this process (a test, a notebook) may resume it
         if code:
             print(message, file=sys.stderr)
             raise SystemExit(code)
