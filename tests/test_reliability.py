@@ -151,6 +151,24 @@ def test_a_second_writer_is_refused_before_touching_anything(script: str, tmp_pa
     release(second)
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_filesystem_without_flock_is_one_warning_and_the_run_goes_on(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Lustre mounted with -o noflock: flock() fails with ENOSYS (docs/reliability.md)."""
+    module = importlib.import_module(script)
+
+    def no_flock(*_: object) -> None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    run = new_run(module, tmp_path)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"warning: cannot lock {run.dir / 'run.lock'} (") and "nothing stops a second writer" in line
+    assert (run.dir / "config.json").is_file()
+    release(run)
+
+
 # ---- write errors -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_write_error_at_any_write_of_a_checkpoint_keeps_the_last_one(
