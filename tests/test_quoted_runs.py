@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import analyze
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,8 @@ NOT_NUMBERS = {"exp_name", "output_dir", "save_model", "capture_video", "track",
 
 def record_numbers(run_dir: Path) -> SimpleNamespace:
     """What a page may quote of a run: its final return and sparsity as tools/analyze.py defines them, the mean
-    training return of its last 20 episodes, the mean of its final evaluation, its wall-clock minutes, and the mean
+    training return of its last 20 episodes, the mean of its evaluation episodes (the best evaluation and the step that
+    first scored it, for runs evaluated as they go), its wall-clock minutes, and the mean
     training return per tenth of the budget (`tenths[i]`: the episodes that ended in the (i+1)-th tenth) and the target
     sparsity logged last by the end of each tenth (`sparsity_tenths[i]`)."""
     run = analyze.load_run(run_dir)
@@ -42,7 +44,9 @@ def record_numbers(run_dir: Path) -> SimpleNamespace:
     sparsity_steps, sparsities = run.metrics[analyze.SPARSITY]
     sparsity_tenths = [float(sparsities[sparsity_steps <= (i + 1) * budget / 10][-1]) for i in range(10)]
     rows = [json.loads(line) for line in gzip.decompress((run_dir / "metrics.jsonl.gz").read_bytes()).splitlines()]
-    evals = run.metrics.get("eval/episodic_return", (None, [float("nan")]))[1]
+    eval_steps, evals = run.metrics.get("eval/episodic_return", (np.array([0]), np.array([float("nan")])))
+    by_step = {int(step): float(evals[eval_steps == step].mean()) for step in np.unique(eval_steps)}
+    best = max(by_step.values())
     return SimpleNamespace(
         final_return=analyze.final_return(run),
         final_sparsity=analyze.final_sparsity(run),
@@ -50,6 +54,8 @@ def record_numbers(run_dir: Path) -> SimpleNamespace:
         eval=float(sum(evals) / len(evals)),
         eval_min=float(min(evals)),
         minutes=max(r["time"] for r in rows) / 60,
+        best_eval=best,  # the best evaluation (mean of its episodes) and the first step that scored it, in thousands
+        best_eval_k=next((step / 1000 for step, value in sorted(by_step.items()) if value == best), float("nan")),
         tenths=[float(t) for t in tenths],
         sparsity_tenths=sparsity_tenths,
     )
