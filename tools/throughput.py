@@ -81,7 +81,6 @@ def population_layouts(sizes: list[str], num_networks: int, repeats: int) -> lis
     import importlib
 
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import optax
 
@@ -98,20 +97,18 @@ def population_layouts(sizes: list[str], num_networks: int, repeats: int) -> lis
     }
     for size in sizes:
         network = eaude.QNetwork(action_dim=6, head_width=eaude.HEAD_WIDTHS[size])
-        keys = jax.random.split(jax.random.PRNGKey(0), num_networks)
-        params = jax.vmap(network.init, in_axes=(0, None))(keys, jnp.zeros((1, 4, 84, 84), jnp.uint8))
-        masks = jax.tree.map(lambda x: jnp.ones_like(x, bool), params)
         optimizer = optax.adam(6.25e-5, eps=1.5e-4)
+        dummy = np.zeros((1, 4, 84, 84), np.uint8)
+        learner = eaude.init_learner(network, optimizer, jax.random.PRNGKey(0), num_networks, dummy)
         row = {"size": size, "K": num_networks}
         for layout in ("loop", "vmap"):
             step = eaude.make_train_step(network, optimizer, 0.99, layout)
-            state = (params, jax.vmap(optimizer.init)(params), masks, eaude.take(params, 0), jnp.zeros(num_networks))
-            out = step(*state, batch)
-            jax.block_until_ready(out)
+            state, _ = step(learner, batch)  # compiles
+            jax.block_until_ready(state)
             start = time.perf_counter()
             for _ in range(repeats):
-                out = step(out[0], out[1], masks, state[3], out[2], batch)
-            jax.block_until_ready(out)
+                state, _ = step(state, batch)
+            jax.block_until_ready(state)
             row[layout] = (time.perf_counter() - start) / repeats
         rows.append(row)
     return rows
