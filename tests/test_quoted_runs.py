@@ -1,11 +1,12 @@
 """The runs the README and docs/ quote: each comes from a record committed under docs/ (config.json, gzipped metrics,
-the fingerprint of its script at the time), and a number on the page is the record's number.
+the fingerprint of its script at the time), and a number on the page is the record's number. Speed and cost tables
+(tools/throughput.py, tools/costs.py) are recorded too, as the tool's complete output under docs/quoted-runs/tables/.
 
-docs/quoted-runs/quotes.json lists every quote: the page, the text as it stands there with `{seed1.final_return:.1f}`-style
-fields filled from the named records, the command it quotes (`commands` when records differ) and the script whose
-fingerprint the records carry. So a
-change that moves a script's seeded numbers, or its defaults under a quoted command, cannot pass without re-measuring
-what the pages say, and a hand-edited number on a page fails too.
+docs/quoted-runs/quotes.json lists every quote: the page, the text as it stands there with fields filled from the
+named records (`{seed1.final_return:.1f}`) or table (`{t.cell[row][column]}`), the command it quotes (`commands` when
+records differ) and the script whose fingerprint the records carry. So a change that moves a script's seeded numbers,
+or its defaults under a quoted command, cannot pass without re-measuring what the pages say, and a hand-edited number
+on a page fails too.
 """
 
 from __future__ import annotations
@@ -61,8 +62,40 @@ def record_numbers(run_dir: Path) -> SimpleNamespace:
     )
 
 
-def quote_ids() -> list[str]:
-    return [q["id"] for q in QUOTES["quotes"]]
+def table_record(path: Path) -> SimpleNamespace:
+    """A tool's recorded output: `command:`, `machine:`, `code:` and `took:` lines, an empty line, then the tool's
+    stdout. `cell[row][column]` is a cell of any Markdown table in it, by the row's first cell and the column's header;
+    `tables[i]` is its i-th table as printed, `lines[i]` its i-th non-empty line outside the tables, `took` the
+    seconds the command took."""
+    header, _, body = path.read_text().partition("\n\n")
+    fields = dict(line.split(": ", 1) for line in header.splitlines())
+    assert set(fields) == {"command", "machine", "code", "took"}, f"{path}: header {sorted(fields)}"
+    assert fields["took"].endswith("(exit 0)"), f"{path}: the tool failed ({fields['took']})"
+    cell: dict[str, dict[str, str]] = {}
+    tables: list[list[str]] = []
+    lines: list[str] = []
+    columns: list[str] = []
+    previous = ""
+    for line in body.splitlines():
+        if not line.startswith("|"):
+            lines += [line] if line.strip() else []
+        elif not previous.startswith("|"):
+            tables.append([line])
+            columns = [c.strip() for c in line.strip("|").split("|")]
+        else:
+            tables[-1].append(line)
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not set(cells[0]) <= {"-"}:
+                assert cells[0] not in cell, f"{path}: row {cells[0]!r} twice"
+                cell[cells[0]] = dict(zip(columns, cells, strict=True))
+        previous = line
+    fields["took"] = fields["took"].split()[0]
+    return SimpleNamespace(cell=cell, tables=["\n".join(t) for t in tables], lines=lines, **fields)
+
+
+def quote_ids(kind: str | None = None) -> list[str]:
+    """Every quote's id, or those of the quotes with a `records` or `table` field."""
+    return [q["id"] for q in QUOTES["quotes"] if kind is None or kind in q]
 
 
 def quote(qid: str) -> dict:
@@ -72,13 +105,16 @@ def quote(qid: str) -> dict:
 @pytest.mark.parametrize("qid", quote_ids())
 def test_the_page_says_what_its_records_say(qid: str) -> None:
     q = quote(qid)
-    records = {name: record_numbers(ROOT / path) for name, path in q["records"].items()}
+    if "table" in q:
+        records = {"t": table_record(ROOT / q["table"])}
+    else:
+        records = {name: record_numbers(ROOT / path) for name, path in q["records"].items()}
     text = q["text"].format(**records)
     page = " ".join((ROOT / q["page"]).read_text().split())  # line breaks on the page do not matter
     assert " ".join(text.split()) in page, f"{q['page']} no longer says: {text}"
 
 
-@pytest.mark.parametrize("qid", quote_ids())
+@pytest.mark.parametrize("qid", quote_ids("records"))
 def test_the_quoted_command_gives_the_records_settings(qid: str) -> None:
     """A quoted command (e.g. the README's `uv run python eaudedqn_jax.py`) run with each record's seed resolves to
     the record's arguments: a change of the script's defaults under a quoted run fails here."""
@@ -96,11 +132,17 @@ def test_the_quoted_command_gives_the_records_settings(qid: str) -> None:
 
 
 def test_every_quoted_script_has_its_fingerprint_recorded() -> None:
-    scripts = {q["script"] for q in QUOTES["quotes"]}
+    scripts = {q["script"] for q in QUOTES["quotes"] if "records" in q}
     assert scripts <= set(QUOTES["fingerprints"]["lines"])
 
 
-@pytest.mark.parametrize("script", sorted({q["script"] for q in QUOTES["quotes"]}))
+def test_every_recorded_table_is_quoted() -> None:
+    """A table record nobody quotes is dead weight, and a quote must name a record that exists."""
+    recorded = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "quoted-runs" / "tables").glob("*.md")}
+    assert recorded == {q["table"] for q in QUOTES["quotes"] if "table" in q}
+
+
+@pytest.mark.parametrize("script", sorted({q["script"] for q in QUOTES["quotes"] if "records" in q}))
 def test_the_quoted_scripts_numbers_have_not_moved(script: str) -> None:
     """tools/fingerprint.py's line for the script equals the one recorded with the quoted runs. Its seeded numbers
     depend on the locked stack: the check runs on the stack the records came from and skips on the other."""

@@ -8,17 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # compiles the K = 2 convolutional step in both layouts
 def test_layouts_time_one_population_step_in_both_layouts() -> None:
     (row,) = throughput.population_layouts(["small"], num_networks=2, repeats=1)
     assert row["size"] == "small" and row["K"] == 2
     assert row["loop"] > 0 and row["vmap"] > 0
 
 
+@pytest.mark.slow  # a child run of eaudedqn_jax.py
 def test_the_table_has_a_row_per_algorithm() -> None:
     argv = ["--algos", "eaudedqn_classic", "--env-id", "CartPole-v1", "--total-timesteps", "3000"]
     result = subprocess.run(
