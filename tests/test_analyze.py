@@ -733,10 +733,17 @@ def test_a_cell_waits_for_three_seeds(clock_runs: Path, tmp_path: Path) -> None:
 
 def test_dense_dqn_beside_cleanrl(tmp_path: Path) -> None:
     """Only dense DQN runs of CleanRL's protocol (`dqn_classic_<size>_t500k`) stand beside CleanRL's numbers, with the
-    IQM [CI] and the mean +- std (ddof = 0) of the same per-seed final returns."""
+    IQM [CI] and the mean +- std (ddof = 0) of the same per-seed final returns, and of each seed's last 100 training
+    episodes (openrlbenchmark's averaging)."""
     runs = tmp_path / "runs"
     for seed, (cartpole, acrobot) in zip((1, 2, 3), ((490.0, -90.0), (495.0, -88.0), (500.0, -86.0)), strict=True):
-        make_run(runs, "CartPole-v1", "dqn_classic_small_t500k", seed, cartpole, 0.0, DENSE_CLASSIC)
+        run = make_run(runs, "CartPole-v1", "dqn_classic_small_t500k", seed, cartpole, 0.0, DENSE_CLASSIC, total=20000)
+        if seed == 1:  # 200 episodes: the first 100 at 0, the first of the last 100 at 290 (last 100: mean 488)
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            episodes = [r for r in rows if r["name"] == "charts/episodic_return"]
+            for i, r in enumerate(episodes[:101]):
+                r["value"] = 290.0 if i == 100 else 0.0
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         make_run(
             runs,
             "Acrobot-v1",
@@ -755,11 +762,20 @@ def test_dense_dqn_beside_cleanrl(tmp_path: Path) -> None:
     ]
     assert rows[0]["mean"] == pytest.approx(495.0) and rows[0]["std"] == pytest.approx((50 / 3) ** 0.5)
     assert rows[0]["final_return"][0] == pytest.approx(495.0)  # IQM of 3 values drops none
+    last = np.array([488.0, 495.0, 500.0])
+    assert rows[0]["last_episodes_mean"] == pytest.approx(last.mean())
+    assert rows[0]["last_episodes_std"] == pytest.approx(last.std())
     out = tmp_path / "out"
     assert analyze.main(["--runs-dir", str(runs), "--output-dir", str(out), "--reps", "20"]) == 0
     summary = (out / "summary.md").read_text()
     table = summary[summary.index("## Dense DQN against CleanRL's dqn_jax.py") :]
-    assert "| CartPole-v1 | small | 3 | 495.0 [" in table and "| 495.00 +- 4.08 | 498.38 +- 2.29 |" in table
-    assert "| Acrobot-v1 | medium | 3 | -88.0 [" in table and "| -88.00 +- 1.63 | -88.89 +- 1.56 |" in table
+    assert (
+        "| CartPole-v1 | small | 3 | 495.0 [" in table
+        and "| 495.00 +- 4.08 | 494.33 +- 4.92 | 498.38 +- 2.29 |" in table
+    )
+    assert (
+        "| Acrobot-v1 | medium | 3 | -88.0 [" in table
+        and "| -88.00 +- 1.63 | -88.00 +- 1.63 | -88.89 +- 1.56 |" in table
+    )
     assert "ddof = 0" in table and "openrlbenchmark/rlops.py" in table
     assert json.loads((out / "summary.json").read_text())["cleanrl"][1]["cleanrl"] == [-88.89, 1.56]
