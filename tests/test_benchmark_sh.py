@@ -69,7 +69,7 @@ def flag(cmd: list[str], name: str) -> str | None:
         ("cpu-classic", 3 * (3 + 1) * 3, CLASSIC_SCRIPTS),
         ("cpu-umax", 2 * 3 * 3, {"eaudedqn_jax.py"}),
         ("cpu-mujoco", 3 * 3, MUJOCO_SCRIPTS),
-        ("cpu-clock", 5 * ((3 + 2) * 3 + 2 * 2 + 3), CLASSIC_SCRIPTS | MUJOCO_SCRIPTS),
+        ("cpu-clock", 5 * ((3 + 1) * 3 + 2 * 2 + 3), CLASSIC_SCRIPTS | MUJOCO_SCRIPTS),
         ("smoke", 11, set(ALGO_SCRIPTS)),
     ],
 )
@@ -231,7 +231,7 @@ def test_cpu_clock_keeps_the_papers_clock(tmp_path: Path) -> None:
     sizes = ("small", "medium", "large")
     assert cells == {
         **{(s, f"{a}_{n}_t500k", "CartPole-v1"): 5 for s, a in CLASSIC_ALGOS for n in sizes},
-        **{(s, f"{a}_{n}_t500k", "Acrobot-v1"): 5 for s, a in CLASSIC_ALGOS for n in sizes[:2]},
+        **{(s, f"{a}_small_t500k", "Acrobot-v1"): 5 for s, a in CLASSIC_ALGOS},  # medium: the cut that fits the clock
         **{
             ("eaudedqn_jax.py", f"eaudedqn_classic_{n}_umax{u}_t500k", "CartPole-v1"): 5
             for n in sizes[:2]
@@ -257,21 +257,20 @@ def test_cpu_clock_keeps_the_papers_clock(tmp_path: Path) -> None:
             assert steps == 100_000 and steps // int(flag(c, "--pruning-period")) >= 1_000
 
 
-def test_cpu_clock_fits_about_twelve_hours(tmp_path: Path) -> None:
+def test_cpu_clock_fits_about_thirteen_hours(tmp_path: Path) -> None:
     """benchmark.sh's sizing of cpu-clock, recomputed from the commands: minutes of one core per 500k classic steps
-    (EauDeDQN, PolyPruneDQN/DQN by size, the table measured two runs at a time) and per 100k HalfCheetah-v5 steps,
-    0.5 min of start-up and evaluation per run; with --workers 2, the whole set in 8 to 12 hours."""
-    classic = {"eaudedqn_jax.py": {"small": 6, "medium": 11, "large": 50}}
-    classic["polyprune_dqn_jax.py"] = {"small": 1.5, "medium": 3, "large": 16}
-    mujoco = {"eaudesac": 25, "polyprune_sac": 11, "sac": 11}
+    (EauDeDQN, PolyPruneDQN/DQN by size: the finished runs' wall time, two at a time) and per 100k HalfCheetah-v5
+    steps; with --workers 2, the whole set in about 13 hours once Acrobot-v1's medium size is cut (with it, 14)."""
+    classic = {"eaudedqn_jax.py": {"small": 8, "medium": 23, "large": 95}}
+    classic["polyprune_dqn_jax.py"] = {"small": 2, "medium": 4, "large": 20}
+    mujoco = {"eaudesac": 33, "polyprune_sac": 14, "sac": 14}
     minutes = 0.0
     for c in dry("--preset", "cpu-clock", "--output-dir", str(tmp_path)):
         if c[3] in classic:
             minutes += classic[c[3]][flag(c, "--network-size")] * int(flag(c, "--total-timesteps")) / 500_000
         else:
             minutes += mujoco[flag(c, "--exp-name").split("_small")[0]]
-        minutes += 0.5
-    assert 8 * 60 <= minutes / 2 <= 12 * 60
+    assert 12 * 60 <= minutes / 2 <= 13.5 * 60
 
 
 def test_cpu_clock_oracle_copies_eaudedqn_final_sparsity(tmp_path: Path) -> None:
