@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -60,6 +61,24 @@ def test_the_published_verdicts_are_what_the_analysis_of_the_published_runs_says
     summary = (RESULTS / "summary.md").read_text()
     for claim in claims:
         assert f"| {claim['id']}: {claim['claim']} | **{claim['verdict']}** |" in summary
+
+
+def test_the_readme_table_at_the_papers_clock_says_what_the_summary_says() -> None:
+    """The README's first results table: each claim's verdict is the published one at the paper's clock, and every
+    interval it quotes (`472.6 [419.4, 500.0]`) is a cell of that claim's published rows, so no number on the front
+    page outlives a re-publication."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("**At the paper's clock") : readme.index("**Budget-capped")]
+    claims = [c for c in json.loads((RESULTS / "summary.json").read_text())["claims"] if c["section"] == "paper_clock"]
+    rows = [line for line in table.splitlines() if line.startswith("| C")]
+    assert [row[2:4] for row in rows] == ["C1", "C2", "C3", "C4"]
+    for row in rows:
+        claim = next(c for c in claims if c["id"] == row[2:4])
+        verdict, numbers = (cell.strip() for cell in row.strip("|").split("|")[1:3])
+        assert verdict.startswith(claim["verdict"].split(" (")[0]), (claim["id"], verdict, claim["verdict"])
+        cells = " ".join(" ".join(r) for r in claim["rows"])
+        for interval in re.findall(r"-?[0-9.]+ \[-?[0-9.]+, -?[0-9.]+\]", numbers):
+            assert interval in cells, f"{claim['id']}: {interval} is not in the published rows"
 
 
 @pytest.mark.slow
