@@ -257,20 +257,20 @@ def test_cpu_clock_keeps_the_papers_clock(tmp_path: Path) -> None:
             assert steps == 100_000 and steps // int(flag(c, "--pruning-period")) >= 1_000
 
 
-def test_cpu_clock_fits_about_thirteen_hours(tmp_path: Path) -> None:
+def test_cpu_clock_takes_about_sixteen_hours(tmp_path: Path) -> None:
     """benchmark.sh's sizing of cpu-clock, recomputed from the commands: minutes of one core per 500k classic steps
     (EauDeDQN, PolyPruneDQN/DQN by size: the finished runs' wall time, two at a time) and per 100k HalfCheetah-v5
-    steps; with --workers 2, the whole set in about 13 hours once Acrobot-v1's medium size is cut (with it, 14)."""
+    steps; with --workers 2, the whole set in about 16 hours once Acrobot-v1's medium size is cut."""
     classic = {"eaudedqn_jax.py": {"small": 8, "medium": 23, "large": 95}}
     classic["polyprune_dqn_jax.py"] = {"small": 2, "medium": 4, "large": 20}
-    mujoco = {"eaudesac": 33, "polyprune_sac": 14, "sac": 14}
+    mujoco = {"eaudesac": 70, "polyprune_sac": 31, "sac": 31}
     minutes = 0.0
     for c in dry("--preset", "cpu-clock", "--output-dir", str(tmp_path)):
         if c[3] in classic:
             minutes += classic[c[3]][flag(c, "--network-size")] * int(flag(c, "--total-timesteps")) / 500_000
         else:
             minutes += mujoco[flag(c, "--exp-name").split("_small")[0]]
-    assert 12 * 60 <= minutes / 2 <= 13.5 * 60
+    assert 15 * 60 <= minutes / 2 <= 16.5 * 60
 
 
 def test_cpu_clock_oracle_copies_eaudedqn_final_sparsity(tmp_path: Path) -> None:
