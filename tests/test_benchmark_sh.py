@@ -229,16 +229,21 @@ def test_cpu_clock_keeps_the_papers_clock(tmp_path: Path) -> None:
     cmds = dry("--preset", "cpu-clock", "--output-dir", str(tmp_path))
     cells = Counter((c[3], flag(c, "--exp-name"), flag(c, "--env-id")) for c in cmds)
     sizes = ("small", "medium", "large")
-    assert cells == {
-        **{(s, f"{a}_{n}_t500k", "CartPole-v1"): 5 for s, a in CLASSIC_ALGOS for n in sizes},
-        **{(s, f"{a}_small_t500k", "Acrobot-v1"): 5 for s, a in CLASSIC_ALGOS},  # medium: the cut that fits the clock
-        **{
-            ("eaudedqn_jax.py", f"eaudedqn_classic_{n}_umax{u}_t500k", "CartPole-v1"): 5
-            for n in sizes[:2]
-            for u in (10, 30)
-        },
-        **{(s, f"{a}_small_p100_t100k", "HalfCheetah-v5"): 5 for s, a in MUJOCO_ALGOS},
-    }
+    assert (
+        cells
+        == {
+            **{(s, f"{a}_{n}_t500k", "CartPole-v1"): 5 for s, a in CLASSIC_ALGOS for n in sizes},
+            **{
+                (s, f"{a}_small_t500k", "Acrobot-v1"): 5 for s, a in CLASSIC_ALGOS
+            },  # medium: the cut that fits the clock
+            **{
+                ("eaudedqn_jax.py", f"eaudedqn_classic_{n}_umax{u}_t500k", "CartPole-v1"): 5
+                for n in sizes[:2]
+                for u in (10, 30)
+            },
+            **{(s, f"{a}_small_p100_t100k", "HalfCheetah-v5"): 5 for s, a in MUJOCO_ALGOS},
+        }
+    )
     assert {flag(c, "--seed") for c in cmds} == {"1", "2", "3", "4", "5"}
     for c in cmds:
         assert "--save-model" in c  # an evaluation score beside the training return
