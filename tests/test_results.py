@@ -79,6 +79,14 @@ def test_the_readme_table_at_the_papers_clock_says_what_the_summary_says() -> No
         cells = " ".join(" ".join(r) for r in claim["rows"])
         for interval in re.findall(r"-?[0-9.]+ \[-?[0-9.]+, -?[0-9.]+\]", numbers):
             assert interval in cells, f"{claim['id']}: {interval} is not in the published rows"
+        published = set(re.findall(r"-?[0-9]+\.[0-9]+", cells))
+        for number in re.findall(r"-?[0-9]+\.[0-9]+", numbers):  # single values too, e.g. a sparsity "at 0.627"
+            assert number in published, f"{claim['id']}: {number} is not in the published rows"
+    summary = (RESULTS / "summary.md").read_text()
+    for mean_std in re.findall(
+        r"-?[0-9.]+ \+- [0-9.]+", " ".join(table.split())
+    ):  # dense DQN beside CleanRL, below the table
+        assert mean_std in summary, f"{mean_std} is not in the published summary"
 
 
 @pytest.mark.slow
