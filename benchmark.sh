@@ -77,7 +77,8 @@ CLOCK_CLASSIC_ARGS=(--total-timesteps 500000 --target-network-frequency 500 --tr
     --exploration-steps 240000)
 CLOCK_POLYPRUNE_DQN_ARGS=(--pruning-start 0.2 --pruning-end 0.8 --pruning-power 3.0 --pruning-period 250)
 CLOCK_MUJOCO_ENV=HalfCheetah-v5
-CLOCK_MUJOCO_ARGS=(--total-timesteps 100000 --pruning-period 100)
+# a checkpoint every 10k steps: the script's default (100k) would leave a 100k-step run none to resume from
+CLOCK_MUJOCO_ARGS=(--total-timesteps 100000 --pruning-period 100 --checkpoint-interval 10000)
 # ================================================================================================================
 
 # The paper's 10 Atari games: 10 of the 15 of Ceron et al. (2024) / Graesser et al. (2022), keeping Pong,
