@@ -83,9 +83,8 @@ def test_the_readme_table_at_the_papers_clock_says_what_the_summary_says() -> No
         for number in re.findall(r"-?[0-9]+\.[0-9]+", numbers):  # single values too, e.g. a sparsity "at 0.627"
             assert number in published, f"{claim['id']}: {number} is not in the published rows"
     summary = (RESULTS / "summary.md").read_text()
-    for mean_std in re.findall(
-        r"-?[0-9.]+ \+- [0-9.]+", " ".join(table.split())
-    ):  # dense DQN beside CleanRL, below the table
+    # dense DQN beside CleanRL, below the table
+    for mean_std in re.findall(r"-?[0-9.]+ \+- [0-9.]+", " ".join(table.split())):
         assert mean_std in summary, f"{mean_std} is not in the published summary"
 
 
