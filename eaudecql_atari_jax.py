@@ -15,6 +15,7 @@ update (CQL loss), run outputs, evaluation, training loop. Outputs and flags fol
 
 import contextlib
 import fcntl
+import functools
 import gzip
 import io
 import json
@@ -504,48 +505,53 @@ def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution
 
 
 def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
-    """Exact number of weights to zero in each prunable layer."""
+    """Exact number of weights to zero in each prunable layer (`global`: one count for all of them together)."""
+    if distribution == "global":
+        return [int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))]
     densities = layer_densities(shapes, sparsity, distribution)
     return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
 
 
-def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
-    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
-    order = jnp.argsort(magnitudes, stable=True)
-    keep = jnp.arange(magnitudes.size) >= num_zeros
-    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+def keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest of the float32 `magnitudes` (>= 0), ties broken by
+    position (the earlier one is pruned), so that exactly `num_zeros` entries are False: the mask a stable sort gives,
+    in linear time. Non-negative floats order like their int32 bit patterns, so a binary search over those patterns
+    finds the smallest threshold with at least `num_zeros` magnitudes at or below it, one counting pass per bit."""
+    bits = jax.lax.bitcast_convert_type(magnitudes, jnp.int32)
+
+    def halve(_: int, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        low, high = bounds
+        middle = low + (high - low) // 2
+        enough = jnp.sum(bits <= middle) >= num_zeros
+        return jnp.where(enough, low, middle + 1), jnp.where(enough, middle, high)
+
+    threshold, _ = jax.lax.fori_loop(0, 31, halve, (jnp.int32(0), jnp.int32(np.iinfo(np.int32).max)))
+    ties = bits == threshold  # the first (num_zeros - #below) of them are pruned
+    return (bits > threshold) | (ties & (jnp.cumsum(ties) > num_zeros - jnp.sum(bits < threshold)))
 
 
-@jax.jit
-def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
-    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+@functools.partial(jax.jit, static_argnames="distribution")
+def counted_masks(params: Any, zero_counts: jax.Array, distribution: str) -> Any:
+    """Masks zeroing the `zero_counts[l]` smallest-magnitude weights of prunable layer l (`global`: the
+    `zero_counts[0]` smallest of all of them, one threshold); biases keep an all-True mask."""
     leaves, treedef = jax.tree.flatten(params)
-    counts = iter(zero_counts)
-    masks = [
-        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
-        for w in leaves
-    ]
-    return jax.tree.unflatten(treedef, masks)
-
-
-@jax.jit
-def global_masks(params: Any, num_zeros: jax.Array) -> Any:
-    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
-    leaves, treedef = jax.tree.flatten(params)
-    kernels = [w for w in leaves if is_prunable(w)]
-    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
-    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
-    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    kernels = [jnp.abs(w).ravel() for w in leaves if is_prunable(w)]
+    if distribution == "global":
+        keep = jnp.split(
+            keep_largest(jnp.concatenate(kernels), zero_counts[0]), np.cumsum([k.size for k in kernels])[:-1]
+        )
+    else:
+        keep = [keep_largest(kernel, count) for kernel, count in zip(kernels, zero_counts, strict=True)]
+    keep = iter(keep)
+    masks = [next(keep).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
     return jax.tree.unflatten(treedef, masks)
 
 
 def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
     """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
-    shapes = prunable_shapes(params)
-    if distribution == "global":
-        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
-    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
-    return layerwise_masks(params, counts)
+    return counted_masks(
+        params, jnp.asarray(layer_zero_counts(prunable_shapes(params), sparsity, distribution)), distribution
+    )
 
 
 def apply_masks(params: Any, masks: Any) -> Any:
@@ -610,28 +616,19 @@ def population_step(
     (l. 12, NaN counts as the worst loss), the population is renewed by tournaments (l. 14), every copy is pruned to
     its Eq. 3 sparsity with a fresh Adam state (l. 15, paper appendix), and the cumulated losses are reset (l. 16).
     Slot 0 is the new target network itself, with its params, mask and Adam state. `total_steps` is t_final of
-    Eq. 3. Returns the new learner state, the new nominal sparsities and the population.jsonl event."""
+    Eq. 3. The plan is drawn on the host (the run's NumPy generator), the networks renewed by one XLA program.
+    Returns the new learner state, the new nominal sparsities and the population.jsonl event."""
     losses = np.asarray(learner["cumulated_losses"], dtype=np.float64)
     best = int(np.argmin(np.nan_to_num(losses, nan=np.inf)))
     parents, new_sparsities, is_copy = plan_next_population(
         losses, sparsities, step, total_steps, args.target_network_frequency, args.tournament_size,
         args.u_max, args.s_max, rng,
     )  # fmt: skip
-    params, masks, opt_states = (take(learner[name], parents) for name in ("params", "masks", "opt_states"))
-    for slot in np.flatnonzero(is_copy):
-        copy = take(params, slot)
-        copy_masks = magnitude_masks(copy, float(new_sparsities[slot]), args.sparsity_distribution)
-        copy = apply_masks(copy, copy_masks)
-        params, masks = put(params, slot, copy), put(masks, slot, copy_masks)
-        opt_states = put(opt_states, slot, optimizer.init(copy))
-    learner = {
-        **learner,
-        "params": params,
-        "masks": masks,
-        "opt_states": opt_states,
-        "target_params": take(learner["params"], best),
-        "cumulated_losses": jnp.zeros_like(learner["cumulated_losses"]),
-    }
+    shapes = prunable_shapes(jax.eval_shape(take, learner["params"], 0))  # the kernels of one network
+    zero_counts = [layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in new_sparsities]
+    learner = renew_population(
+        learner, parents, best, np.array(zero_counts), is_copy, optimizer, args.sparsity_distribution
+    )
     event = {
         "global_step": step,
         "losses": losses.tolist(),
@@ -641,6 +638,33 @@ def population_step(
         "sparsities_after": new_sparsities.tolist(),
     }
     return learner, new_sparsities, event
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "distribution"))
+def renew_population(
+    learner: dict[str, Any], parents: jax.Array, best: jax.Array, zero_counts: jax.Array, is_copy: jax.Array,
+    optimizer: optax.GradientTransformation, distribution: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Alg. 1 l. 12 and 14-16 as one program, with fixed shapes so that it compiles once per run: slot k takes
+    network parents[k] whole (l. 14); a copy keeps the `zero_counts[k]` largest weights of each layer and gets a fresh
+    Adam state (l. 15); the target becomes network `best` of the old population (l. 12); L = 0 (l. 16)."""
+    population = {name: take(learner[name], parents) for name in ("params", "masks", "opt_states")}
+
+    def explore(network: dict[str, Any], counts: jax.Array) -> dict[str, Any]:
+        masks = counted_masks(network["params"], counts, distribution)
+        params = apply_masks(network["params"], masks)
+        return {"params": params, "masks": masks, "opt_states": optimizer.init(params)}
+
+    def renew_slot(slot: tuple[dict[str, Any], jax.Array, jax.Array]) -> dict[str, Any]:
+        network, counts, copy = slot  # an original keeps its params, mask and Adam state
+        return jax.lax.cond(copy, explore, lambda network, _: network, network, counts)
+
+    return {
+        **learner,
+        **jax.lax.map(renew_slot, (population, zero_counts, is_copy)),  # slot after slot: only copies are pruned
+        "target_params": take(learner["params"], best),
+        "cumulated_losses": jnp.zeros_like(learner["cumulated_losses"]),
+    }
 
 
 def take(tree: Any, index: Any) -> Any:

@@ -13,6 +13,7 @@ renewed separately by elitist tournaments (l. 14) and the duplicated critics are
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import math
@@ -302,48 +303,53 @@ def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution
 
 
 def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
-    """Exact number of weights to zero in each prunable layer."""
+    """Exact number of weights to zero in each prunable layer (`global`: one count for all of them together)."""
+    if distribution == "global":
+        return [int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))]
     densities = layer_densities(shapes, sparsity, distribution)
     return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
 
 
-def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
-    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
-    order = jnp.argsort(magnitudes, stable=True)
-    keep = jnp.arange(magnitudes.size) >= num_zeros
-    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+def keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest of the float32 `magnitudes` (>= 0), ties broken by
+    position (the earlier one is pruned), so that exactly `num_zeros` entries are False: the mask a stable sort gives,
+    in linear time. Non-negative floats order like their int32 bit patterns, so a binary search over those patterns
+    finds the smallest threshold with at least `num_zeros` magnitudes at or below it, one counting pass per bit."""
+    bits = jax.lax.bitcast_convert_type(magnitudes, jnp.int32)
+
+    def halve(_: int, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        low, high = bounds
+        middle = low + (high - low) // 2
+        enough = jnp.sum(bits <= middle) >= num_zeros
+        return jnp.where(enough, low, middle + 1), jnp.where(enough, middle, high)
+
+    threshold, _ = jax.lax.fori_loop(0, 31, halve, (jnp.int32(0), jnp.int32(np.iinfo(np.int32).max)))
+    ties = bits == threshold  # the first (num_zeros - #below) of them are pruned
+    return (bits > threshold) | (ties & (jnp.cumsum(ties) > num_zeros - jnp.sum(bits < threshold)))
 
 
-@jax.jit
-def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
-    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+@functools.partial(jax.jit, static_argnames="distribution")
+def counted_masks(params: Any, zero_counts: jax.Array, distribution: str) -> Any:
+    """Masks zeroing the `zero_counts[l]` smallest-magnitude weights of prunable layer l (`global`: the
+    `zero_counts[0]` smallest of all of them, one threshold); biases keep an all-True mask."""
     leaves, treedef = jax.tree.flatten(params)
-    counts = iter(zero_counts)
-    masks = [
-        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
-        for w in leaves
-    ]
-    return jax.tree.unflatten(treedef, masks)
-
-
-@jax.jit
-def global_masks(params: Any, num_zeros: jax.Array) -> Any:
-    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
-    leaves, treedef = jax.tree.flatten(params)
-    kernels = [w for w in leaves if is_prunable(w)]
-    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
-    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
-    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    kernels = [jnp.abs(w).ravel() for w in leaves if is_prunable(w)]
+    if distribution == "global":
+        keep = jnp.split(
+            keep_largest(jnp.concatenate(kernels), zero_counts[0]), np.cumsum([k.size for k in kernels])[:-1]
+        )
+    else:
+        keep = [keep_largest(kernel, count) for kernel, count in zip(kernels, zero_counts, strict=True)]
+    keep = iter(keep)
+    masks = [next(keep).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
     return jax.tree.unflatten(treedef, masks)
 
 
 def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
     """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
-    shapes = prunable_shapes(params)
-    if distribution == "global":
-        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
-    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
-    return layerwise_masks(params, counts)
+    return counted_masks(
+        params, jnp.asarray(layer_zero_counts(prunable_shapes(params), sparsity, distribution)), distribution
+    )
 
 
 def apply_masks(params: Any, masks: Any) -> Any:
@@ -423,27 +429,31 @@ def put(tree: Any, index: int, value: Any) -> Any:
     return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
 
 
-def renew_population(
-    state: dict[str, Any], population: int, parents: np.ndarray, new_sparsities: np.ndarray, is_copy: np.ndarray,
+@functools.partial(jax.jit, static_argnames=("optimizer", "distribution"))
+def renew_populations(
+    critics: dict[str, Any], parents: jax.Array, zero_counts: jax.Array, is_copy: jax.Array,
     optimizer: optax.GradientTransformation, distribution: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """Alg. 2 l. 14-15 for critic population `population` (critic arrays have leading axes (2, K)): slot j takes
-    critic parents[j] whole; a copy is pruned by magnitude to its new sparsity, the same mask is applied to its copied
-    target (so the Polyak target never holds weights the online critic lacks) and it gets a fresh Adam state."""
-    state = dict(state)
-    for name in ("critics", "critic_targets", "critic_masks", "critic_opt_states"):
-        state[name] = put(state[name], population, take(take(state[name], population), parents))
-    for slot in np.flatnonzero(is_copy):
-        index = (population, int(slot))
-        online = take(state["critics"], index)
-        masks = magnitude_masks(online, float(new_sparsities[slot]), distribution)
-        online = apply_masks(online, masks)
-        state["critics"] = put(state["critics"], index, online)
-        target = apply_masks(take(state["critic_targets"], index), masks)
-        state["critic_targets"] = put(state["critic_targets"], index, target)
-        state["critic_masks"] = put(state["critic_masks"], index, masks)
-        state["critic_opt_states"] = put(state["critic_opt_states"], index, optimizer.init(online))
-    return state
+    """Alg. 2 l. 14-15 for both critic populations as one program (critic arrays have leading axes (2, K)): slot
+    (i, k) takes critic parents[i, k] of population i whole; a copy keeps the `zero_counts[i, k]` largest weights of
+    each layer, the same mask is applied to its copied target (so the Polyak target never holds weights the online
+    critic lacks) and it gets a fresh Adam state."""
+
+    def explore(critic: dict[str, Any], counts: jax.Array) -> dict[str, Any]:
+        masks = counted_masks(critic["critics"], counts, distribution)
+        online = apply_masks(critic["critics"], masks)
+        target = apply_masks(critic["critic_targets"], masks)
+        return {"critics": online, "critic_targets": target, "critic_masks": masks,
+                "critic_opt_states": optimizer.init(online)}  # fmt: skip
+
+    def renew_slot(slot: tuple[dict[str, Any], jax.Array, jax.Array]) -> dict[str, Any]:
+        critic, counts, copy = slot  # an original keeps its critic, target, mask and Adam state
+        return jax.lax.cond(copy, explore, lambda critic, _: critic, critic, counts)
+
+    renewed = [  # slot after slot: only copies are pruned
+        jax.lax.map(renew_slot, (take(take(critics, i), parents[i]), zero_counts[i], is_copy[i])) for i in range(2)
+    ]
+    return jax.tree.map(lambda *populations: jnp.stack(populations), *renewed)
 
 
 def population_step(
@@ -453,22 +463,33 @@ def population_step(
     """Alg. 2 l. 13-16, every P steps: for each critic population i separately, exploitation by tournaments (l. 14)
     and exploration of the copies by Eq. 3 (l. 15); then all cumulated losses are reset (l. 16). Slot 0 of each new
     population is the critic of lowest L (NaN counts as the worst), so after the reset psi_i = 0 keeps the agent on
-    the best critics. Returns the new state, the new nominal sparsities (2, K) and the two population.jsonl events."""
+    the best critics. The plans are drawn on the host (the run's NumPy generator), the critics renewed by one XLA
+    program. Returns the new state, the new nominal sparsities (2, K) and the two population.jsonl events."""
     losses = np.asarray(state["cumulated_losses"], dtype=np.float64)
-    new_sparsities = np.array(sparsities, dtype=np.float64)
-    events = []
+    plans = []  # population 1's draws, then population 2's
     for i in range(2):
-        best = int(np.argmin(np.nan_to_num(losses[i], nan=np.inf)))
-        parents, after, is_copy = plan_next_population(
+        plans.append(plan_next_population(
             losses[i], sparsities[i], step, args.total_timesteps, args.pruning_period, args.tournament_size,
             args.u_max, args.s_max, rng,
-        )  # fmt: skip
-        state = renew_population(state, i, parents, after, is_copy, optimizer, args.sparsity_distribution)
-        events.append({"global_step": step, "critic": i + 1, "losses": losses[i].tolist(),
-                       "sparsities_before": np.asarray(sparsities[i]).tolist(), "target_index": best,
-                       "parents": parents.tolist(), "sparsities_after": after.tolist()})  # fmt: skip
-        new_sparsities[i] = after
-    state = {**state, "cumulated_losses": jnp.zeros_like(state["cumulated_losses"])}  # l. 16: psi_i = 0, the best
+        ))  # fmt: skip
+    parents, new_sparsities, is_copy = (np.array(column) for column in zip(*plans, strict=True))
+    shapes = prunable_shapes(jax.eval_shape(take, state["critics"], (0, 0)))  # the kernels of one critic
+    zero_counts = [
+        [layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in row] for row in new_sparsities
+    ]
+    names = ("critics", "critic_targets", "critic_masks", "critic_opt_states")
+    critics = renew_populations(
+        {name: state[name] for name in names}, parents, np.array(zero_counts), is_copy, optimizer,
+        args.sparsity_distribution,
+    )  # fmt: skip
+    events = [
+        {"global_step": step, "critic": i + 1, "losses": losses[i].tolist(),
+         "sparsities_before": np.asarray(sparsities[i]).tolist(),
+         "target_index": int(np.argmin(np.nan_to_num(losses[i], nan=np.inf))),
+         "parents": parents[i].tolist(), "sparsities_after": new_sparsities[i].tolist()}
+        for i in range(2)
+    ]  # fmt: skip
+    state = {**state, **critics, "cumulated_losses": jnp.zeros_like(state["cumulated_losses"])}  # l. 16: psi_i = 0
     return state, new_sparsities, events
 
 

@@ -11,6 +11,7 @@ online network every T steps. Baselines of the paper, all from this one file (fl
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import math
@@ -358,48 +359,53 @@ def layer_densities(shapes: list[tuple[int, ...]], sparsity: float, distribution
 
 
 def layer_zero_counts(shapes: list[tuple[int, ...]], sparsity: float, distribution: str) -> list[int]:
-    """Exact number of weights to zero in each prunable layer."""
+    """Exact number of weights to zero in each prunable layer (`global`: one count for all of them together)."""
+    if distribution == "global":
+        return [int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))]
     densities = layer_densities(shapes, sparsity, distribution)
     return [int(np.rint((1.0 - d) * np.prod(s))) for s, d in zip(shapes, densities, strict=True)]
 
 
-def _keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
-    """Boolean mask keeping all but the `num_zeros` smallest entries (ties broken by position: exact count)."""
-    order = jnp.argsort(magnitudes, stable=True)
-    keep = jnp.arange(magnitudes.size) >= num_zeros
-    return jnp.zeros(magnitudes.size, dtype=bool).at[order].set(keep)
+def keep_largest(magnitudes: jax.Array, num_zeros: jax.Array) -> jax.Array:
+    """Boolean mask keeping all but the `num_zeros` smallest of the float32 `magnitudes` (>= 0), ties broken by
+    position (the earlier one is pruned), so that exactly `num_zeros` entries are False: the mask a stable sort gives,
+    in linear time. Non-negative floats order like their int32 bit patterns, so a binary search over those patterns
+    finds the smallest threshold with at least `num_zeros` magnitudes at or below it, one counting pass per bit."""
+    bits = jax.lax.bitcast_convert_type(magnitudes, jnp.int32)
+
+    def halve(_: int, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        low, high = bounds
+        middle = low + (high - low) // 2
+        enough = jnp.sum(bits <= middle) >= num_zeros
+        return jnp.where(enough, low, middle + 1), jnp.where(enough, middle, high)
+
+    threshold, _ = jax.lax.fori_loop(0, 31, halve, (jnp.int32(0), jnp.int32(np.iinfo(np.int32).max)))
+    ties = bits == threshold  # the first (num_zeros - #below) of them are pruned
+    return (bits > threshold) | (ties & (jnp.cumsum(ties) > num_zeros - jnp.sum(bits < threshold)))
 
 
-@jax.jit
-def layerwise_masks(params: Any, zero_counts: list[jax.Array]) -> Any:
-    """Masks with `zero_counts[l]` zeros in prunable layer l, by weight magnitude; biases keep an all-True mask."""
+@functools.partial(jax.jit, static_argnames="distribution")
+def counted_masks(params: Any, zero_counts: jax.Array, distribution: str) -> Any:
+    """Masks zeroing the `zero_counts[l]` smallest-magnitude weights of prunable layer l (`global`: the
+    `zero_counts[0]` smallest of all of them, one threshold); biases keep an all-True mask."""
     leaves, treedef = jax.tree.flatten(params)
-    counts = iter(zero_counts)
-    masks = [
-        _keep_largest(jnp.abs(w).ravel(), next(counts)).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool)
-        for w in leaves
-    ]
-    return jax.tree.unflatten(treedef, masks)
-
-
-@jax.jit
-def global_masks(params: Any, num_zeros: jax.Array) -> Any:
-    """Masks with `num_zeros` zeros over all prunable layers together (one magnitude threshold)."""
-    leaves, treedef = jax.tree.flatten(params)
-    kernels = [w for w in leaves if is_prunable(w)]
-    keep = _keep_largest(jnp.concatenate([jnp.abs(w).ravel() for w in kernels]), num_zeros)
-    splits = iter(jnp.split(keep, np.cumsum([w.size for w in kernels])[:-1]))
-    masks = [next(splits).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
+    kernels = [jnp.abs(w).ravel() for w in leaves if is_prunable(w)]
+    if distribution == "global":
+        keep = jnp.split(
+            keep_largest(jnp.concatenate(kernels), zero_counts[0]), np.cumsum([k.size for k in kernels])[:-1]
+        )
+    else:
+        keep = [keep_largest(kernel, count) for kernel, count in zip(kernels, zero_counts, strict=True)]
+    keep = iter(keep)
+    masks = [next(keep).reshape(w.shape) if is_prunable(w) else jnp.ones_like(w, bool) for w in leaves]
     return jax.tree.unflatten(treedef, masks)
 
 
 def magnitude_masks(params: Any, sparsity: float, distribution: str) -> Any:
     """Masks that zero the smallest-magnitude weights so that the prunable weights reach `sparsity`."""
-    shapes = prunable_shapes(params)
-    if distribution == "global":
-        return global_masks(params, jnp.asarray(int(np.rint(sparsity * sum(np.prod(s) for s in shapes)))))
-    counts = [jnp.asarray(c) for c in layer_zero_counts(shapes, sparsity, distribution)]
-    return layerwise_masks(params, counts)
+    return counted_masks(
+        params, jnp.asarray(layer_zero_counts(prunable_shapes(params), sparsity, distribution)), distribution
+    )
 
 
 def apply_masks(params: Any, masks: Any) -> Any:

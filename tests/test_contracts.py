@@ -25,7 +25,8 @@ SHARED_EVERYWHERE = [
     "prunable_shapes",
     "layer_densities",
     "layer_zero_counts",
-    "_keep_largest",
+    "keep_largest",
+    "counted_masks",
     "magnitude_masks",
     "apply_masks",
     "measured_sparsity",
@@ -44,7 +45,7 @@ SHARED_WITH_REPLAY = ["Run.save_checkpoint", "Run.resume"]
 OFFLINE = ["eaudecql_atari_jax", "polyprune_cql_atari_jax"]
 SHARED_EAUDE = ["tournament_selection", "exploration_sparsity", "plan_next_population"]
 EAUDE_DISCRETE = ["eaudedqn_atari_jax", "eaudedqn_jax", "eaudecql_atari_jax"]
-SHARED_EAUDE_DISCRETE = ["population_step", "init_learner"]  # Alg. 1 l. 1 and l. 12-16
+SHARED_EAUDE_DISCRETE = ["population_step", "renew_population", "init_learner"]  # Alg. 1 l. 1 and l. 12-16
 SHARED_POLYPRUNE = ["polynomial_sparsity"]
 SHARED_ATARI = ["MACHADO_PROTOCOL", "zero_fill_reset_frames", "QNetwork", "HEAD_WIDTHS"]
 ONLINE_DISCRETE = ["eaudedqn_atari_jax", "polyprune_dqn_atari_jax", "eaudedqn_jax", "polyprune_dqn_jax"]

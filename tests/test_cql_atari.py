@@ -895,3 +895,31 @@ def test_eaudecql_ctrl_c_in_a_real_run_then_resume_from_the_previous_checkpoint(
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: --resume:") and "state.msgpack is damaged" in result.stderr
+
+
+def stable_sort_mask(magnitudes: np.ndarray, num_zeros: int) -> np.ndarray:
+    """The definition keep_largest must meet: all but the `num_zeros` smallest magnitudes, ties pruned in order of
+    position (what a stable sort gives)."""
+    keep = np.ones(magnitudes.size, dtype=bool)
+    keep[np.argsort(magnitudes, kind="stable")[:num_zeros]] = False
+    return keep
+
+
+def selection_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    distinct = np.abs(rng.normal(size=301)).astype(np.float32)
+    ties = np.round(np.abs(rng.normal(size=301)), 1) * (rng.random(301) > 0.6)  # pruned weights are exact zeros
+    wide = np.array([0.0, np.inf, 1e-45, 3e38, 0.0, 1e-45, 1.0, 2.0**-126, 3e38, 0.0], np.float32)
+    return [distinct, ties.astype(np.float32), np.full(64, 0.5, np.float32), wide]
+
+
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudecql", "polyprune_cql"])
+def test_keep_largest_is_the_stable_sort_mask(module) -> None:
+    """The linear-time selection behind every mask gives the mask of a stable sort, at counts 0, 1, n - 1 and n,
+    on magnitudes with many exact ties, on a single repeated value and over the whole float32 range."""
+    select = jax.jit(module.keep_largest)
+    for magnitudes in selection_cases():
+        n = magnitudes.size
+        for num_zeros in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            mask = np.asarray(select(jnp.asarray(magnitudes), jnp.asarray(num_zeros)))
+            np.testing.assert_array_equal(mask, stable_sort_mask(magnitudes, num_zeros), f"{n} {num_zeros}")

@@ -895,3 +895,31 @@ def test_eaudedqn_learns_cartpole_and_prunes(tmp_path: Path) -> None:
     assert eaude_return >= MIN_RETURN, report
     assert eaude_sparsity >= MIN_SPARSITY, report
     assert results["near-dense (U_max 1e-6)"][1] < 0.01, report  # the comparison run is indeed (nearly) dense
+
+
+def stable_sort_mask(magnitudes: np.ndarray, num_zeros: int) -> np.ndarray:
+    """The definition keep_largest must meet: all but the `num_zeros` smallest magnitudes, ties pruned in order of
+    position (what a stable sort gives)."""
+    keep = np.ones(magnitudes.size, dtype=bool)
+    keep[np.argsort(magnitudes, kind="stable")[:num_zeros]] = False
+    return keep
+
+
+def selection_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    distinct = np.abs(rng.normal(size=301)).astype(np.float32)
+    ties = np.round(np.abs(rng.normal(size=301)), 1) * (rng.random(301) > 0.6)  # pruned weights are exact zeros
+    wide = np.array([0.0, np.inf, 1e-45, 3e38, 0.0, 1e-45, 1.0, 2.0**-126, 3e38, 0.0], np.float32)
+    return [distinct, ties.astype(np.float32), np.full(64, 0.5, np.float32), wide]
+
+
+@pytest.mark.parametrize("module", [classic], ids=["eaudedqn_jax"])
+def test_keep_largest_is_the_stable_sort_mask(module) -> None:
+    """The linear-time selection behind every mask gives the mask of a stable sort, at counts 0, 1, n - 1 and n,
+    on magnitudes with many exact ties, on a single repeated value and over the whole float32 range."""
+    select = jax.jit(module.keep_largest)
+    for magnitudes in selection_cases():
+        n = magnitudes.size
+        for num_zeros in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            mask = np.asarray(select(jnp.asarray(magnitudes), jnp.asarray(num_zeros)))
+            np.testing.assert_array_equal(mask, stable_sort_mask(magnitudes, num_zeros), f"{n} {num_zeros}")

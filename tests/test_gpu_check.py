@@ -48,6 +48,11 @@ def check_smoke_output(out: Path) -> None:
     assert "| Training time | x" in table2 and "Not measured" not in table2
     throughput = (out / "throughput.md").read_text()
     assert throughput.count("a GPU row only (--smoke)") == 4
+    # the population step and PolyPrune's mask update of every pruning script, timed alone
+    steps = {(r["script"], r["size"]): r for r in results["population_steps"]}
+    assert sorted(steps) == sorted((script, "small") for script in gpu_check.throughput.PRUNING_SCRIPTS)
+    assert all(r["seconds"] > 0 and r["kernel_weights"] > 0 for r in steps.values())
+    assert "| eaudedqn_atari_jax | population step | small | 325,824 |" in throughput
     assert "identical" in (out / "determinism.md").read_text()
     assert "--smoke" in (out / "machine.md").read_text()
 

@@ -354,7 +354,11 @@ def test_copy_prunes_online_and_target_with_one_mask_and_resets_adam():
         state, _ = train_step(state, random_batch(rng), jax.random.PRNGKey(0))
     before = jax.tree.map(np.asarray, state)
     parents, new_sparsities, is_copy = np.array([2, 2, 0]), np.array([0.0, 0.4, 0.0]), np.array([False, True, False])
-    new = eaude.renew_population(state, 1, parents, new_sparsities, is_copy, optimizer, "erk")
+    shapes = eaude.prunable_shapes(eaude.take(state["critics"], (0, 0)))
+    zero_counts = [[eaude.layer_zero_counts(shapes, s, "erk") for s in row] for row in (np.zeros(3), new_sparsities)]
+    names = ("critics", "critic_targets", "critic_masks", "critic_opt_states")
+    plan = (np.array([[0, 1, 2], parents]), np.array(zero_counts), np.array([[False] * 3, is_copy]))  # 0 kept as is
+    new = {**state, **eaude.renew_populations({name: state[name] for name in names}, *plan, optimizer, "erk")}
 
     # population 1 (critic 2) slot 0 and 2 are the originals of 2 and 0, untouched, with their Adam states
     for slot, parent in ((0, 2), (2, 0)):
@@ -1210,3 +1214,31 @@ def test_eaudesac_learns_inverted_pendulum_and_prunes(tmp_path):
     assert best_eval(run_dir) >= LEARNED
     sparsity = [m["value"] for m in read_metrics(run_dir) if m["name"] == "sparsity/target"]
     assert sparsity[-1] > 0.1  # 0.26 measured
+
+
+def stable_sort_mask(magnitudes: np.ndarray, num_zeros: int) -> np.ndarray:
+    """The definition keep_largest must meet: all but the `num_zeros` smallest magnitudes, ties pruned in order of
+    position (what a stable sort gives)."""
+    keep = np.ones(magnitudes.size, dtype=bool)
+    keep[np.argsort(magnitudes, kind="stable")[:num_zeros]] = False
+    return keep
+
+
+def selection_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    distinct = np.abs(rng.normal(size=301)).astype(np.float32)
+    ties = np.round(np.abs(rng.normal(size=301)), 1) * (rng.random(301) > 0.6)  # pruned weights are exact zeros
+    wide = np.array([0.0, np.inf, 1e-45, 3e38, 0.0, 1e-45, 1.0, 2.0**-126, 3e38, 0.0], np.float32)
+    return [distinct, ties.astype(np.float32), np.full(64, 0.5, np.float32), wide]
+
+
+@pytest.mark.parametrize("module", [eaude, poly], ids=["eaudesac", "polyprune_sac"])
+def test_keep_largest_is_the_stable_sort_mask(module) -> None:
+    """The linear-time selection behind every mask gives the mask of a stable sort, at counts 0, 1, n - 1 and n,
+    on magnitudes with many exact ties, on a single repeated value and over the whole float32 range."""
+    select = jax.jit(module.keep_largest)
+    for magnitudes in selection_cases():
+        n = magnitudes.size
+        for num_zeros in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            mask = np.asarray(select(jnp.asarray(magnitudes), jnp.asarray(num_zeros)))
+            np.testing.assert_array_equal(mask, stable_sort_mask(magnitudes, num_zeros), f"{n} {num_zeros}")
