@@ -49,6 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import costs  # noqa: E402  (tools/costs.py: budgets, FLOP counts and the Table 2 tables, shared so both agree)
+import throughput  # noqa: E402  (tools/throughput.py: the population step's timing, the same as on a CPU)
 
 FILES = ("machine.md", "throughput.md", "table2.md", "determinism.md", "results.json")
 DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -228,6 +229,13 @@ def child(mode: str, argv: list[str]) -> None:
                     "update_sparse": {s: model.update(m) for s, m in moments.items()},
                     "action_sparse": {s: model.action(m) for s, m in moments.items()},
                 }
+    elif mode == "population":
+        sizes, repeats = argv[0].split(","), int(argv[1])
+        report["population"] = [
+            throughput.pruning_step(ROOT, script, size, repeats)
+            for script in throughput.PRUNING_SCRIPTS
+            for size in sizes
+        ]
     elif mode != "probe":
         costs.script(mode).main(argv)
     report["device"] = device_report()
@@ -393,6 +401,15 @@ def measure(plan: Plan, clock: Clock, workers: int, log: Callable[[str], None], 
             peak_device_bytes=device["peak_device_bytes"] if device["backend"] != "cpu" else None,
             run_dir=str(run_dir),
         )
+    # EauDe's population step and PolyPrune's mask update alone, per script and size (as tools/throughput.py times them)
+    sizes, repeats = ("small", 1) if plan.smoke else ("small,medium,large", 5)
+    log(f"population steps and mask updates, {sizes} ({clock.left():.0f} s left) ...")
+    population_env = plan.env(Config("population", "", costs.ALGORITHMS["eaudedqn"]), preallocate=False)
+    try:
+        report = run_child("population", [sizes, str(repeats)], population_env, tmp, plan.timeout(clock))
+        results["population_steps"] = report["population"]
+    except RunFailed as error:
+        results["population_steps"] = {"error": str(error)}
     counting.result()
     background.shutdown()
     runs = {key: Path(r["run_dir"]) for key, r in results.items() if isinstance(r, dict) and "run_dir" in r}
@@ -473,6 +490,19 @@ def throughput_table(plan: Plan, header: str) -> str:
             f"| {result['title']} | {env_id} | {result['layout']} | {result['sps']:.1f} | {result['steps']:,} | "
             f"{result['seconds']:.2f} | {ratio} | {gb(result['peak_device_bytes'])} | {gb(result['peak_rss_bytes'])} |"
         )
+    lines += [
+        "\n## Population step and mask update\n",
+        "EauDe's population step (K = 5, Alg. 1 l. 12-16 / Alg. 2 l. 13-16) and PolyPrune's mask update (to sparsity"
+        " 0.5), alone, as `tools/throughput.py --population-steps` times them: the median of the calls after the"
+        " first, and the first call, compilation included.\n",
+    ]
+    steps = plan.results.get("population_steps", {"error": "not run"})
+    if isinstance(steps, dict):
+        return "\n".join([*lines, f"not measured: {steps['error']}"]) + "\n"
+    lines += ["| script | what | network | kernel weights | seconds | first call (s) |", "|---|---|---|---|---|---|"]
+    for r in steps:
+        lines.append(f"| {r['script']} | {r['what']} | {r['size']} | {r['kernel_weights']:,} | {r['seconds']:.4f} | "
+                     f"{r['first_seconds']:.1f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -667,7 +697,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{key}: {status(r)}" for key, r in plan.results.items() if "family" in r and "omitted" not in r and status(r)
     ]
     problems += [
-        f"{key}: {r['error']}" for key, r in plan.results.items() if key in ("flops", "dataset") and "error" in r
+        f"{key}: {r['error']}"
+        for key, r in plan.results.items()
+        if key in ("flops", "dataset", "population_steps") and isinstance(r, dict) and "error" in r
     ]
     log(f"wrote {', '.join(FILES)} to {out} in {took:.0f} s")
     for problem in problems:

@@ -3,6 +3,7 @@
     uv run python tools/throughput.py                       # EauDeDQN, PolyPruneDQN, DQN on Pong-v5 (small net)
     uv run python tools/throughput.py --layouts             # K = 5 population step: unrolled loop vs jax.vmap
     uv run python tools/throughput.py --algos eaudesac polyprune_sac sac --env-id HalfCheetah-v5
+    uv run python tools/throughput.py --population-steps    # EauDe's population step, PolyPrune's mask update
 
 Each algorithm runs in a fresh child process (one at a time, so peak memory is its own) for a short budget; the
 learning-phase SPS is the env steps per second logged after learning starts, leaving out the first logging window
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,6 +116,83 @@ def population_layouts(sizes: list[str], num_networks: int, repeats: int) -> lis
     return rows
 
 
+# --population-steps: script -> (what is timed, network kind); the kernels are those of CartPole-v1 (4 inputs, 2 actions),
+# Atari (4 x 84 x 84 frames, 6 actions) and HalfCheetah-v5 (17 observations, 6 actions)
+PRUNING_SCRIPTS = {
+    "eaudedqn_jax": ("population step", "classic"),
+    "eaudedqn_atari_jax": ("population step", "atari"),
+    "eaudecql_atari_jax": ("population step", "atari"),
+    "eaudesac_mujoco_jax": ("population step", "mujoco"),
+    "polyprune_dqn_jax": ("mask update", "classic"),
+    "polyprune_dqn_atari_jax": ("mask update", "atari"),
+    "polyprune_sac_mujoco_jax": ("mask update", "mujoco"),
+}
+
+
+def pruning_step(script_dir: Path, script: str, size: str, repeats: int, num_networks: int = 5) -> dict:
+    """Seconds per EauDe population step (Alg. 1 l. 12-16 / Alg. 2 l. 13-16, K networks, losses 1..K so that the
+    tournaments make copies, half-way through a 500k-step run) or per PolyPrune mask update (to sparsity 0.5), called
+    as the script's loop calls it, on freshly initialised networks of the script in `script_dir`. The first call
+    (compilation included) is reported apart; the time is the median of `repeats` further calls."""
+    import importlib.util
+
+    import jax
+    import numpy as np
+    import optax
+
+    spec = importlib.util.spec_from_file_location(f"{script}_{abs(hash(script_dir))}", script_dir / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kind = PRUNING_SCRIPTS[script][1]
+    key, optimizer, args = jax.random.PRNGKey(0), optax.adam(1e-4), module.Args()
+    if kind == "mujoco":
+        actor, critic = module.Actor(action_dim=6), module.Critic(width=module.CRITIC_WIDTHS[size])
+        init = (actor, critic, optimizer, 17, 6) + ((num_networks,) if script.startswith("eaude") else ())
+        state = module.init_state(*init, key)
+        params = module.take(state["critics"], (0, 0) if script.startswith("eaude") else 0)
+    else:
+        if kind == "classic":
+            network, dummy = module.QNetwork(action_dim=2, hidden_width=module.HIDDEN_WIDTHS[size]), np.zeros((1, 4))
+        else:
+            network = module.QNetwork(action_dim=6, head_width=module.HEAD_WIDTHS[size])
+            dummy = np.zeros((1, 4, 84, 84), np.uint8)
+        if script.startswith("eaude"):
+            state = module.init_learner(network, optimizer, key, num_networks, dummy)
+            params = module.take(state["params"], 0)
+        else:
+            state = module.init_learner(network, optimizer, key, dummy)
+            params = state["params"]
+    rng = np.random.default_rng(0)
+    if script == "eaudesac_mujoco_jax":
+        args.total_timesteps = 500_000
+        state["cumulated_losses"] = jax.numpy.tile(jax.numpy.arange(1.0, num_networks + 1), (2, 1))
+        sparsities = np.zeros((2, num_networks))
+        call = lambda: module.population_step(state, sparsities, 250_000, args, optimizer, rng)[0]  # noqa: E731
+    elif script.startswith("eaude"):
+        state["cumulated_losses"] = jax.numpy.arange(1.0, num_networks + 1)
+        sparsities = np.zeros(num_networks)
+        call = lambda: module.population_step(state, sparsities, 250_000, 500_000, args, optimizer, rng)[0]  # noqa: E731
+    elif kind == "mujoco":
+        call = lambda: module.prune_pair(state, 0.5, args.sparsity_distribution)  # noqa: E731
+    else:
+
+        def call() -> Any:
+            masks = module.magnitude_masks(state["params"], 0.5, args.sparsity_distribution)
+            return module.apply_masks(state["params"], masks), masks
+
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - start)
+    kernels = sum(int(np.prod(s)) for s in module.prunable_shapes(params))
+    return {"script": script, "what": PRUNING_SCRIPTS[script][0], "size": size, "kernel_weights": kernels,
+            "seconds": float(np.median(times)), "first_seconds": first}  # fmt: skip
+
+
 def machine() -> str:
     import os
 
@@ -133,7 +212,36 @@ def main() -> None:
     parser.add_argument("--layouts", action="store_true", help="time the population step layouts instead")
     parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=["small", "medium", "large"])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--population-steps",
+        action="store_true",
+        help="time EauDe's population step and PolyPrune's mask update per script and --sizes",
+    )
+    parser.add_argument("--scripts", nargs="+", default=list(PRUNING_SCRIPTS), choices=PRUNING_SCRIPTS)
+    parser.add_argument(
+        "--script-dir",
+        type=Path,
+        default=ROOT,
+        help="the checkout whose scripts --population-steps times (default: this one)",
+    )
     args = parser.parse_args()
+
+    if args.population_steps:
+        import jax
+
+        print(
+            f"\nPopulation step (K = 5) and mask update, median of {args.repeats} calls after the first; "
+            f"{jax.default_backend()} ({machine()}); scripts of {args.script_dir.resolve()}\n"
+        )
+        print("| script | what | network | kernel weights | seconds | first call (s) |")
+        print("|---|---|---|---|---|---|")
+        for script in args.scripts:
+            for size in args.sizes:
+                print(f"timing {script} {size} ...", file=sys.stderr, flush=True)
+                r = pruning_step(args.script_dir, script, size, args.repeats)
+                print(f"| {r['script']} | {r['what']} | {size} | {r['kernel_weights']:,} | {r['seconds']:.3f} "
+                      f"| {r['first_seconds']:.1f} |", flush=True)  # fmt: skip
+        return
 
     if args.layouts:
         import jax
