@@ -229,18 +229,19 @@ def main() -> None:
     if args.population_steps:
         import jax
 
-        print(
-            f"\nPopulation step (K = 5) and mask update, median of {args.repeats} calls after the first; "
-            f"{jax.default_backend()} ({machine()}); scripts of {args.script_dir.resolve()}\n"
-        )
-        print("| script | what | network | kernel weights | seconds | first call (s) |")
-        print("|---|---|---|---|---|---|")
+        print(f"\nPopulation step (K = 5) and mask update: seconds per call, the median of {args.repeats} calls after "
+              f"the first; {jax.default_backend()} ({machine()})\n")  # fmt: skip
+        sizes = " | ".join(f"{size} (s)" for size in args.sizes)
+        print(f"| script | what | {sizes} | first call, {args.sizes[-1]} (s) | kernel weights, {args.sizes[-1]} |")
+        print("|---|---|" + "---|" * (len(args.sizes) + 2))
         for script in args.scripts:
+            rows = []
             for size in args.sizes:
                 print(f"timing {script} {size} ...", file=sys.stderr, flush=True)
-                r = pruning_step(args.script_dir, script, size, args.repeats)
-                print(f"| {r['script']} | {r['what']} | {size} | {r['kernel_weights']:,} | {r['seconds']:.3f} "
-                      f"| {r['first_seconds']:.1f} |", flush=True)  # fmt: skip
+                rows.append(pruning_step(args.script_dir, script, size, args.repeats))
+            seconds = " | ".join(f"{r['seconds']:.3f}" for r in rows)
+            print(f"| {script} | {rows[0]['what']} | {seconds} | {rows[-1]['first_seconds']:.1f} "
+                  f"| {rows[-1]['kernel_weights']:,} |", flush=True)  # fmt: skip
         return
 
     if args.layouts:
