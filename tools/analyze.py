@@ -1075,6 +1075,27 @@ def paper_claims(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) ->
     return list(claims.values())
 
 
+def leave_one_seed_out(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> dict[str, dict[int, str]]:
+    """How much each verdict at the paper's clock hangs on one seed: {claim id: {seed: verdict}}, the verdict
+    recomputed by the same rules with every run of that seed left out, for each seed of the paper's-clock runs in
+    turn. A cell left with fewer than MIN_SEEDS seeds drops out, as it would have before its seeds were run."""
+    seeds = sorted({run.seed for run in runs if run.problem is None and clock_steps(run) >= PAPER_CLOCK})
+    verdicts: dict[str, dict[int, str]] = defaultdict(dict)
+    for seed in seeds:
+        for claim in paper_claims([run for run in runs if run.seed != seed], num_points, reps):
+            if claim["section"] == "paper_clock":
+                verdicts[claim["id"]][seed] = claim["verdict"]
+    return dict(verdicts)
+
+
+def agreement(verdict: str, without: dict[int, str]) -> str:
+    """ "4 of 5 agree (without seed 2: inconclusive at this scale)": how many leave-one-seed-out verdicts are the full
+    one, and the others with the seed left out."""
+    others = [f"without seed {seed}: {v}" for seed, v in sorted(without.items()) if v != verdict]
+    text = f"{len(without) - len(others)} of {len(without)} agree"
+    return f"{text} ({'; '.join(others)})" if others else text
+
+
 def provenance(runs: Sequence[Run]) -> list[str]:
     """Where the runs came from, read from their config.json: scripts' git commits, package versions, JAX backend and,
     when recorded, the machine."""
@@ -1098,7 +1119,7 @@ def _fmt(est: float, lo: float, hi: float, digits: int) -> str:
     return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def _claims_markdown(claims: Sequence[dict]) -> list[str]:
+def _claims_markdown(claims: Sequence[dict], leave_one_out: dict[str, dict[int, str]] | None = None) -> list[str]:
     lines: list[str] = []
     clock = f"{PAPER_CLOCK:,}".replace(",", " ")
     intros = {
@@ -1114,8 +1135,15 @@ def _claims_markdown(claims: Sequence[dict]) -> list[str]:
         if not sclaims:
             continue
         lines += [f"## The paper's claims, {label}", "", intros[section], ""]
-        lines += ["| claim | verdict |", "|---|---|"]
-        lines += [f"| {c['id']}: {c['claim']} | **{c['verdict']}** |" for c in sclaims]
+        if section == "paper_clock" and leave_one_out:
+            lines += ["| claim | verdict | verdicts with one seed left out |", "|---|---|---|"]
+            lines += [
+                f"| {c['id']}: {c['claim']} | **{c['verdict']}** | {agreement(c['verdict'], leave_one_out[c['id']])} |"
+                for c in sclaims
+            ]
+        else:
+            lines += ["| claim | verdict |", "|---|---|"]
+            lines += [f"| {c['id']}: {c['claim']} | **{c['verdict']}** |" for c in sclaims]
         lines += [
             "",
             "Each verdict combines cells (env x size, runs of the same training length only): supported when every "
@@ -1125,7 +1153,13 @@ def _claims_markdown(claims: Sequence[dict]) -> list[str]:
             "population steps (target updates; for SAC population steps) logged in population.jsonl, counted as "
             "distinct logged steps, the fewest over the row's EauDe runs (the warm-up logs none, so n is below "
             "t_final / T); cap: 1 - (1 - S_max)^n with S_max from the runs' config.json, the highest sparsity "
-            "Eq. 3 allows after n steps.",
+            "Eq. 3 allows after n steps."
+            + (
+                " Verdicts with one seed left out: the same rules with every run of one seed left out, for each seed in"
+                " turn (`leave_one_seed_out`); a cell left with fewer seeds than it needs drops out."
+                if section == "paper_clock" and leave_one_out
+                else ""
+            ),
             "",
         ]
         for c in sclaims:
@@ -1241,6 +1275,7 @@ def write_summary(
     origin: Sequence[str] = (),
     notes: str = "",
     cleanrl: Sequence[dict] = (),
+    leave_one_out: dict[str, dict[int, str]] | None = None,
 ) -> Path:
     """summary.md: the claims' verdicts, run counts, final IQM scores and sparsities with CIs, per-env tables,
     figure list and where the runs came from."""
@@ -1258,7 +1293,7 @@ def write_summary(
     if origin:
         lines += ["Where the runs came from (their config.json):", ""] + [f"* {line}" for line in origin] + [""]
     if claims:
-        lines += _claims_markdown(claims)
+        lines += _claims_markdown(claims, leave_one_out)
     if cleanrl:
         lines += _cleanrl_markdown(cleanrl)
     if notes:  # the reader's guide to these numbers, written by hand (--notes)
@@ -1360,6 +1395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = make_figures(result, runs, args.output_dir)
     result["claims"] = paper_claims(runs, num_points=args.num_points, reps=args.reps)
     result["cleanrl"] = cleanrl_comparison(runs, num_points=args.num_points, reps=args.reps)
+    result["leave_one_out"] = leave_one_seed_out(runs, num_points=args.num_points, reps=args.reps)
     (args.output_dir / "summary.json").write_text(json.dumps(_nan_to_none(result), indent=1))
     counted_runs = [r for r in runs if r.problem is None]
     summary = write_summary(
@@ -1372,7 +1408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         provenance(counted_runs),
         args.notes.read_text() if args.notes else "",
         result["cleanrl"],
+        result["leave_one_out"],
     )
+    for claim in result["claims"]:
+        if claim["section"] == "paper_clock" and claim["rows"]:
+            without = result["leave_one_out"][claim["id"]]
+            print(f"{claim['id']} {claim['verdict']}; one seed left out: {agreement(claim['verdict'], without)}")
     counted = len(runs) - len(result["excluded"])
     print(f"{counted} runs ({len(result['excluded'])} excluded) -> {len(figures)} figures and {summary}")
     return 0
