@@ -617,8 +617,6 @@ def test_training_lengths_never_share_a_setting(tmp_path: Path) -> None:
     assert "dqn_classic_t8k_oracle.png" in names and not any(
         n.endswith("_oracle.png") and "t8k" not in n for n in names
     )
-    # cpu-clock draws six methods' sparsity schedules (EauDe at 3 U_max, PolyPrune, its oracle, dense) per colour.
-    assert len(set(map(str, analyze.LINE_STYLES))) == len(analyze.LINE_STYLES) >= 6
     summary = (out / "summary.md").read_text()
     assert "## Classic control (DQN), 8k environment steps\n" in summary
     assert "![dqn_classic_t8k_sparsity_schedule](dqn_classic_t8k_sparsity_schedule.png)" in summary
