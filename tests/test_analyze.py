@@ -263,11 +263,11 @@ def test_cli_writes_figures_and_summary(runs_dir: Path, tmp_path: Path) -> None:
     names = {p.name for p in out.glob("*.png")}
     assert names == {
         f"dqn_{k}.png"
-        for k in ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity", "population")
+        for k in ("overview", "return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity", "population")
     } | {
         f"sac_{env}_{k}.png"
         for env in ("Ant-v5", "Hopper-v5")
-        for k in ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity")
+        for k in ("overview", "return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity")
     }
     assert all((out / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
     summary = (out / "summary.md").read_text()

@@ -8,6 +8,9 @@ writes, per setting present (Atari online DQN, Atari offline CQL, MuJoCo SAC, cl
 training length / protocol suffix of the exp name, so `<setting>` is e.g. `dqn` (no suffix), `sac_p100_t100k` or, for
 raw returns of several envs, one per env, `dqn_classic_t500k_CartPole-v1`; runs of two variants never share a grid):
 
+* `<setting>_overview.png`: the result in one look (Fig. 1 and 5 in one): the sparsity EauDe (U_max = 3) discovers
+  beside PolyPrune's fixed schedule (s_F = 0.95), above the returns of EauDe, PolyPrune and the dense network, a
+  column per network size;
 * `<setting>_return_iqm.png`: IQM over all runs (envs x seeds) of the human-normalised score (Atari) or raw return
   (others) against steps, with 95% stratified bootstrap confidence intervals, a column per network size and a row per
   method, the dense network's IQM dashed in each (Fig. 4, 6, 7);
@@ -156,6 +159,7 @@ RETURN_METRICS = {
     "sac": ("eval/episodic_return", "charts/episodic_return"),
 }
 FIGURE_KINDS = (
+    "overview",
     "return_iqm",
     "sparsity_schedule",
     "final_sparsity",
@@ -904,6 +908,20 @@ def _quantity_figure(st: _Setting, heading: str, rows: Sequence[tuple[str, str, 
     return fig
 
 
+def _overview_figure(st: _Setting):
+    """The front page (the paper's Fig. 1 and 5 in one): the sparsity EauDe discovers beside PolyPrune's fixed
+    schedule, above the returns of EauDe, PolyPrune and the dense network, per network size."""
+    sparsity = st.curves("eaude", "polyprune", main_only=True, quantity="sparsity")
+    score = st.curves("eaude", "polyprune", "dense", main_only=True)
+    if not any(st.styles[c["method"]].kind == "eaude" for c in sparsity):
+        return None
+    rows = [("sparsity", "sparsity (IQM)", sparsity), ("score", f"{st.score_label} (IQM)", score)]
+    heading = f"EauDe{st.name}'s sparsity and {st.score_label}"
+    if any(st.styles[c["method"]].kind == "polyprune" for c in sparsity):
+        heading = f"EauDe{st.name} discovers its sparsity, PolyPrune{st.name} follows a fixed one"
+    return _quantity_figure(st, heading, rows, _sizes(sparsity + score))
+
+
 def _return_figure(st: _Setting):
     """IQM return of every method but PolyPrune's oracle (its own figure) per network size (Fig. 4, 6, 7), a row per
     method: returns are noisy and several methods on one panel hide each other, so each has its panel, with the
@@ -1129,6 +1147,7 @@ def _population_figure(st: _Setting):
 
 
 FIGURE_DRAWERS: dict[str, Callable[[_Setting], object]] = {
+    "overview": _overview_figure,
     "return_iqm": _return_figure,
     "sparsity_schedule": _schedule_figure,
     "final_sparsity": _final_sparsity_figure,
