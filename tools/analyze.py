@@ -44,7 +44,8 @@ that saved its `<exp_name>.cleanrl_model` is finished, and a run without a budge
 
 Every curve figure draws each seed as a thin line under the IQM and its interval; methods are named in words
 (EauDeDQN (U_max = 10), PolyPruneDQN (s_F = 0.95), DQN (dense)) with one colour each across all figures, the legend
-below the panels, PNG at 200 dpi.
+below the panels. `--format png,pdf` (or svg) writes each figure in each format: PNG at 200 dpi, PDF and SVG as vector
+files with their text kept as text.
 """
 
 from __future__ import annotations
@@ -660,6 +661,7 @@ def _budget_title(sruns: Sequence[Run], family: str, x_label: str) -> str:
 # Every figure is a paper's text width wide (7.5 in). GitHub shows an image at most as wide as the README's column
 # (about 830 CSS px, 8.6 in at 96 px per inch), so a figure is shown at about 1.1 times its size and no font below
 # (9 pt at least) is shown smaller than 9 pt; 200 dpi makes the PNG 1 500 px across, sharp on a 2x screen.
+FIGURE_FORMATS = ("png", "pdf", "svg")
 FIGURE_WIDTH = 7.5
 PNG_DPI = 200
 FIGURE_STYLE = {
@@ -676,6 +678,9 @@ FIGURE_STYLE = {
     "grid.alpha": 0.3,
     "grid.linewidth": 0.6,
     "legend.frameon": False,
+    "pdf.fonttype": 42,  # TrueType: publishers reject the Type 3 fonts matplotlib embeds by default
+    "svg.fonttype": "none",  # SVG text stays text, editable in a figure editor
+    "svg.hashsalt": "eaudeqn",  # and its element ids do not change from one drawing to the next
 }
 # One colour per method in every figure (Okabe-Ito, told apart with colour blindness too): EauDe blue, PolyPrune
 # vermilion, PolyPrune's oracle green, the dense network grey. EauDe's other U_max regimes are other blues and
@@ -1157,9 +1162,9 @@ FIGURE_DRAWERS: dict[str, Callable[[_Setting], object]] = {
 }
 
 
-def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
-    """Write the PNG figures of every setting (FIGURE_KINDS that have data); return their paths, setting by setting in
-    FIGURE_KINDS order."""
+def make_figures(result: dict, runs: Sequence[Run], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write the figures of every setting (FIGURE_KINDS that have data), each in every one of `formats` (png, pdf,
+    svg); return their paths, setting by setting in FIGURE_KINDS order."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1169,6 +1174,8 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
     # Bins where no seed has data yet are NaN on purpose; numpy's warnings about them are noise.
     warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
     warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+    # No date in the PDF and SVG files: the same runs redraw the same bytes.
+    metadata = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
     with plt.rc_context(FIGURE_STYLE):
         for setting, s in result["settings"].items():
             st = _Setting(s, runs)
@@ -1176,9 +1183,10 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
                 fig = FIGURE_DRAWERS[kind](st)
                 if fig is None:
                     continue
-                path = out / f"{setting}_{kind}.png"
-                fig.savefig(path, dpi=PNG_DPI)
-                written.append(path)
+                for fmt in formats:
+                    path = out / f"{setting}_{kind}.{fmt}"
+                    fig.savefig(path, dpi=PNG_DPI, metadata=metadata.get(fmt))
+                    written.append(path)
                 plt.close(fig)
     return written
 
@@ -1636,8 +1644,14 @@ def write_summary(
                     cells.append(f"{np.nanmean(v):.3f}" if v and not all(math.isnan(x) for x in v) else "")
                 lines.append(f"| {env} | " + " | ".join(cells) + " |")
             lines.append("")
-        figs = [p for p in figures if p.stem in {f"{setting}_{kind}" for kind in FIGURE_KINDS}]
-        lines += [f"![{p.stem}]({p.name})" for p in figs] + [""]
+        for stem in (f"{setting}_{kind}" for kind in FIGURE_KINDS):
+            # One entry per figure: GitHub shows a PNG (or SVG) in the page, a PDF only behind a link.
+            drawn = {p.suffix: p for p in figures if p.stem == stem}
+            if shown := drawn.get(".png") or drawn.get(".svg"):
+                lines.append(f"![{stem}]({shown.name})")
+            elif ".pdf" in drawn:
+                lines.append(f"[{stem} (PDF)]({drawn['.pdf'].name})")
+        lines.append("")
     path = out / "summary.md"
     path.write_text("\n".join(lines))
     return path
@@ -1658,6 +1672,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder holding the run folders")
     parser.add_argument("--output-dir", type=Path, default=Path("figures"), help="where figures and summary go")
+    parser.add_argument(
+        "--format",
+        default="png",
+        help=f"comma list of the figures' file formats, of {', '.join(FIGURE_FORMATS)} (png,pdf: vector copies for a paper)",
+    )
     parser.add_argument("--num-points", type=int, default=40, help="points of the common step grid of the curves")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per confidence interval")
     parser.add_argument("--env-ids", default=None, help="comma list: only these env ids")
@@ -1670,6 +1689,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--notes", type=Path, default=None, help="Markdown file placed in summary.md after the claims")
     args = parser.parse_args(argv)
+    formats = [f.strip().lower().removeprefix(".") for f in args.format.split(",") if f.strip()]
+    if not formats or any(f not in FIGURE_FORMATS for f in formats):
+        print(f"error: --format: {args.format!r} is not a comma list of {', '.join(FIGURE_FORMATS)}", file=sys.stderr)
+        return 2
     if not args.runs_dir.is_dir():
         print(f"error: --runs-dir {args.runs_dir} is not a folder", file=sys.stderr)
         return 2
@@ -1694,7 +1717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = analyze(runs, num_points=args.num_points, reps=args.reps)
     for excluded in result["excluded"]:
         print(f"excluded {excluded['run']}: {excluded['reason']}", file=sys.stderr)
-    figures = make_figures(result, runs, args.output_dir)
+    figures = make_figures(result, runs, args.output_dir, list(dict.fromkeys(formats)))
     result["claims"] = paper_claims(runs, num_points=args.num_points, reps=args.reps)
     result["cleanrl"] = cleanrl_comparison(runs, num_points=args.num_points, reps=args.reps)
     (args.output_dir / "summary.json").write_text(json.dumps(_nan_to_none(result), indent=1))
