@@ -1061,7 +1061,8 @@ def _return_vs_sparsity_figure(st: _Setting):
     fig = _new_figure(f"Final {st.score_label} against final sparsity", st.title, 3.6)
     axes = fig.subplots(1, len(sizes), squeeze=False, sharey=True)[0]
     for ax, size in zip(axes, sizes, strict=True):
-        for f in sorted((f for f in finals if f["size"] == size), key=lambda f: st.styles[f["method"]].order):
+        points = sorted((f for f in finals if f["size"] == size), key=lambda f: st.styles[f["method"]].order)
+        for f in reversed(points):  # EauDe on top where two methods end at the same point
             style = st.styles[f["method"]]
             seeds = [r for r in st.s["runs"] if (r["method"], r["size"]) == (f["method"], size)]
             ys = np.array([r["final_return"] for r in seeds], dtype=float)
