@@ -8,13 +8,20 @@ writes, per setting present (Atari online DQN, Atari offline CQL, MuJoCo SAC, cl
 training length / protocol suffix of the exp name, so `<setting>` is e.g. `dqn` (no suffix), `sac_p100_t100k` or, for
 raw returns of several envs, one per env, `dqn_classic_t500k_CartPole-v1`; runs of two variants never share a grid):
 
+* `<setting>_overview.png`: the result in one look (Fig. 1 and 5 in one): the sparsity EauDe (U_max = 3) discovers
+  beside PolyPrune's fixed schedule (s_F = 0.95), above the returns of EauDe, PolyPrune and the dense network, a
+  column per network size;
 * `<setting>_return_iqm.png`: IQM over all runs (envs x seeds) of the human-normalised score (Atari) or raw return
-  (others) against steps, with 95% stratified bootstrap confidence intervals, one panel per network size (Fig. 4, 6, 7);
-* `<setting>_sparsity_schedule.png`: IQM sparsity/target against steps per method and network size (Fig. 5/8 left);
-* `<setting>_final_sparsity.png`: final sparsity per env and network size of the EauDe methods (Fig. 5/8 right);
-* `<setting>_population.png`: sparsities of the population at every target update, per env and size, coloured by U_max
-  regime (Fig. 14);
-* `<setting>_return_vs_sparsity.png`: final return against final sparsity per method (Fig. 9 / 13 left);
+  (others) against steps, with 95% stratified bootstrap confidence intervals, a column per network size and a row per
+  method, the dense network's IQM dashed in each (Fig. 4, 6, 7);
+* `<setting>_sparsity_schedule.png`: IQM sparsity/target against steps of EauDe (every U_max) and PolyPrune, a panel
+  per network size (Fig. 5/8 left);
+* `<setting>_final_sparsity.png`: final sparsity of the EauDe methods per env and network size, a bar per mean over
+  seeds and a dot per seed, PolyPrune's s_F dashed (Fig. 5/8 right);
+* `<setting>_return_vs_sparsity.png`: final return against final sparsity per method and network size, the IQM with
+  its 95% intervals over a dot per seed (Fig. 9 / 13 left);
+* `<setting>_population.png`: sparsities of the population at every target update, a panel per env and size, a colour
+  per U_max regime (Fig. 14);
 * `<setting>_oracle.png`: where PolyPrune's oracle ran (exp names with `_oracle`), its return and sparsity beside
   EauDe's (U_max = 3), PolyPrune's (s_F = 0.95) and, for the return, the dense network's, per size (Fig. 7 bottom);
 * `summary.md` (tables and notes) and `summary.json` (the same numbers, for scripts): the paper's claims C1-C4 decided
@@ -34,6 +41,11 @@ stop with exit code 3) or NaN/inf (older runs), or every network's loss of a pop
 last logged global_step is below budget - slack, the rule of benchmark.sh: budget = total_timesteps (online, MuJoCo) or
 num_epochs * steps_per_epoch (offline CQL) from config.json, slack = `--finish-slack` (default 1% of the budget); a run
 that saved its `<exp_name>.cleanrl_model` is finished, and a run without a budget in config.json is not judged.
+
+Every curve figure draws each seed as a thin line under the IQM and its interval; methods are named in words
+(EauDeDQN (U_max = 10), PolyPruneDQN (s_F = 0.95), DQN (dense)) with one colour each across all figures, the legend
+below the panels. `--format png,pdf` (or svg) writes each figure in each format: PNG at 200 dpi, PDF and SVG as vector
+files with their text kept as text.
 """
 
 from __future__ import annotations
@@ -147,10 +159,15 @@ RETURN_METRICS = {
     "cql": ("eval/episodic_return", "charts/episodic_return"),
     "sac": ("eval/episodic_return", "charts/episodic_return"),
 }
-FIGURE_KINDS = ("return_iqm", "sparsity_schedule", "final_sparsity", "return_vs_sparsity", "oracle", "population")
-# Line styles of the methods of one sparsity-schedule figure (colour = network size): as many as a variant has methods
-# (cpu-clock: EauDe at U_max 3, 10, 30, PolyPrune, its oracle and the dense network), so two never look alike.
-LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 4)), (0, (8, 2, 1, 2)))
+FIGURE_KINDS = (
+    "overview",
+    "return_iqm",
+    "sparsity_schedule",
+    "final_sparsity",
+    "return_vs_sparsity",
+    "oracle",
+    "population",
+)
 DEFAULT_U_MAX = 3.0
 DEFAULT_S_MAX = 0.01  # the EauDe scripts' default S_max (Eq. 3), for runs whose config.json does not record it
 SPARSITY = "sparsity/target"
@@ -641,36 +658,527 @@ def _budget_title(sruns: Sequence[Run], family: str, x_label: str) -> str:
     return text
 
 
-def _ci_plot(ax, x, est, lo, hi, label, **kw) -> None:
-    (line,) = ax.plot(x, est, label=label, **kw)
-    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+# Every figure is a paper's text width wide (7.5 in). GitHub shows an image at most as wide as the README's column
+# (about 830 CSS px, 8.6 in at 96 px per inch), so a figure is shown at about 1.1 times its size and no font below
+# (9 pt at least) is shown smaller than 9 pt; 200 dpi makes the PNG 1 500 px across, sharp on a 2x screen.
+FIGURE_FORMATS = ("png", "pdf", "svg")
+FIGURE_WIDTH = 7.5
+PNG_DPI = 200
+FIGURE_STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "figure.titlesize": 11,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "legend.frameon": False,
+    "pdf.fonttype": 42,  # TrueType: publishers reject the Type 3 fonts matplotlib embeds by default
+    "svg.fonttype": "none",  # SVG text stays text, editable in a figure editor
+    "svg.hashsalt": "eaudeqn",  # and its element ids do not change from one drawing to the next
+}
+# One colour per method in every figure (Okabe-Ito, told apart with colour blindness too): EauDe blue, PolyPrune
+# vermilion, PolyPrune's oracle green, the dense network grey. EauDe's other U_max regimes are other blues and
+# PolyPrune's other s_F other oranges, each with its own dashes.
+METHOD_COLORS = {"eaude": "#0072B2", "polyprune": "#D55E00", "oracle": "#009E73", "dense": "#555555"}
+U_MAX_STYLES = {DEFAULT_U_MAX: ("#0072B2", "-"), 10.0: ("#56B4E9", "--"), 30.0: ("#003A6B", "-.")}
+DEFAULT_S_F = 0.95  # the PolyPrune scripts' default s_F (Eq. 2), for runs whose config.json does not record it
+VARIANT_DASHES = ("--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)))
+KINDS = ("eaude", "polyprune", "oracle", "dense")
+KIND_MARKERS = {"eaude": "o", "polyprune": "s", "oracle": "D", "dense": "^"}
+FAMILY_NAMES = {"dqn": "DQN", "dqn_classic": "DQN", "cql": "CQL", "sac": "SAC"}
+SEED_LINE = {"linewidth": 0.6, "alpha": 0.45, "zorder": 1}
+CI_ALPHA = 0.18
 
 
-def _curve_role(curve: dict) -> str | None:
-    """What a method of a setting is in the oracle figure: "oracle" (PolyPrune with s_F copied from EauDe, exp names
-    with `_oracle`), "eaude" (at U_max = 3), "polyprune" (at s_F = 0.95), "dense", None for any other variant."""
-    algo = str(parse_exp_name(curve["method"])["algo"])
-    s_f = curve["final_sparsity_arg"]
-    if "oracle" in curve["method"].split("_"):
-        return "oracle"
-    if curve["eaude"]:
-        return "eaude" if curve["u_max"] in (None, DEFAULT_U_MAX) else None
-    if algo in DENSE_ALGOS or s_f == 0.0:
-        return "dense"
-    return "polyprune" if algo.startswith("polyprune_") and s_f in (None, 0.95) else None
+@dataclass(frozen=True)
+class MethodStyle:
+    """How every figure names and draws one method."""
+
+    kind: str  # "eaude", "polyprune", "oracle" or "dense"
+    label: str
+    color: str
+    linestyle: str | tuple
+    main: bool  # the paper's headline comparison: EauDe at U_max = 3, PolyPrune at s_F = 0.95, its oracle, dense
+    value: float  # U_max (EauDe) or s_F (PolyPrune); 0 for the others
+    order: tuple
 
 
-def _wrap(title: str) -> str:
-    """A panel title on lines of at most 44 characters: titles now carry the budget and would overrun a 4-inch panel."""
-    return textwrap.fill(title, 44)
+def _variant_words(method: str) -> str:
+    """What a method name adds beyond its algorithm, U_max, s_F, training length and oracle, in words (`_k3`: K = 3);
+    a name that is not benchmark.sh's is its own only distinction, so it stays."""
+    m = _EXP_RE.match(method)
+    if m is None:
+        return method
+    words = []
+    for token in m["rest"].split("_"):
+        if not token or token == "oracle" or _SETTING_TOKEN.match(token):
+            continue
+        if k := re.fullmatch(r"k(\d+)", token):
+            words.append(f"K = {k[1]}")
+        elif s_max := re.fullmatch(r"smax([0-9.]+)", token):
+            words.append(rf"$S_{{\max}}$ = {s_max[1]}")
+        else:
+            words.append(token)
+    return ", ".join(words)
 
 
-def _sizes(curves: list[dict]) -> list[str]:
+def method_style(method: str, eaude: bool, u_max: float | None, s_f: float | None, family: str) -> MethodStyle:
+    """Name, colour and line of a method, the same in every figure: `eaudedqn_classic_umax10_t500k` is
+    "EauDeDQN (U_max = 10)" in light blue with dashes wherever it is drawn."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    name = FAMILY_NAMES.get(family, family.upper())
+    extra = _variant_words(method)
+    algo = str(parse_exp_name(method)["algo"])
+    if "oracle" in method.split("_"):
+        kind, value, detail = "oracle", 0.0, f"$s_F$ from EauDe{name}"
+        color, linestyle = METHOD_COLORS[kind], "-"
+    elif eaude:
+        kind, value = "eaude", DEFAULT_U_MAX if u_max is None else u_max
+        detail = rf"$U_{{\max}}$ = {value:g}"
+        # A U_max outside the presets' 3 / 10 / 30: a blue as dark as U_max is large (log scale up to 100).
+        fallback = to_hex(colormaps["Blues"](0.45 + 0.5 * min(math.log10(max(value, 1.0)) / 2, 1.0)))
+        color, linestyle = U_MAX_STYLES.get(value, (fallback, ":"))
+    elif algo in DENSE_ALGOS or s_f == 0.0:
+        kind, value, detail = "dense", 0.0, "dense"
+        color, linestyle = METHOD_COLORS[kind], "-"
+    else:
+        kind, value = "polyprune", DEFAULT_S_F if s_f is None else s_f
+        detail = f"$s_F$ = {value:g}"
+        if value == DEFAULT_S_F:
+            color, linestyle = METHOD_COLORS[kind], "-"
+        else:  # pareto-mujoco's s_F from 0.5 to 0.99: an orange as dark as s_F is high
+            color = to_hex(colormaps["Oranges"](0.3 + 0.6 * value))
+            linestyle = VARIANT_DASHES[round(value * 100) % len(VARIANT_DASHES)]
+    main = not extra and (kind in ("oracle", "dense") or value in (DEFAULT_U_MAX, DEFAULT_S_F))
+    if extra and linestyle == "-":
+        linestyle = VARIANT_DASHES[len(extra) % len(VARIANT_DASHES)]
+    prefix = {"eaude": f"EauDe{name}", "polyprune": f"PolyPrune{name}", "oracle": f"PolyPrune{name} oracle"}
+    label = f"{prefix.get(kind, name)} ({', '.join(w for w in (detail, extra) if w)})"
+    return MethodStyle(kind, label, color, linestyle, main, value, (KINDS.index(kind), not main, value, extra))
+
+
+def _curve_style(curve: dict, family: str) -> MethodStyle:
+    return method_style(curve["method"], curve["eaude"], curve["u_max"], curve["final_sparsity_arg"], family)
+
+
+def _tick_text(x: float, _pos: object = None) -> str:
+    """Steps on an axis as a reader says them: 250k, 1.5M."""
+    for div, unit in ((1_000_000, "M"), (1_000, "k")):
+        if abs(x) >= div:
+            return f"{x / div:g}{unit}"
+    return f"{x:g}"
+
+
+def _steps_axis(ax, label: str) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_major_formatter(FuncFormatter(_tick_text))
+    ax.set_xlim(left=0)  # a run starts at step 0 even where its first point is logged later
+    ax.set_xlabel(label)
+
+
+def _size_title(size: str) -> str:
+    return f"{size} network" if size in SIZES else f"network size: {size}"
+
+
+def _sizes(curves: Sequence[dict]) -> list[str]:
     return sorted({c["size"] for c in curves}, key=_size_order)
 
 
-def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
-    """Write the PNG figures of every setting; return their paths."""
+def _new_figure(heading: str, setting_title: str, height: float):
+    """A figure of the paper's width titled with what it shows above which runs it shows, whose layout leaves room
+    for the legend below the panels, outside the data."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(FIGURE_WIDTH, height), layout="constrained")
+    # No line break inside "T = 500" (textwrap breaks only at ASCII spaces).
+    lines = (textwrap.fill(line.replace(" = ", "\u00a0=\u00a0"), 85) for line in (heading, setting_title))
+    fig.suptitle("\n".join(lines))
+    return fig
+
+
+def _legend(fig, styles: Sequence[MethodStyle], extras: Sequence = (), handle: str = "line") -> None:
+    """One legend for the whole figure, below its panels: a line, marker or bar per method (`handle`) in KINDS order,
+    then what the thin lines, bands or dots mean."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    def method_handle(st: MethodStyle):
+        if handle == "bar":
+            return Patch(facecolor=st.color, alpha=0.5, edgecolor=st.color, label=st.label)
+        if handle == "marker":
+            return Line2D([], [], color=st.color, linestyle="none", marker=KIND_MARKERS[st.kind], ms=7, label=st.label)
+        return Line2D([], [], color=st.color, linestyle=st.linestyle, linewidth=2, label=st.label)
+
+    handles = [method_handle(st) for st in sorted(set(styles), key=lambda st: st.order)]
+    handles += list(extras)
+    # The widest label decides how many columns fit the figure's width (9 pt: about 0.07 in per character).
+    longest = max(len(re.sub(r"[${}\\_]|max", "", h.get_label())) for h in handles) + 4
+    ncols = max(1, min(len(handles), int(FIGURE_WIDTH / (0.07 * longest))))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols)
+
+
+def _band_extras() -> list:
+    """Legend entries that say what a curve figure draws besides each method's IQM."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [
+        Line2D([], [], color="0.4", **{**SEED_LINE, "alpha": 0.8}, label="one seed"),
+        Patch(color="0.4", alpha=CI_ALPHA * 1.5, linewidth=0, label="95% bootstrap CI of the IQM"),
+    ]
+
+
+def _draw_curve(ax, grid: np.ndarray, stats: Sequence, seeds: Sequence[np.ndarray], style: MethodStyle) -> None:
+    """One method on a panel: each seed a thin line, under the IQM (thick) and its 95% interval (band)."""
+    for y in seeds:
+        ax.plot(grid, y, color=style.color, **SEED_LINE)
+    est, lo, hi = (np.asarray(a, dtype=float) for a in stats)
+    ax.fill_between(grid, lo, hi, color=style.color, alpha=CI_ALPHA, linewidth=0, zorder=2)
+    ax.plot(grid, est, color=style.color, linestyle=style.linestyle, linewidth=1.8, zorder=3)
+
+
+class _Setting:
+    """One setting's curves, runs and method styles, as the figures draw them."""
+
+    def __init__(self, s: dict, runs: Sequence[Run]) -> None:
+        self.s, self.grid = s, np.asarray(s["grid"], dtype=float)
+        self.runs = [
+            r
+            for r in runs
+            if r.problem is None
+            and r.family == s["family"]
+            and setting_variant(r) == s["variant"]
+            and r.env_id in s["env_ids"]
+        ]
+        self.styles = {c["method"]: _curve_style(c, s["family"]) for c in s["curves"]}
+        self.name = FAMILY_NAMES.get(s["family"], s["family"].upper())
+        self.score_label = "human-normalised score" if s["normalized"] else "return"
+        self.step_word = "population step" if s["family"] == "sac" else "target update"
+        # The setting's title names its env only where it splits envs; a figure says which envs it pools.
+        envs = s["env_ids"]
+        pooled = f"{len(envs)} games" if s["normalized"] and len(envs) > 2 else ", ".join(envs)
+        self.title = s["title"] if any(env in s["title"] for env in envs) else f"{s['title']}, {pooled}"
+
+    def curves(self, *kinds: str, main_only: bool = False, quantity: str = "score") -> list[dict]:
+        return [
+            c
+            for c in self.s["curves"]
+            if self.styles[c["method"]].kind in kinds
+            and (self.styles[c["method"]].main or not main_only)
+            and c[quantity] is not None
+        ]
+
+    def seeds(self, curve: dict, quantity: str) -> list[np.ndarray]:
+        group = [r for r in self.runs if (r.method, r.size) == (curve["method"], curve["size"])]
+        if quantity == "score":
+            return [run_scores(r, self.grid, normalize=self.s["normalized"]) for r in group]
+        return [sparsity_curve(r, self.grid) for r in group]
+
+    def panel(self, ax, curves: Sequence[dict], quantity: str) -> None:
+        for c in sorted(curves, key=lambda c: self.styles[c["method"]].order, reverse=True):  # EauDe on top
+            _draw_curve(ax, self.grid, c[quantity], self.seeds(c, quantity), self.styles[c["method"]])
+        _steps_axis(ax, self.s["x_label"])
+        if quantity == "sparsity":
+            ax.set_ylim(0, 1)
+
+
+def _quantity_figure(st: _Setting, heading: str, rows: Sequence[tuple[str, str, list[dict]]], sizes: Sequence[str]):
+    """Quantities (sparsity, return) against steps, a panel per quantity and network size: one size gives one row of
+    quantities, several give a row per quantity and a column per size, each row on one scale."""
+    one = len(sizes) == 1
+    fig = _new_figure(heading, st.title, 3.3 if one else 2.6 * len(rows) + 0.9)
+    shape = (1, len(rows)) if one else (len(rows), len(sizes))
+    axes = fig.subplots(*shape, squeeze=False, sharex=True, sharey=False if one else "row")
+    for q, (quantity, y_label, curves) in enumerate(rows):
+        for z, size in enumerate(sizes):
+            ax = axes[0, q] if one else axes[q, z]
+            st.panel(ax, [c for c in curves if c["size"] == size], quantity)
+            if one or q == 0:
+                ax.set_title(_size_title(size))
+            if one or z == 0:
+                ax.set_ylabel(y_label)
+            if not one and q < len(rows) - 1:
+                ax.set_xlabel("")
+    _legend(fig, [st.styles[c["method"]] for _, _, curves in rows for c in curves], _band_extras())
+    return fig
+
+
+def _overview_figure(st: _Setting):
+    """The front page (the paper's Fig. 1 and 5 in one): the sparsity EauDe discovers beside PolyPrune's fixed
+    schedule, above the returns of EauDe, PolyPrune and the dense network, per network size."""
+    sparsity = st.curves("eaude", "polyprune", main_only=True, quantity="sparsity")
+    score = st.curves("eaude", "polyprune", "dense", main_only=True)
+    if not any(st.styles[c["method"]].kind == "eaude" for c in sparsity):
+        return None
+    rows = [("sparsity", "sparsity (IQM)", sparsity), ("score", f"{st.score_label} (IQM)", score)]
+    heading = f"EauDe{st.name}'s sparsity and {st.score_label}"
+    if any(st.styles[c["method"]].kind == "polyprune" for c in sparsity):
+        heading = f"EauDe{st.name} discovers its sparsity, PolyPrune{st.name} follows a fixed one"
+    return _quantity_figure(st, heading, rows, _sizes(sparsity + score))
+
+
+def _return_figure(st: _Setting):
+    """IQM return of every method but PolyPrune's oracle (its own figure) per network size (Fig. 4, 6, 7), a row per
+    method: returns are noisy and several methods on one panel hide each other, so each has its panel, with the
+    dense network's IQM as a dashed line to compare against."""
+    from matplotlib.lines import Line2D
+
+    curves = st.curves("eaude", "polyprune", "dense")
+    if not curves:
+        return None
+    methods = sorted({c["method"] for c in curves}, key=lambda m: st.styles[m].order)
+    sizes = _sizes(curves)
+    fig = _new_figure(st.score_label.capitalize(), st.title, 1.45 * len(methods) + 1.6)
+    axes = fig.subplots(len(methods), len(sizes), squeeze=False, sharex=True, sharey=True)
+    dense = {c["size"]: c for c in curves if st.styles[c["method"]].kind == "dense" and st.styles[c["method"]].main}
+    for (row, method), (col, size) in itertools.product(enumerate(methods), enumerate(sizes)):
+        ax, style = axes[row, col], st.styles[method]
+        if row == 0:
+            ax.set_title(_size_title(size))
+        if col == 0:  # the row's method, in its colour, where a table has its row labels
+            ax.set_ylabel(style.label.replace(" (", "\n(", 1), color=style.color)
+        drawn = [c for c in curves if (c["method"], c["size"]) == (method, size)]
+        if not drawn:
+            ax.text(0.5, 0.5, "not run at this size", transform=ax.transAxes, ha="center", va="center", color="0.5")
+            ax.tick_params(left=False, bottom=row == len(methods) - 1)
+            ax.spines["left"].set_visible(False)
+            ax.grid(False)
+        else:
+            st.panel(ax, drawn, "score")
+            if size in dense and dense[size]["method"] != method:
+                ax.plot(st.grid, dense[size]["score"][0], color=METHOD_COLORS["dense"], linestyle="--", linewidth=1)
+        _steps_axis(ax, st.s["x_label"] if row == len(methods) - 1 else "")
+    fig.supylabel(f"{st.score_label} (IQM)")
+    extras = _band_extras()
+    if dense:
+        label = f"{st.styles[next(iter(dense.values()))['method']].label}, IQM"
+        extras.append(Line2D([], [], color=METHOD_COLORS["dense"], linestyle="--", linewidth=1, label=label))
+    _legend(fig, [st.styles[m] for m in methods], extras)
+    return fig
+
+
+def _schedule_figure(st: _Setting):
+    """Sparsity of the target network per network size: EauDe's at every U_max beside PolyPrune's schedule (Fig. 5 /
+    8 left); the dense network's (0) and the oracle's (its own figure) stay out."""
+    curves = st.curves("eaude", "polyprune", quantity="sparsity")
+    if not curves:
+        return None
+    rows = [("sparsity", "sparsity (IQM)", curves)]
+    return _quantity_figure(st, "Sparsity of the target network", rows, _sizes(curves))
+
+
+def _oracle_figure(st: _Setting):
+    """PolyPrune's oracle (s_F copied from EauDe's run of the same env and seed) beside EauDe (U_max = 3), PolyPrune
+    (s_F = 0.95) and, for the return, the dense network, for each size it ran at (Fig. 7 bottom)."""
+    sizes = _sizes(st.curves("oracle"))
+    if not sizes:
+        return None
+    keep = [c for c in st.curves(*KINDS, main_only=True) if c["size"] in sizes]
+    sparsity = [c for c in keep if st.styles[c["method"]].kind != "dense" and c["sparsity"] is not None]
+    rows = [("score", f"{st.score_label} (IQM)", keep), ("sparsity", "sparsity (IQM)", sparsity)]
+    heading = f"PolyPrune{st.name} told EauDe{st.name}'s final sparsity (oracle)"
+    return _quantity_figure(st, heading, rows, sizes)
+
+
+def _final_sparsity_figure(st: _Setting):
+    """Final sparsity EauDe discovers per env, network size and U_max (Fig. 5 / 8 right): a bar per mean over seeds,
+    a dot per seed, PolyPrune's fixed s_F as a dashed line."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    curves = st.curves("eaude", quantity="sparsity")
+    if not curves:
+        return None
+    methods = sorted({c["method"] for c in curves}, key=lambda m: st.styles[m].order)
+    sizes, envs = _sizes(curves), sorted({r["env_id"] for r in st.s["runs"]})
+    ncols = min(len(envs), 5)
+    nrows = math.ceil(len(envs) / ncols)
+    fig = _new_figure(f"Final sparsity EauDe{st.name} discovers", st.title, 2.6 * nrows + 1.3)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    s_fs = sorted({st.styles[c["method"]].value for c in st.curves("polyprune", quantity="sparsity")})
+    width = min(0.8 / len(methods), 0.3)  # one U_max alone is a bar, not a wall
+    rng = np.random.default_rng(0)  # the dots' sideways jitter, the same at every drawing
+    for ax, env in zip(axes.flat, envs, strict=False):
+        for j, size in enumerate(sizes):
+            seeds = {
+                method: values
+                for method in methods
+                if (
+                    values := [
+                        r["final_sparsity"]
+                        for r in st.s["runs"]
+                        if (r["env_id"], r["method"], r["size"]) == (env, method, size)
+                        and _is_finite(r["final_sparsity"])
+                    ]
+                )
+            }
+            for i, (method, values) in enumerate(seeds.items()):  # the bars a size has, centred on its tick
+                style, x = st.styles[method], j + (i - (len(seeds) - 1) / 2) * width
+                ax.bar(x, np.mean(values), width * 0.9, color=style.color, alpha=0.35, edgecolor=style.color)
+                jitter = rng.uniform(-0.25, 0.25, len(values)) * width
+                ax.scatter(x + jitter, values, s=16, color=style.color, edgecolors="white", linewidths=0.5, zorder=3)
+        for s_f in s_fs:
+            ax.axhline(s_f, color=METHOD_COLORS["polyprune"], linestyle="--", linewidth=1.2)
+        ax.set_xticks(range(len(sizes)), sizes)
+        ax.set(xlim=(-0.6, len(sizes) - 0.4), ylim=(0, 1))
+        ax.set_xlabel("network size")
+        if len(envs) > 1:
+            ax.set_title(env.removesuffix("-v5"))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("final sparsity")
+    for ax in axes.flat[len(envs) :]:
+        ax.set_visible(False)
+    extras = [
+        Patch(facecolor="0.4", alpha=0.35, edgecolor="0.4", label="bar: mean over seeds"),
+        Line2D([], [], color="0.4", marker="o", linestyle="none", markersize=5, label="one seed"),
+    ]
+    if s_fs:
+        label = f"PolyPrune{st.name}'s fixed $s_F$ = {'/'.join(f'{v:g}' for v in s_fs)}"
+        extras.append(Line2D([], [], color=METHOD_COLORS["polyprune"], linestyle="--", label=label))
+    _legend(fig, [st.styles[m] for m in methods], extras, handle="bar")
+    return fig
+
+
+def _return_vs_sparsity_figure(st: _Setting):
+    """Final return against final sparsity per network size (Fig. 9 / 13 left): a dot per seed, the IQM of each
+    method with its 95% intervals in both directions."""
+    from matplotlib.lines import Line2D
+
+    finals = [f for f in st.s["finals"] if f["final_sparsity"]]
+    if not finals or not st.curves("eaude", "polyprune", "oracle", quantity="sparsity"):
+        return None
+    sizes = _sizes(finals)
+    fig = _new_figure(f"Final {st.score_label} against final sparsity", st.title, 3.6)
+    axes = fig.subplots(1, len(sizes), squeeze=False, sharey=True)[0]
+    for ax, size in zip(axes, sizes, strict=True):
+        points = sorted((f for f in finals if f["size"] == size), key=lambda f: st.styles[f["method"]].order)
+        for f in reversed(points):  # EauDe on top where two methods end at the same point
+            style = st.styles[f["method"]]
+            seeds = [r for r in st.s["runs"] if (r["method"], r["size"]) == (f["method"], size)]
+            ys = np.array([r["final_return"] for r in seeds], dtype=float)
+            if st.s["normalized"]:
+                ys = np.array([human_normalized(y, r["env_id"]) for y, r in zip(ys, seeds, strict=True)])
+            xs = [r["final_sparsity"] for r in seeds]
+            ax.scatter(xs, ys, s=14, color=style.color, alpha=0.5, linewidths=0, zorder=2)
+            (sx, sxl, sxh), (sy, syl, syh) = f["final_sparsity"], f["final_score"]
+            ax.errorbar(
+                sx,
+                sy,
+                # A percentile interval need not contain the estimate (and rounding): clip at 0.
+                xerr=[[max(sx - sxl, 0.0)], [max(sxh - sx, 0.0)]],
+                yerr=[[max(sy - syl, 0.0)], [max(syh - sy, 0.0)]],
+                fmt=KIND_MARKERS[style.kind],
+                color=style.color,
+                markersize=7,
+                markeredgecolor="white",
+                capsize=2,
+                zorder=3,
+            )
+        ax.set(title=_size_title(size), xlabel="final sparsity", xlim=(-0.05, 1.05))
+    axes[0].set_ylabel(f"final {st.score_label}")
+    extras = [
+        Line2D([], [], color="0.4", marker="o", alpha=0.5, linestyle="none", markersize=4, label="one seed"),
+        Line2D([], [], color="0.4", marker="o", linestyle="-", markersize=7, label="IQM, 95% CIs"),
+    ]
+    _legend(fig, [st.styles[f["method"]] for f in finals], extras, handle="marker")
+    return fig
+
+
+def _population_figure(st: _Setting):
+    """EauDe's population at every population step (Fig. 14), a panel per env (rows) and network size (columns): a
+    dot per network after the step (the lowest seed), the target network's sparsity per seed (thin) and its mean over
+    seeds (thick), a colour per U_max."""
+    from matplotlib.lines import Line2D
+
+    pruns = [r for r in st.runs if r.population]
+    if not pruns:
+        return None
+    envs = sorted({r.env_id for r in pruns})
+    psizes = sorted({r.size for r in pruns}, key=_size_order)
+    heading = f"EauDe{st.name}'s population at every {st.step_word}"
+    fig = _new_figure(heading, st.title, 2.6 * len(envs) + 1.5)
+    axes = fig.subplots(len(envs), len(psizes), squeeze=False, sharex=True, sharey=True)
+    styles = {
+        r.method: method_style(r.method, r.is_eaude, r.u_max, r.final_sparsity_arg, st.s["family"]) for r in pruns
+    }
+    for (row, env), (col, size) in itertools.product(enumerate(envs), enumerate(psizes)):
+        ax = axes[row, col]
+        for method in sorted({r.method for r in pruns}, key=lambda m: styles[m].order):
+            group = [r for r in pruns if (r.method, r.size, r.env_id) == (method, size, env)]
+            if not group:
+                continue
+            color = styles[method].color
+            first = min(group, key=lambda r: r.seed)
+            xs = [e["global_step"] for e in first.population for _ in e["sparsities_after"]]
+            ys = [v for e in first.population for v in e["sparsities_after"]]
+            ax.scatter(xs, ys, s=2, color=color, alpha=0.15, linewidths=0, rasterized=True, zorder=1)
+            target = np.array(
+                [
+                    binned_curve(
+                        np.array([e["global_step"] for e in r.population]),
+                        np.array([e["sparsities_before"][e["target_index"]] for e in r.population]),
+                        st.grid,
+                        until=r.last_step,
+                    )
+                    for r in group
+                ]
+            )
+            for y in target:
+                ax.plot(st.grid, y, color=color, **{**SEED_LINE, "zorder": 2})
+            ax.plot(st.grid, np.nanmean(target, axis=0), color=color, linestyle=styles[method].linestyle, lw=1.8)
+        title = _size_title(size) if len(envs) == 1 else f"{env}, {_size_title(size)}"
+        ax.set(title=title, ylim=(0, 1))
+        _steps_axis(ax, st.s["x_label"] if row == len(envs) - 1 else "")
+        if col == 0:
+            ax.set_ylabel("sparsity")
+    extras = [
+        Line2D(
+            [], [], color="0.4", marker="o", alpha=0.5, linestyle="none", markersize=3, label="a network, lowest seed"
+        ),
+        Line2D([], [], color="0.4", **{**SEED_LINE, "alpha": 0.8}, label="target network, one seed"),
+        Line2D([], [], color="0.4", linewidth=1.8, label="target network, mean over seeds"),
+    ]
+    _legend(fig, list(styles.values()), extras)
+    return fig
+
+
+FIGURE_DRAWERS: dict[str, Callable[[_Setting], object]] = {
+    "overview": _overview_figure,
+    "return_iqm": _return_figure,
+    "sparsity_schedule": _schedule_figure,
+    "final_sparsity": _final_sparsity_figure,
+    "return_vs_sparsity": _return_vs_sparsity_figure,
+    "oracle": _oracle_figure,
+    "population": _population_figure,
+}
+
+
+def _save_png(fig, path: Path) -> None:
+    """The figure as a PNG of 256 colours: flat fills and antialiased lines look the same to the eye in a third of the
+    bytes, which docs/results/ keeps in git at every re-publication."""
+    import io
+
+    from PIL import Image  # matplotlib's own dependency
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=PNG_DPI)
+    image = Image.open(buffer).convert("RGB")
+    image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+def make_figures(result: dict, runs: Sequence[Run], out: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write the figures of every setting (FIGURE_KINDS that have data), each in every one of `formats` (png, pdf,
+    svg); return their paths, setting by setting in FIGURE_KINDS order."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -680,169 +1188,23 @@ def make_figures(result: dict, runs: Sequence[Run], out: Path) -> list[Path]:
     # Bins where no seed has data yet are NaN on purpose; numpy's warnings about them are noise.
     warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
     warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
-
-    def save(fig, name: str) -> None:
-        fig.tight_layout()
-        path = out / name
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
-
-    for setting, s in result["settings"].items():
-        grid, title, curves = np.asarray(s["grid"]), s["title"], s["curves"]
-        sizes = _sizes(curves)
-        y_label = "IQM human-normalised score" if s["normalized"] else "IQM return"
-        # Return curves, one panel per network size (Fig. 4 / 6 / 7).
-        fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.2), squeeze=False)
-        for ax, size in zip(axes[0], sizes, strict=True):
-            for c in curves:
-                if c["size"] == size:
-                    _ci_plot(ax, grid, *map(np.asarray, c["score"]), label=c["method"])
-            ax.set(title=_wrap(f"{title}, {size}"), xlabel=s["x_label"], ylabel=y_label)
-            ax.legend(fontsize=7)
-        save(fig, f"{setting}_return_iqm.png")
-        sp_curves = [c for c in curves if c["sparsity"] is not None]
-        if not sp_curves:
-            continue
-        # Sparsity schedules (Fig. 5 / 8 left): colour = size, line style = method.
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        colors = {size: f"C{i}" for i, size in enumerate(sizes)}
-        methods = sorted({c["method"] for c in sp_curves}, key=_method_order)
-        for c in sp_curves:
-            ls = LINE_STYLES[methods.index(c["method"]) % len(LINE_STYLES)]
-            _ci_plot(
-                ax,
-                grid,
-                *map(np.asarray, c["sparsity"]),
-                label=f"{c['method']} ({c['size']})",
-                color=colors[c["size"]],
-                linestyle=ls,
-            )
-        ax.set(title=_wrap(f"{title}: sparsity schedule"), xlabel=s["x_label"], ylabel="IQM sparsity", ylim=(0, 1))
-        ax.legend(fontsize=7)
-        save(fig, f"{setting}_sparsity_schedule.png")
-        # Final sparsity per env and size for the EauDe methods (Fig. 5 / 8 right): mean over seeds, min-max bars.
-        eaude_methods = sorted({c["method"] for c in sp_curves if c["eaude"]}, key=_method_order)
-        if eaude_methods:
-            envs = sorted({r["env_id"] for r in s["runs"]})
-            fig, axes = plt.subplots(
-                len(eaude_methods), 1, figsize=(max(5, 0.8 * len(envs) + 2), 3 * len(eaude_methods)), squeeze=False
-            )
-            width = 0.8 / len(sizes)
-            for ax, method in zip(axes[:, 0], eaude_methods, strict=True):
-                for j, size in enumerate(sizes):
-                    vals = [
-                        [
-                            r["final_sparsity"]
-                            for r in s["runs"]
-                            if (r["env_id"], r["method"], r["size"]) == (e, method, size)
-                        ]
-                        for e in envs
-                    ]
-                    mean = np.array([np.nanmean(v) if v else np.nan for v in vals])
-                    lo = np.array([np.nanmin(v) if v else np.nan for v in vals])
-                    hi = np.array([np.nanmax(v) if v else np.nan for v in vals])
-                    xs = np.arange(len(envs)) + (j - (len(sizes) - 1) / 2) * width
-                    ax.bar(
-                        xs,
-                        mean,
-                        width,
-                        yerr=np.clip([mean - lo, hi - mean], 0, None),
-                        label=size,
-                        color=colors[size],
-                        capsize=2,
-                    )
-                ax.set_xticks(np.arange(len(envs)), [e.removesuffix("-v5") for e in envs], rotation=45, ha="right")
-                ax.set(title=f"{method}: final sparsity", ylabel="final sparsity", ylim=(0, 1))
-                ax.legend(fontsize=7)
-            save(fig, f"{setting}_final_sparsity.png")
-        # Return against final sparsity (Fig. 9 / 13 left), one panel per size.
-        fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.4), squeeze=False)
-        method_color = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(f["method"] for f in s["finals"]))}
-        for ax, size in zip(axes[0], sizes, strict=True):
-            for f in (x for x in s["finals"] if x["size"] == size and x["final_sparsity"]):
-                (sx, sxl, sxh), (sy, syl, syh) = f["final_sparsity"], f["final_score"]
-                ax.errorbar(
-                    sx,
-                    sy,
-                    # A percentile interval need not contain the estimate (and rounding): clip at 0.
-                    xerr=[[max(sx - sxl, 0.0)], [max(sxh - sx, 0.0)]],
-                    yerr=[[max(sy - syl, 0.0)], [max(syh - sy, 0.0)]],
-                    fmt="o",
-                    color=method_color[f["method"]],
-                    label=f["method"],
-                    capsize=2,
-                )
-            ax.set(title=_wrap(f"{title}, {size}"), xlabel="IQM final sparsity", ylabel=f"final {y_label}")
-            ax.legend(fontsize=7)
-        save(fig, f"{setting}_return_vs_sparsity.png")
-        # PolyPrune's oracle beside the EauDe runs it copied its s_F from (Fig. 7 bottom), per size that has one:
-        # return (top) and sparsity (bottom) of EauDe at U_max = 3, the oracle, PolyPrune at s_F = 0.95 and, for the
-        # return, the dense network; the other U_max regimes stay out, so the four read apart.
-        oracle_sizes = [z for z in sizes if any(_curve_role(c) == "oracle" and c["size"] == z for c in curves)]
-        if oracle_sizes:
-            fig, axes = plt.subplots(2, len(oracle_sizes), figsize=(4.2 * len(oracle_sizes), 6.2), squeeze=False)
-            role_color = {"eaude": "C0", "oracle": "C1", "polyprune": "C2", "dense": "C7"}
-            for col, size in enumerate(oracle_sizes):
-                for c in (c for c in curves if c["size"] == size and _curve_role(c) in role_color):
-                    color = role_color[_curve_role(c)]
-                    _ci_plot(axes[0, col], grid, *map(np.asarray, c["score"]), label=c["method"], color=color)
-                    if c["sparsity"] is not None and _curve_role(c) != "dense":
-                        _ci_plot(axes[1, col], grid, *map(np.asarray, c["sparsity"]), label=c["method"], color=color)
-                axes[0, col].set(title=_wrap(f"{title}, {size}: oracle"), xlabel=s["x_label"], ylabel=y_label)
-                axes[1, col].set(xlabel=s["x_label"], ylabel="IQM sparsity", ylim=(0, 1))
-                axes[0, col].legend(fontsize=7)
-                axes[1, col].legend(fontsize=7)
-            save(fig, f"{setting}_oracle.png")
-        # Population trajectories (Fig. 14): rows = sizes, columns = envs; dots = every member after each update
-        # (first seed), line = the target's sparsity averaged over seeds; colour = U_max regime.
-        pruns = [
-            r
-            for r in runs
-            if r.family == s["family"]
-            and setting_variant(r) == s["variant"]
-            and r.env_id in s["env_ids"]
-            and r.population
-            and r.problem is None
-        ]
-        if pruns:
-            envs = sorted({r.env_id for r in pruns})
-            psizes = sorted({r.size for r in pruns}, key=_size_order)
-            regimes = sorted({r.u_max if r.u_max is not None else DEFAULT_U_MAX for r in pruns})
-            fig, axes = plt.subplots(
-                len(psizes), len(envs), figsize=(3.2 * len(envs), 2.8 * len(psizes)), squeeze=False, sharey=True
-            )
-            for (row, size), (col, env) in ((rs, ce) for rs in enumerate(psizes) for ce in enumerate(envs)):
-                ax = axes[row, col]
-                for k, umax in enumerate(regimes):
-                    group = [
-                        r
-                        for r in pruns
-                        if (r.size, r.env_id) == (size, env)
-                        and (r.u_max if r.u_max is not None else DEFAULT_U_MAX) == umax
-                    ]
-                    if not group:
-                        continue
-                    color = f"C{k}"
-                    first = min(group, key=lambda r: r.seed)
-                    xs = [e["global_step"] for e in first.population for _ in e["sparsities_after"]]
-                    ys = [v for e in first.population for v in e["sparsities_after"]]
-                    ax.scatter(xs, ys, s=3, color=color, alpha=0.3)
-                    target = [
-                        binned_curve(
-                            np.array([e["global_step"] for e in r.population]),
-                            np.array([e["sparsities_before"][e["target_index"]] for e in r.population]),
-                            grid,
-                            until=r.last_step,
-                        )
-                        for r in group
-                    ]
-                    ax.plot(grid, np.nanmean(np.array(target), axis=0), color=color, label=f"U_max={umax:g}")
-                ax.set(title=f"{env} ({size})", ylim=(0, 1), xlabel=s["x_label"])
-                if col == 0:
-                    ax.set_ylabel("sparsity")
-                ax.legend(fontsize=6)
-            save(fig, f"{setting}_population.png")
+    # No date in the PDF and SVG files: the same runs redraw the same bytes.
+    metadata = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+    with plt.rc_context(FIGURE_STYLE):
+        for setting, s in result["settings"].items():
+            st = _Setting(s, runs)
+            for kind in FIGURE_KINDS:
+                fig = FIGURE_DRAWERS[kind](st)
+                if fig is None:
+                    continue
+                for fmt in formats:
+                    path = out / f"{setting}_{kind}.{fmt}"
+                    if fmt == "png":
+                        _save_png(fig, path)
+                    else:
+                        fig.savefig(path, dpi=PNG_DPI, metadata=metadata[fmt])
+                    written.append(path)
+                plt.close(fig)
     return written
 
 
@@ -1334,8 +1696,14 @@ def write_summary(
                     cells.append(f"{np.nanmean(v):.3f}" if v and not all(math.isnan(x) for x in v) else "")
                 lines.append(f"| {env} | " + " | ".join(cells) + " |")
             lines.append("")
-        figs = [p for p in figures if p.stem in {f"{setting}_{kind}" for kind in FIGURE_KINDS}]
-        lines += [f"![{p.stem}]({p.name})" for p in figs] + [""]
+        for stem in (f"{setting}_{kind}" for kind in FIGURE_KINDS):
+            # One entry per figure: GitHub shows a PNG (or SVG) in the page, a PDF only behind a link.
+            drawn = {p.suffix: p for p in figures if p.stem == stem}
+            if shown := drawn.get(".png") or drawn.get(".svg"):
+                lines.append(f"![{stem}]({shown.name})")
+            elif ".pdf" in drawn:
+                lines.append(f"[{stem} (PDF)]({drawn['.pdf'].name})")
+        lines.append("")
     path = out / "summary.md"
     path.write_text("\n".join(lines))
     return path
@@ -1356,6 +1724,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder holding the run folders")
     parser.add_argument("--output-dir", type=Path, default=Path("figures"), help="where figures and summary go")
+    parser.add_argument(
+        "--format",
+        default="png",
+        help=f"comma list of the figures' file formats, of {', '.join(FIGURE_FORMATS)} (png,pdf: vector copies for a paper)",
+    )
     parser.add_argument("--num-points", type=int, default=40, help="points of the common step grid of the curves")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per confidence interval")
     parser.add_argument("--env-ids", default=None, help="comma list: only these env ids")
@@ -1368,6 +1741,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--notes", type=Path, default=None, help="Markdown file placed in summary.md after the claims")
     args = parser.parse_args(argv)
+    formats = [f.strip().lower().removeprefix(".") for f in args.format.split(",") if f.strip()]
+    if not formats or any(f not in FIGURE_FORMATS for f in formats):
+        print(f"error: --format: {args.format!r} is not a comma list of {', '.join(FIGURE_FORMATS)}", file=sys.stderr)
+        return 2
     if not args.runs_dir.is_dir():
         print(f"error: --runs-dir {args.runs_dir} is not a folder", file=sys.stderr)
         return 2
@@ -1392,7 +1769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = analyze(runs, num_points=args.num_points, reps=args.reps)
     for excluded in result["excluded"]:
         print(f"excluded {excluded['run']}: {excluded['reason']}", file=sys.stderr)
-    figures = make_figures(result, runs, args.output_dir)
+    figures = make_figures(result, runs, args.output_dir, list(dict.fromkeys(formats)))
     result["claims"] = paper_claims(runs, num_points=args.num_points, reps=args.reps)
     result["cleanrl"] = cleanrl_comparison(runs, num_points=args.num_points, reps=args.reps)
     result["leave_one_out"] = leave_one_seed_out(runs, num_points=args.num_points, reps=args.reps)
