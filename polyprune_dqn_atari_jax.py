@@ -490,7 +490,135 @@ def epsilon_schedule(step: int, args: Args) -> float:
     return args.start_e + fraction * (args.end_e - args.start_e)
 
 
-# ---- Run outputs: config.json, metrics.jsonl + TensorBoard + W&B, population.jsonl, checkpoints (docs/contract.md) --
+# ---- Training loop ---------------------------------------------------------------------------------------------------
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    run = Run(args)
+
+    # ---- environment, network, optimizer
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    num_actions = envs.action_space.n
+    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
+    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
+    _, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
+    learner = init_learner(network, optimizer, init_key, np.zeros((1, 4, 84, 84), np.uint8))
+    start_step = int(args.pruning_start * args.total_timesteps)
+    end_step = int(args.pruning_end * args.total_timesteps)
+    rb, rng = ReplayBuffer(args.buffer_size, args.num_envs), np.random.default_rng(args.seed)
+    train_step, act = make_train_step(network, optimizer, args.gamma), make_act(network)
+    print(f"{run.dir.name}: one network of {count_params(learner['params']):,} parameters ({args.network_size}), final"
+          f" sparsity {args.final_sparsity} on {jax.default_backend()}; outputs in {run.dir}", flush=True)  # fmt: skip
+    T = args.target_network_frequency
+    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "next_target_update": (args.learning_starts // T + 1) * T}
+    meta |= {"next_pruning": args.pruning_period, "sparsity": 0.0, "elapsed": 0.0}
+    if args.resume:
+        learner, meta = run.resume(learner, rb, rng)
+        rb.end_partial_episodes()  # the env restarts: no transition leaves the newest entries
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
+    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+    next_target_update, next_pruning, sparsity = meta["next_target_update"], meta["next_pruning"], meta["sparsity"]
+    run.open_logs(meta)
+    target_sparsity = measured_sparsity(learner["target_params"])
+    if global_step == 0:
+        run.scalar("sparsity/target", target_sparsity, 0)
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
+
+    def checkpoint() -> None:
+        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
+        counters |= {"next_target_update": next_target_update, "next_pruning": next_pruning, "sparsity": sparsity}
+        counters |= {"elapsed": run.elapsed(), "rng_state": rng.bit_generator.state}
+        run.save_checkpoint(learner, rb, counters)
+
+    def greedy_actions() -> np.ndarray:
+        return np.asarray(act(learner["params"], obs))
+
+    obs, info = envs.reset()
+    obs = zero_fill_reset_frames(obs, info["elapsed_step"])
+    rb.add_first(obs[:, -1])
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_loss = float("nan"), None
+    run.watch_signals()
+    while global_step < args.total_timesteps:
+        # ---- act: epsilon-greedy on the online network
+        epsilon = epsilon_schedule(global_step, args)
+        actions = epsilon_greedy(epsilon, num_actions, args.num_envs, greedy_actions, rng)
+        obs, rewards, terminated, truncated, info = envs.step(actions)
+        obs = zero_fill_reset_frames(obs, info["elapsed_step"])
+
+        # ---- store; autoreset steps are not interactions: they are neither stored nor counted
+        rb.add(actions, rewards, terminated, truncated, obs[:, -1], reset=resetting)
+        live = ~resetting
+        episode_returns += np.where(live, info["reward"], 0.0)  # raw game score (rewards are clipped for learning)
+        episode_lengths += live
+        previous_step, global_step = global_step, global_step + int(live.sum())
+        resetting = live & (terminated | truncated)
+        for env in np.flatnonzero(resetting):
+            episodes, last_return = episodes + 1, float(episode_returns[env])
+            run.scalar("charts/episodic_return", last_return, global_step)
+            run.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+
+        # ---- learn: one gradient step per G env steps
+        while grad_steps < gradient_steps_due(global_step, args):
+            batch = rb.sample(args.batch_size, rng)
+            learner["params"], learner["opt_state"], last_loss = train_step(
+                learner["params"], learner["opt_state"], learner["masks"], learner["target_params"], batch
+            )
+            grad_steps += 1
+            if not np.isfinite(np.asarray(last_loss)):
+                run.scalar("losses/td_loss", float(last_loss), global_step)
+                run.close(3, f"error: the loss is non-finite at step {global_step:,}: {DIVERGED}")
+
+        # ---- every T steps: the target copies the (masked) online network
+        if global_step >= next_target_update:
+            learner["target_params"] = learner["params"]
+            target_sparsity = measured_sparsity(learner["target_params"])
+            run.scalar("sparsity/target", target_sparsity, global_step)
+            next_target_update += args.target_network_frequency
+
+        # ---- every pruning period: recompute the mask at the Eq. 2 sparsity (after the target update, so that with
+        # period = T the online network is a pruned version of the target, as in DistillQN)
+        if global_step >= next_pruning:
+            new_sparsity = polynomial_sparsity(
+                global_step, args.final_sparsity, start_step, end_step, args.pruning_power
+            )
+            if new_sparsity != sparsity:  # the Adam state is kept
+                learner["params"], learner["masks"] = prune(learner["params"], new_sparsity, args.sparsity_distribution)
+                sparsity = new_sparsity
+            next_pruning += args.pruning_period
+
+        # ---- log every 1000 steps, checkpoint, stop on a signal
+        if global_step // 1000 > previous_step // 1000:
+            details = f"eps {epsilon:.3f} | episodes {episodes} | last return {last_return:.1f}"
+            run.progress(global_step, args.total_timesteps, f"{details} | target sparsity {target_sparsity:.3f}")
+            run.scalar("charts/epsilon", epsilon, global_step)
+            run.scalar("sparsity/online", sparsity, global_step)
+            if last_loss is not None:
+                run.scalar("losses/td_loss", float(last_loss), global_step)
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+        if run.stop_signal:
+            checkpoint()
+            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
+            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        save_and_evaluate(args, run, learner["target_params"], global_step)
+        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
+            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
+    run.close()
+
+
+# ---- Run outputs (docs/contract.md): the run folder, logs, checkpoints, evaluation, video; no algorithm below --------
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -791,10 +919,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# ---- Training loop ---------------------------------------------------------------------------------------------------
-DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
-
-
 def save_and_evaluate(args: Args, run: Run, target_params: Any, step: int) -> None:
     """--save-model: the target network's params (pruned weights are exact zeros), then its evaluation episodes."""
     model_path = run.dir / f"{args.exp_name}.cleanrl_model"
@@ -805,130 +929,6 @@ def save_and_evaluate(args: Args, run: Run, target_params: Any, step: int) -> No
     evaluation = (args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir)
     for value in evaluate(model_path, *evaluation):
         run.scalar("eval/episodic_return", value, step)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    run = Run(args)
-
-    # ---- environment, network, optimizer
-    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
-    num_actions = envs.action_space.n
-    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
-    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    _, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    learner = init_learner(network, optimizer, init_key, np.zeros((1, 4, 84, 84), np.uint8))
-    start_step = int(args.pruning_start * args.total_timesteps)
-    end_step = int(args.pruning_end * args.total_timesteps)
-    rb, rng = ReplayBuffer(args.buffer_size, args.num_envs), np.random.default_rng(args.seed)
-    train_step, act = make_train_step(network, optimizer, args.gamma), make_act(network)
-    print(f"{run.dir.name}: one network of {count_params(learner['params']):,} parameters ({args.network_size}), final"
-          f" sparsity {args.final_sparsity} on {jax.default_backend()}; outputs in {run.dir}", flush=True)  # fmt: skip
-    T = args.target_network_frequency
-    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "next_target_update": (args.learning_starts // T + 1) * T}
-    meta |= {"next_pruning": args.pruning_period, "sparsity": 0.0, "elapsed": 0.0}
-    if args.resume:
-        learner, meta = run.resume(learner, rb, rng)
-        rb.end_partial_episodes()  # the env restarts: no transition leaves the newest entries
-        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
-    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-    next_target_update, next_pruning, sparsity = meta["next_target_update"], meta["next_pruning"], meta["sparsity"]
-    run.open_logs(meta)
-    target_sparsity = measured_sparsity(learner["target_params"])
-    if global_step == 0:
-        run.scalar("sparsity/target", target_sparsity, 0)
-    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
-    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
-
-    def checkpoint() -> None:
-        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
-        counters |= {"next_target_update": next_target_update, "next_pruning": next_pruning, "sparsity": sparsity}
-        counters |= {"elapsed": run.elapsed(), "rng_state": rng.bit_generator.state}
-        run.save_checkpoint(learner, rb, counters)
-
-    def greedy_actions() -> np.ndarray:
-        return np.asarray(act(learner["params"], obs))
-
-    obs, info = envs.reset()
-    obs = zero_fill_reset_frames(obs, info["elapsed_step"])
-    rb.add_first(obs[:, -1])
-    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
-    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
-    last_return, last_loss = float("nan"), None
-    run.watch_signals()
-    while global_step < args.total_timesteps:
-        # ---- act: epsilon-greedy on the online network
-        epsilon = epsilon_schedule(global_step, args)
-        actions = epsilon_greedy(epsilon, num_actions, args.num_envs, greedy_actions, rng)
-        obs, rewards, terminated, truncated, info = envs.step(actions)
-        obs = zero_fill_reset_frames(obs, info["elapsed_step"])
-
-        # ---- store; autoreset steps are not interactions: they are neither stored nor counted
-        rb.add(actions, rewards, terminated, truncated, obs[:, -1], reset=resetting)
-        live = ~resetting
-        episode_returns += np.where(live, info["reward"], 0.0)  # raw game score (rewards are clipped for learning)
-        episode_lengths += live
-        previous_step, global_step = global_step, global_step + int(live.sum())
-        resetting = live & (terminated | truncated)
-        for env in np.flatnonzero(resetting):
-            episodes, last_return = episodes + 1, float(episode_returns[env])
-            run.scalar("charts/episodic_return", last_return, global_step)
-            run.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
-            episode_returns[env], episode_lengths[env] = 0.0, 0
-
-        # ---- learn: one gradient step per G env steps
-        while grad_steps < gradient_steps_due(global_step, args):
-            batch = rb.sample(args.batch_size, rng)
-            learner["params"], learner["opt_state"], last_loss = train_step(
-                learner["params"], learner["opt_state"], learner["masks"], learner["target_params"], batch
-            )
-            grad_steps += 1
-            if not np.isfinite(np.asarray(last_loss)):
-                run.scalar("losses/td_loss", float(last_loss), global_step)
-                run.close(3, f"error: the loss is non-finite at step {global_step:,}: {DIVERGED}")
-
-        # ---- every T steps: the target copies the (masked) online network
-        if global_step >= next_target_update:
-            learner["target_params"] = learner["params"]
-            target_sparsity = measured_sparsity(learner["target_params"])
-            run.scalar("sparsity/target", target_sparsity, global_step)
-            next_target_update += args.target_network_frequency
-
-        # ---- every pruning period: recompute the mask at the Eq. 2 sparsity (after the target update, so that with
-        # period = T the online network is a pruned version of the target, as in DistillQN)
-        if global_step >= next_pruning:
-            new_sparsity = polynomial_sparsity(
-                global_step, args.final_sparsity, start_step, end_step, args.pruning_power
-            )
-            if new_sparsity != sparsity:  # the Adam state is kept
-                learner["params"], learner["masks"] = prune(learner["params"], new_sparsity, args.sparsity_distribution)
-                sparsity = new_sparsity
-            next_pruning += args.pruning_period
-
-        # ---- log every 1000 steps, checkpoint, stop on a signal
-        if global_step // 1000 > previous_step // 1000:
-            details = f"eps {epsilon:.3f} | episodes {episodes} | last return {last_return:.1f}"
-            run.progress(global_step, args.total_timesteps, f"{details} | target sparsity {target_sparsity:.3f}")
-            run.scalar("charts/epsilon", epsilon, global_step)
-            run.scalar("sparsity/online", sparsity, global_step)
-            if last_loss is not None:
-                run.scalar("losses/td_loss", float(last_loss), global_step)
-        if next_checkpoint is not None and global_step >= next_checkpoint:
-            checkpoint()
-            next_checkpoint += args.checkpoint_interval
-        if run.stop_signal:
-            checkpoint()
-            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
-            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
-
-    envs.close()
-    if next_checkpoint is not None:
-        checkpoint()  # a finished run can still be extended or inspected
-    if args.save_model:
-        save_and_evaluate(args, run, learner["target_params"], global_step)
-        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
-            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
-    run.close()
 
 
 if __name__ == "__main__":

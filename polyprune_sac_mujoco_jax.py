@@ -462,7 +462,179 @@ def make_deterministic_act(actor: Actor) -> Any:
     return act
 
 
-# ---- Run outputs: config.json, metrics.jsonl + TensorBoard + W&B, population.jsonl, checkpoints (docs/contract.md) --
+# ---- Training loop ---------------------------------------------------------------------------------------------------
+def init_state(
+    actor: Actor, critic: Critic, optimizer: optax.GradientTransformation, obs_dim: int, action_dim: int, key: jax.Array
+) -> dict[str, Any]:
+    """Policy, two independent critics with targets equal to them, Adam states and the temperature."""
+    actor_key, critic_key = jax.random.split(key)
+    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
+    actor_params = actor.init(actor_key, obs)
+    critics = jax.vmap(critic.init, in_axes=(0, None, None))(jax.random.split(critic_key, 2), obs, action)
+    log_alpha = jnp.zeros((), jnp.float32)  # alpha = 1 initially (SBX); not weak-typed: one compilation
+    return {
+        "actor": actor_params, "actor_opt_state": optimizer.init(actor_params),
+        "actor_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), actor_params),
+        "critics": critics, "critic_targets": critics,
+        "critic_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), critics),
+        "critic_opt_states": jax.vmap(optimizer.init)(critics),
+        "log_alpha": log_alpha, "alpha_opt_state": optimizer.init(log_alpha), "key": key,
+    }  # fmt: skip
+
+
+def prune_pair(state: dict[str, Any], sparsity: float, distribution: str) -> dict[str, Any]:
+    """Eq. 2 step for both critics: magnitude masks of the online critic, applied to it and to its Polyak target.
+    Adam states are kept (Ceron et al. 2024)."""
+    state = dict(state)
+    masks = [magnitude_masks(take(state["critics"], i), sparsity, distribution) for i in range(2)]
+    state["critic_masks"] = jax.tree.map(lambda *m: jnp.stack(m), *masks)
+    state["critics"] = apply_masks(state["critics"], state["critic_masks"])
+    state["critic_targets"] = apply_masks(state["critic_targets"], state["critic_masks"])
+    return state
+
+
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    run = Run(args)
+
+    # ---- environment, networks, optimizers
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    obs_dim, action_dim = envs.observation_space.shape[0], envs.action_space.shape[0]
+    low, high = envs.action_space.low, envs.action_space.high
+    actor, critic = Actor(action_dim=action_dim), Critic(width=CRITIC_WIDTHS[args.network_size])
+    optimizer = optax.adam(args.learning_rate)
+    key, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
+    state = init_state(actor, critic, optimizer, obs_dim, action_dim, init_key)
+    state["key"] = key
+    start_step = int(args.pruning_start * args.total_timesteps)
+    end_step = int(args.pruning_end * args.total_timesteps)
+    rb, rng = ReplayBuffer(args.buffer_size, obs_dim, action_dim), np.random.default_rng(args.seed)
+    train_step = make_train_step(actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim))
+    act, deterministic_act = make_act(actor), make_deterministic_act(actor)
+    print(f"{run.dir.name}: actor {count_params(state['actor']):,} parameters, 2 critics of"
+          f" {count_params(take(state['critics'], 0)):,} parameters ({args.network_size}), final sparsity"
+          f" {args.final_sparsity} on {jax.default_backend()}; outputs in {run.dir}", flush=True)  # fmt: skip
+    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "elapsed": 0.0, "sparsity": 0.0, "actor_sparsity": 0.0}
+    meta |= {"next_pruning": args.pruning_period, "next_eval": args.eval_frequency if args.eval_frequency > 0 else None}
+    if args.resume:
+        state, meta = run.resume(state, rb, rng)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
+    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+    next_pruning, next_eval = meta["next_pruning"], meta["next_eval"]
+    sparsity, actor_sparsity = meta["sparsity"], meta["actor_sparsity"]  # nominal sparsity of the current masks
+    run.open_logs(meta)
+    target_sparsity = float(np.mean([measured_sparsity(take(state["critics"], i)) for i in range(2)]))
+    if global_step == 0:
+        run.scalar("sparsity/target", target_sparsity, 0)
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
+
+    def checkpoint() -> None:
+        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
+        counters |= {"next_pruning": next_pruning, "next_eval": next_eval, "sparsity": sparsity}
+        counters |= {"actor_sparsity": actor_sparsity, "elapsed": run.elapsed()}
+        run.save_checkpoint(state, rb, counters | {"rng_state": rng.bit_generator.state})
+
+    obs = envs.reset()[0].astype(np.float32)
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_metrics = float("nan"), None
+    run.watch_signals()
+    while global_step < args.total_timesteps:
+        # ---- act: uniform unit actions during the warm-up, then the stochastic policy
+        if global_step < args.learning_starts:
+            unit_actions = rng.uniform(-1.0, 1.0, size=(args.num_envs, action_dim)).astype(np.float32)
+        else:
+            state["key"], act_key = jax.random.split(state["key"])
+            unit_actions = np.asarray(act(state["actor"], obs, act_key))
+        next_obs, rewards, terminated, truncated, _ = envs.step(scale_action(unit_actions, low, high))
+        next_obs = next_obs.astype(np.float32)
+
+        # ---- store; autoreset steps are not interactions: they are neither stored nor counted
+        live = ~resetting
+        rb.add(obs[live], unit_actions[live], rewards[live], terminated[live], next_obs[live])
+        episode_returns += np.where(live, rewards, 0.0)
+        episode_lengths += live
+        previous_step, global_step = global_step, global_step + int(live.sum())
+        for env in np.flatnonzero(live & (terminated | truncated)):
+            episodes, last_return = episodes + 1, float(episode_returns[env])
+            run.scalar("charts/episodic_return", last_return, global_step)
+            run.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+        resetting = live & (terminated | truncated)
+        obs = next_obs
+
+        # ---- learn: UTD 1, one jitted update of critics, actor, temperature and targets (in that order)
+        while global_step - args.learning_starts > grad_steps:
+            batch = rb.sample(args.batch_size, rng)
+            state["key"], step_key = jax.random.split(state["key"])
+            state, last_metrics = train_step(state, batch, step_key)
+            grad_steps += 1
+            qf_loss, actor_loss_value = np.asarray(last_metrics["qf_loss"]), float(last_metrics["actor_loss"])
+            if not np.isfinite(qf_loss).all() or not math.isfinite(actor_loss_value):
+                run.scalar("losses/qf_loss", float(np.mean(qf_loss)), global_step)
+                run.scalar("losses/actor_loss", actor_loss_value, global_step)
+                failure = f"a critic or the actor has a non-finite loss at step {global_step:,}"
+                run.close(3, f"error: {failure}: {DIVERGED}")
+
+        # ---- every pruning period: recompute the critics' masks at the Eq. 2 sparsity (and the actor's)
+        if global_step >= next_pruning:
+            new_sparsity = polynomial_sparsity(
+                global_step, args.final_sparsity, start_step, end_step, args.pruning_power
+            )
+            if new_sparsity != sparsity:
+                state = prune_pair(state, new_sparsity, args.sparsity_distribution)
+                sparsity = new_sparsity
+                target_sparsity = float(np.mean([measured_sparsity(take(state["critics"], i)) for i in range(2)]))
+                run.scalar("sparsity/target", target_sparsity, global_step)
+            if args.prune_actor and new_sparsity != actor_sparsity:
+                state["actor_masks"] = magnitude_masks(state["actor"], new_sparsity, args.sparsity_distribution)
+                state["actor"] = apply_masks(state["actor"], state["actor_masks"])
+                actor_sparsity = new_sparsity
+                run.scalar("sparsity/actor", measured_sparsity(state["actor"]), global_step)
+            next_pruning += args.pruning_period
+
+        # ---- periodic evaluation of the deterministic policy on its own env
+        final = global_step >= args.total_timesteps and args.save_model  # the saved model is evaluated instead
+        if next_eval is not None and global_step >= next_eval and not final:
+            returns = evaluate_policy(deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed,
+                                      global_step)  # fmt: skip
+            for value in returns:
+                run.scalar("eval/episodic_return", value, global_step)
+            if returns:
+                print(f"eval at step {global_step:,}: mean return {np.mean(returns):.1f}", flush=True)
+            next_eval += args.eval_frequency
+
+        # ---- log every 1000 steps, checkpoint, stop on a signal
+        if global_step // 1000 > previous_step // 1000:
+            details = f"episodes {episodes} | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}"
+            run.progress(global_step, args.total_timesteps, details)
+            if last_metrics is not None:
+                run.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
+                for name in ("actor_loss", "alpha", "alpha_loss"):
+                    run.scalar(f"losses/{name}", float(last_metrics[name]), global_step)
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+        if run.stop_signal:
+            checkpoint()
+            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
+            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        save_and_evaluate(args, run, state, deterministic_act, global_step, target_sparsity)
+        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
+            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
+    run.close()
+
+
+# ---- Run outputs (docs/contract.md): the run folder, logs, checkpoints, evaluation, video; no algorithm below --------
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -775,40 +947,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# ---- Training loop ---------------------------------------------------------------------------------------------------
-def init_state(
-    actor: Actor, critic: Critic, optimizer: optax.GradientTransformation, obs_dim: int, action_dim: int, key: jax.Array
-) -> dict[str, Any]:
-    """Policy, two independent critics with targets equal to them, Adam states and the temperature."""
-    actor_key, critic_key = jax.random.split(key)
-    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
-    actor_params = actor.init(actor_key, obs)
-    critics = jax.vmap(critic.init, in_axes=(0, None, None))(jax.random.split(critic_key, 2), obs, action)
-    log_alpha = jnp.zeros((), jnp.float32)  # alpha = 1 initially (SBX); not weak-typed: one compilation
-    return {
-        "actor": actor_params, "actor_opt_state": optimizer.init(actor_params),
-        "actor_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), actor_params),
-        "critics": critics, "critic_targets": critics,
-        "critic_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), critics),
-        "critic_opt_states": jax.vmap(optimizer.init)(critics),
-        "log_alpha": log_alpha, "alpha_opt_state": optimizer.init(log_alpha), "key": key,
-    }  # fmt: skip
-
-
-def prune_pair(state: dict[str, Any], sparsity: float, distribution: str) -> dict[str, Any]:
-    """Eq. 2 step for both critics: magnitude masks of the online critic, applied to it and to its Polyak target.
-    Adam states are kept (Ceron et al. 2024)."""
-    state = dict(state)
-    masks = [magnitude_masks(take(state["critics"], i), sparsity, distribution) for i in range(2)]
-    state["critic_masks"] = jax.tree.map(lambda *m: jnp.stack(m), *masks)
-    state["critics"] = apply_masks(state["critics"], state["critic_masks"])
-    state["critic_targets"] = apply_masks(state["critic_targets"], state["critic_masks"])
-    return state
-
-
-DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
-
-
 def save_and_evaluate(args: Args, run: Run, state: dict[str, Any], act: Any, step: int, critic_sparsity: float) -> None:
     """--save-model: the actor and the two critics (pruned weights are exact zeros), then the evaluation of the actor
     read back from the file, and its videos with --capture-video."""
@@ -825,144 +963,6 @@ def save_and_evaluate(args: Args, run: Run, state: dict[str, Any], act: Any, ste
     print(f"saved model: mean evaluation return {np.mean(returns) if returns else float('nan'):.1f}", flush=True)
     if args.capture_video:
         record_videos(act, actor_params, args.env_id, args.eval_episodes, args.seed, Path("videos") / run.dir.name)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    run = Run(args)
-
-    # ---- environment, networks, optimizers
-    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
-    obs_dim, action_dim = envs.observation_space.shape[0], envs.action_space.shape[0]
-    low, high = envs.action_space.low, envs.action_space.high
-    actor, critic = Actor(action_dim=action_dim), Critic(width=CRITIC_WIDTHS[args.network_size])
-    optimizer = optax.adam(args.learning_rate)
-    key, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    state = init_state(actor, critic, optimizer, obs_dim, action_dim, init_key)
-    state["key"] = key
-    start_step = int(args.pruning_start * args.total_timesteps)
-    end_step = int(args.pruning_end * args.total_timesteps)
-    rb, rng = ReplayBuffer(args.buffer_size, obs_dim, action_dim), np.random.default_rng(args.seed)
-    train_step = make_train_step(actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim))
-    act, deterministic_act = make_act(actor), make_deterministic_act(actor)
-    print(f"{run.dir.name}: actor {count_params(state['actor']):,} parameters, 2 critics of"
-          f" {count_params(take(state['critics'], 0)):,} parameters ({args.network_size}), final sparsity"
-          f" {args.final_sparsity} on {jax.default_backend()}; outputs in {run.dir}", flush=True)  # fmt: skip
-    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "elapsed": 0.0, "sparsity": 0.0, "actor_sparsity": 0.0}
-    meta |= {"next_pruning": args.pruning_period, "next_eval": args.eval_frequency if args.eval_frequency > 0 else None}
-    if args.resume:
-        state, meta = run.resume(state, rb, rng)
-        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
-    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-    next_pruning, next_eval = meta["next_pruning"], meta["next_eval"]
-    sparsity, actor_sparsity = meta["sparsity"], meta["actor_sparsity"]  # nominal sparsity of the current masks
-    run.open_logs(meta)
-    target_sparsity = float(np.mean([measured_sparsity(take(state["critics"], i)) for i in range(2)]))
-    if global_step == 0:
-        run.scalar("sparsity/target", target_sparsity, 0)
-    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
-    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
-
-    def checkpoint() -> None:
-        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
-        counters |= {"next_pruning": next_pruning, "next_eval": next_eval, "sparsity": sparsity}
-        counters |= {"actor_sparsity": actor_sparsity, "elapsed": run.elapsed()}
-        run.save_checkpoint(state, rb, counters | {"rng_state": rng.bit_generator.state})
-
-    obs = envs.reset()[0].astype(np.float32)
-    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
-    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
-    last_return, last_metrics = float("nan"), None
-    run.watch_signals()
-    while global_step < args.total_timesteps:
-        # ---- act: uniform unit actions during the warm-up, then the stochastic policy
-        if global_step < args.learning_starts:
-            unit_actions = rng.uniform(-1.0, 1.0, size=(args.num_envs, action_dim)).astype(np.float32)
-        else:
-            state["key"], act_key = jax.random.split(state["key"])
-            unit_actions = np.asarray(act(state["actor"], obs, act_key))
-        next_obs, rewards, terminated, truncated, _ = envs.step(scale_action(unit_actions, low, high))
-        next_obs = next_obs.astype(np.float32)
-
-        # ---- store; autoreset steps are not interactions: they are neither stored nor counted
-        live = ~resetting
-        rb.add(obs[live], unit_actions[live], rewards[live], terminated[live], next_obs[live])
-        episode_returns += np.where(live, rewards, 0.0)
-        episode_lengths += live
-        previous_step, global_step = global_step, global_step + int(live.sum())
-        for env in np.flatnonzero(live & (terminated | truncated)):
-            episodes, last_return = episodes + 1, float(episode_returns[env])
-            run.scalar("charts/episodic_return", last_return, global_step)
-            run.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
-            episode_returns[env], episode_lengths[env] = 0.0, 0
-        resetting = live & (terminated | truncated)
-        obs = next_obs
-
-        # ---- learn: UTD 1, one jitted update of critics, actor, temperature and targets (in that order)
-        while global_step - args.learning_starts > grad_steps:
-            batch = rb.sample(args.batch_size, rng)
-            state["key"], step_key = jax.random.split(state["key"])
-            state, last_metrics = train_step(state, batch, step_key)
-            grad_steps += 1
-            qf_loss, actor_loss_value = np.asarray(last_metrics["qf_loss"]), float(last_metrics["actor_loss"])
-            if not np.isfinite(qf_loss).all() or not math.isfinite(actor_loss_value):
-                run.scalar("losses/qf_loss", float(np.mean(qf_loss)), global_step)
-                run.scalar("losses/actor_loss", actor_loss_value, global_step)
-                failure = f"a critic or the actor has a non-finite loss at step {global_step:,}"
-                run.close(3, f"error: {failure}: {DIVERGED}")
-
-        # ---- every pruning period: recompute the critics' masks at the Eq. 2 sparsity (and the actor's)
-        if global_step >= next_pruning:
-            new_sparsity = polynomial_sparsity(
-                global_step, args.final_sparsity, start_step, end_step, args.pruning_power
-            )
-            if new_sparsity != sparsity:
-                state = prune_pair(state, new_sparsity, args.sparsity_distribution)
-                sparsity = new_sparsity
-                target_sparsity = float(np.mean([measured_sparsity(take(state["critics"], i)) for i in range(2)]))
-                run.scalar("sparsity/target", target_sparsity, global_step)
-            if args.prune_actor and new_sparsity != actor_sparsity:
-                state["actor_masks"] = magnitude_masks(state["actor"], new_sparsity, args.sparsity_distribution)
-                state["actor"] = apply_masks(state["actor"], state["actor_masks"])
-                actor_sparsity = new_sparsity
-                run.scalar("sparsity/actor", measured_sparsity(state["actor"]), global_step)
-            next_pruning += args.pruning_period
-
-        # ---- periodic evaluation of the deterministic policy on its own env
-        final = global_step >= args.total_timesteps and args.save_model  # the saved model is evaluated instead
-        if next_eval is not None and global_step >= next_eval and not final:
-            returns = evaluate_policy(deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed,
-                                      global_step)  # fmt: skip
-            for value in returns:
-                run.scalar("eval/episodic_return", value, global_step)
-            if returns:
-                print(f"eval at step {global_step:,}: mean return {np.mean(returns):.1f}", flush=True)
-            next_eval += args.eval_frequency
-
-        # ---- log every 1000 steps, checkpoint, stop on a signal
-        if global_step // 1000 > previous_step // 1000:
-            details = f"episodes {episodes} | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}"
-            run.progress(global_step, args.total_timesteps, details)
-            if last_metrics is not None:
-                run.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
-                for name in ("actor_loss", "alpha", "alpha_loss"):
-                    run.scalar(f"losses/{name}", float(last_metrics[name]), global_step)
-        if next_checkpoint is not None and global_step >= next_checkpoint:
-            checkpoint()
-            next_checkpoint += args.checkpoint_interval
-        if run.stop_signal:
-            checkpoint()
-            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
-            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
-
-    envs.close()
-    if next_checkpoint is not None:
-        checkpoint()  # a finished run can still be extended or inspected
-    if args.save_model:
-        save_and_evaluate(args, run, state, deterministic_act, global_step, target_sparsity)
-        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
-            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
-    run.close()
 
 
 if __name__ == "__main__":
