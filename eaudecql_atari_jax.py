@@ -672,10 +672,6 @@ def take(tree: Any, index: Any) -> Any:
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def put(tree: Any, index: int, value: Any) -> Any:
-    return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
-
-
 def init_learner(
     network: nn.Module, optimizer: optax.GradientTransformation, key: jax.Array, num_networks: int, dummy: np.ndarray
 ) -> dict[str, Any]:

@@ -425,10 +425,6 @@ def take(tree: Any, index: Any) -> Any:
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def put(tree: Any, index: int, value: Any) -> Any:
-    return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
-
-
 @functools.partial(jax.jit, static_argnames=("optimizer", "distribution"))
 def renew_populations(
     critics: dict[str, Any], parents: jax.Array, zero_counts: jax.Array, is_copy: jax.Array,
@@ -961,13 +957,12 @@ class Run:
             if self.wandb is not None:
                 self.wandb.log({name: float(value), "global_step": int(step)})
 
-    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
-        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
-        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
+    def progress(self, step: int, total: int, details: str) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end."""
         sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
         self.scalar("charts/SPS", sps, step)
         if time.time() - self.last_print > 10 or step >= total:
-            eta = int(max((total - step) / max(sps, 1e-9) + extra_seconds, 0))
+            eta = int(max((total - step) / max(sps, 1e-9), 0))
             eta_text = f"{eta // 3600}h{eta // 60 % 60:02d}m{eta % 60:02d}s"
             print(f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta_text} | {details}",
                   flush=True)  # fmt: skip

@@ -823,7 +823,7 @@ class Run:
     EauDe runs have one); and crash-safe checkpoints. It also prints the progress line."""
 
     def __init__(self, args: Args) -> None:
-        self.args, self.population, self.wandb, self.stop_signal = args, None, None, 0
+        self.args, self.wandb, self.stop_signal = args, None, 0
         if args.resume:
             self.dir = Path(args.resume)
             self.hold_lock()
@@ -924,12 +924,6 @@ class Run:
             self.last_print = time.time()
         self.window_time, self.window_step = time.time(), step
 
-    def population_event(self, event: dict[str, Any]) -> None:
-        with self.writing("population.jsonl"):
-            if self.population is None:
-                self.population = open(self.dir / "population.jsonl", "a", buffering=1)
-            self.population.write(json_line(event))
-
     def save_checkpoint(self, state: dict[str, Any], counters: dict[str, Any]) -> None:
         """Written into checkpoint.tmp/, then swapped in by renames keeping the previous one as checkpoint.old/: a crash
         at any point leaves a whole checkpoint, and a checkpoint damaged later has one to fall back to."""
@@ -994,8 +988,6 @@ class Run:
     def close(self, code: int = 0, message: str = "") -> None:
         """Close the logs; a run stopped early (diverged, interrupted) then exits with `code` and one stderr line."""
         self.metrics.close()
-        if self.population is not None:
-            self.population.close()
         self.writer.close()
         self.lock.close()  # the folder is free: main() called again in this process (a test, a notebook) may resume it
         if code:

@@ -702,7 +702,7 @@ class Run:
     EauDe runs have one); and crash-safe checkpoints. It also prints the progress line."""
 
     def __init__(self, args: Args) -> None:
-        self.args, self.population, self.wandb, self.stop_signal = args, None, None, 0
+        self.args, self.wandb, self.stop_signal = args, None, 0
         if args.resume:
             self.dir = Path(args.resume)
             self.hold_lock()
@@ -790,24 +790,17 @@ class Run:
             if self.wandb is not None:
                 self.wandb.log({name: float(value), "global_step": int(step)})
 
-    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
-        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
-        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
+    def progress(self, step: int, total: int, details: str) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end."""
         sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
         self.scalar("charts/SPS", sps, step)
         if time.time() - self.last_print > 10 or step >= total:
-            eta = int(max((total - step) / max(sps, 1e-9) + extra_seconds, 0))
+            eta = int(max((total - step) / max(sps, 1e-9), 0))
             eta_text = f"{eta // 3600}h{eta // 60 % 60:02d}m{eta % 60:02d}s"
             print(f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta_text} | {details}",
                   flush=True)  # fmt: skip
             self.last_print = time.time()
         self.window_time, self.window_step = time.time(), step
-
-    def population_event(self, event: dict[str, Any]) -> None:
-        with self.writing("population.jsonl"):
-            if self.population is None:
-                self.population = open(self.dir / "population.jsonl", "a", buffering=1)
-            self.population.write(json_line(event))
 
     def save_checkpoint(self, state: dict[str, Any], replay: ReplayBuffer, counters: dict[str, Any]) -> None:
         """Written into checkpoint.tmp/, then swapped in by renames keeping the previous one as checkpoint.old/: a crash
@@ -882,8 +875,6 @@ class Run:
     def close(self, code: int = 0, message: str = "") -> None:
         """Close the logs; a run stopped early (diverged, interrupted) then exits with `code` and one stderr line."""
         self.metrics.close()
-        if self.population is not None:
-            self.population.close()
         self.writer.close()
         self.lock.close()  # the folder is free: main() called again in this process (a test, a notebook) may resume it
         if code:

@@ -286,7 +286,8 @@ def trained_population(learner3: dict, losses: list[float]) -> tuple[dict, np.nd
     """The initial population with network 1 pruned to 30 % and Adam states told apart: network k has made k + 1
     steps and moments k + 1."""
     params = learner3["params"]
-    masks = eaude.put(learner3["masks"], 1, eaude.magnitude_masks(eaude.take(params, 1), 0.3, "erk"))
+    pruned = eaude.magnitude_masks(eaude.take(params, 1), 0.3, "erk")
+    masks = jax.tree.map(lambda x, v: x.at[1].set(v), learner3["masks"], pruned)
     opt_states = jax.tree.map(lambda x: x + jnp.arange(1, 4).reshape(-1, *[1] * (x.ndim - 1)), learner3["opt_states"])
     learner = {"params": eaude.apply_masks(params, masks), "masks": masks, "opt_states": opt_states}
     return {**learner3, **learner, "cumulated_losses": jnp.array(losses)}, np.array([0.0, 0.3, 0.0])
