@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import functools
 import io
+import itertools
 import json
 import math
 import os
@@ -117,17 +118,6 @@ def check_args(args: Args) -> None:
         raise ArgumentError(f"--env-id: {args.env_id!r} is not an Atari game; this script needs e.g. 'Pong-v5'")
 
 
-def check_output_dir(output_dir: str) -> None:
-    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
-    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
-        if path.exists():
-            if not path.is_dir():
-                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
-            return
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -156,8 +146,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
                 args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
             except (ValueError, KeyError, TypeError) as error:
                 raise ArgumentError(f"--resume: {run_dir / 'config.json'} is damaged ({error!r})") from None
-        else:
-            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -800,13 +788,11 @@ class Run:
         output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1, 1000):  # runs of the same name started in the same second get -2, -3, ...
+            for attempt in itertools.count(1):  # runs of the same name started in the same second get -2, -3, ...
                 self.dir = output_dir / (name if attempt == 1 else f"{name}-{attempt}")
                 with contextlib.suppress(FileExistsError):
-                    self.dir.mkdir()
+                    self.dir.mkdir()  # atomic: two runs never take the same folder
                     break
-            else:
-                raise FileExistsError(f"{output_dir / name} and 998 suffixed folders exist")
         except OSError as error:
             print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
             raise SystemExit(2) from None

@@ -34,7 +34,7 @@ SHARED = [
     *("magnitude_masks", "apply_masks", "measured_sparsity", "polynomial_sparsity"),
     *("behaviour_probabilities", "tournament_selection", "exploration_sparsity", "plan_next_population"),
     *("renew_population", "epsilon_schedule", "epsilon_greedy", "gradient_steps_due", "ArgumentError", "parse_args"),
-    *("check_output_dir", "DIVERGED", "atomic_write", "run_config", "json_line", "truncate_jsonl", "checkpoint_dirs"),
+    *("DIVERGED", "atomic_write", "run_config", "json_line", "truncate_jsonl", "checkpoint_dirs"),
     "write_video",
     *(f"Run.{method}" for method in ("open_logs", "elapsed", "scalar", "population_event", "watch_signals")),
     *(f"Run.{method}" for method in ("hold_lock", "writing", "log_videos")),
