@@ -10,7 +10,7 @@ greedy policy of the target network is evaluated in the environment after every 
     uv run python eaudecql_atari_jax.py --help
 
 Reads top to bottom: arguments, environment, network, DQN Replay Dataset, pruning, population (Eq. 3, tournaments),
-update (CQL loss), run outputs, evaluation, training loop. Outputs and flags follow docs/contract.md.
+update (CQL loss), training loop (main); below it, the run outputs and evaluation. Flags and outputs: docs/contract.md.
 """
 
 import contextlib
@@ -18,6 +18,7 @@ import fcntl
 import functools
 import gzip
 import io
+import itertools
 import json
 import math
 import os
@@ -127,17 +128,6 @@ def check_args(args: Args) -> None:
         raise ArgumentError(str(error)) from None
 
 
-def check_output_dir(output_dir: str) -> None:
-    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
-    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
-        if path.exists():
-            if not path.is_dir():
-                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
-            return
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -166,8 +156,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
                 args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
             except (ValueError, KeyError, TypeError) as error:
                 raise ArgumentError(f"--resume: {run_dir / 'config.json'} is damaged ({error!r})") from None
-        else:
-            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -672,10 +660,6 @@ def take(tree: Any, index: Any) -> Any:
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def put(tree: Any, index: int, value: Any) -> Any:
-    return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
-
-
 def init_learner(
     network: nn.Module, optimizer: optax.GradientTransformation, key: jax.Array, num_networks: int, dummy: np.ndarray
 ) -> dict[str, Any]:
@@ -743,7 +727,136 @@ def to_device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**batch, "terminals": batch["terminals"].astype(np.float32)}
 
 
-# ---- Run outputs: config.json, metrics.jsonl + TensorBoard + W&B, population.jsonl, checkpoints (docs/contract.md) --
+# ---- Training loop ---------------------------------------------------------------------------------------------------
+def load_dataset(args: Args) -> DqnReplayDataset:
+    """The transitions to train on; a dataset problem exits like an argument error (before any JAX work)."""
+    num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
+    started = time.time()
+    try:
+        dataset = load_dqn_replay_dataset(
+            args.dataset_dir, args.dataset_checkpoints, args.transitions_per_checkpoint, num_actions=num_actions
+        )
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(
+        f"loaded {len(dataset.actions):,} rows ({len(dataset.valid_indices):,} transitions) from "
+        f"{len(dataset.checkpoints)} checkpoint(s) of {args.dataset_dir} in {time.time() - started:.1f}s", flush=True,
+    )  # fmt: skip
+    return dataset
+
+
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    dataset = load_dataset(args)  # re-loaded on --resume: the checkpoint never stores it
+    run = Run(args)
+    K, total_steps = args.num_networks, args.num_epochs * args.steps_per_epoch  # t_final, in gradient steps
+    auto = "loop" if jax.default_backend() == "cpu" else "vmap"  # the faster layout measured on each backend
+    layout = auto if args.population_layout == "auto" else args.population_layout
+
+    # ---- networks, optimizer (Alg. 1 l. 1)
+    num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
+    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
+    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
+    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, 4, 84, 84), np.uint8))
+    rng = np.random.default_rng(args.seed)  # mini-batches and population selection
+    train_step = make_train_step(network, optimizer, args.gamma, args.cql_alpha, layout)
+    q_values = jax.jit(network.apply)
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(learner["target_params"]))
+    setup = f"K={K} online networks of {num_params:,} parameters ({args.network_size}), {layout} layout"
+    print(f"{run.dir.name}: {setup} on {jax.default_backend()}; outputs in {run.dir}", flush=True)
+    # global_step counts gradient steps: t of Eq. 3 (offline, the paper's x-axis is the number of batch updates)
+    meta = {"global_step": 0, "next_target_update": args.target_network_frequency, "sparsities": [0.0] * K}
+    meta |= {"elapsed": 0.0, "last_eval_return": float("nan"), "last_eval_seconds": float("nan")}
+    if args.resume:
+        learner, meta = run.resume(learner, rng)
+    global_step, next_target_update = meta["global_step"], meta["next_target_update"]
+    sparsities = np.array(meta["sparsities"])  # nominal sparsity level of each online network
+    last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
+    finished_before = global_step >= total_steps  # resuming a finished run adds nothing (no second final eval)
+    run.open_logs(meta)
+    target_sparsity = measured_sparsity(learner["target_params"])
+    if not args.resume:
+        run.scalar("sparsity/target", target_sparsity, 0)
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
+
+    def checkpoint() -> None:
+        counters = {"global_step": global_step, "next_target_update": next_target_update, "elapsed": run.elapsed()}
+        counters |= {"sparsities": sparsities.tolist(), "rng_state": rng.bit_generator.state}
+        counters |= {"last_eval_return": last_eval_return, "last_eval_seconds": last_eval_seconds}
+        run.save_checkpoint(learner, counters)
+
+    run.watch_signals()
+    while global_step < total_steps:
+        # ---- learn (Alg. 1 l. 5-10): one mini-batch of the dataset, one CQL step for all K networks at once
+        batch = to_device_batch(sample_dqn_replay_batch(dataset, rng, args.batch_size))
+        learner, (last_losses, last_td_losses) = train_step(learner, batch)
+        previous_step, global_step = global_step, global_step + 1
+        if not np.isfinite(np.asarray(learner["cumulated_losses"])).any():  # one NaN network only loses l. 12
+            run.scalar("losses/cql_loss", float(jnp.mean(last_losses)), global_step)
+            run.scalar("losses/td_loss", float(jnp.mean(last_td_losses)), global_step)
+            run.close(3, f"error: every network's loss is non-finite at step {global_step:,}: {DIVERGED}")
+
+        # ---- every T gradient steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
+        if global_step >= next_target_update:
+            learner, sparsities, event = population_step(
+                learner, sparsities, global_step, total_steps, args, optimizer, rng
+            )
+            run.population_event(event)
+            target_sparsity = measured_sparsity(learner["target_params"])
+            run.scalar("sparsity/target", target_sparsity, global_step)
+            run.scalar("population/sparsity_max", float(sparsities.max()), global_step)
+            next_target_update += args.target_network_frequency
+
+        # ---- log every 1000 steps (the training losses are the mean over the K online networks)
+        if global_step // 1000 > previous_step // 1000 or global_step == total_steps:
+            details = f"epoch {global_step // args.steps_per_epoch}/{args.num_epochs} | last eval return"
+            details += f" {last_eval_return:.1f} ({last_eval_seconds:.0f}s) | target sparsity {target_sparsity:.3f}"
+            eval_time = (total_steps - global_step) / args.steps_per_epoch * np.nan_to_num(last_eval_seconds)
+            run.progress(global_step, total_steps, details, eval_time)
+            run.scalar("losses/cql_loss", float(jnp.mean(last_losses)), global_step)
+            run.scalar("losses/td_loss", float(jnp.mean(last_td_losses)), global_step)
+
+        # ---- after every epoch: the target network's greedy policy in the environment (Figure 6). The last epoch
+        # is evaluated from the saved model file instead when --save-model is on (same network, played once).
+        final_by_saved_model = global_step == total_steps and args.save_model
+        if global_step % args.steps_per_epoch == 0 and args.eval_episodes > 0 and not final_by_saved_model:
+            started = time.time()
+            returns = evaluate_policy(
+                q_values, learner["target_params"], args.env_id, args.eval_episodes,
+                env_seed(args.seed, 1, global_step), args.eval_epsilon, args.eval_max_episode_steps,
+            )  # fmt: skip
+            for value in returns:
+                run.scalar("eval/episodic_return", value, global_step)
+            last_eval_return, last_eval_seconds = float(np.mean(returns)), time.time() - started
+            summary = f"eval return {last_eval_return:.1f} over {len(returns)} episodes in {last_eval_seconds:.1f}s"
+            print(f"epoch {global_step // args.steps_per_epoch}: {summary}", flush=True)
+            run.window_time = time.time()  # evaluation time is not part of the gradient steps per second
+
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+        # Ctrl-C / SIGTERM: stop after this step. At t_final the run finishes instead: a resumed finished run adds
+        # nothing, so stopping there would lose the final model and its evaluation.
+        if run.stop_signal and global_step < total_steps:
+            checkpoint()
+            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
+            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
+
+    if next_checkpoint is not None and not finished_before:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model and not finished_before:
+        save_and_evaluate(args, run, learner["target_params"], global_step)
+        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
+            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
+    run.close()
+
+
+# ---- Run outputs (docs/contract.md): the run folder, logs, checkpoints, evaluation, video; no algorithm below --------
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -819,13 +932,11 @@ class Run:
         output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1, 1000):  # runs of the same name started in the same second get -2, -3, ...
+            for attempt in itertools.count(1):  # runs of the same name started in the same second get -2, -3, ...
                 self.dir = output_dir / (name if attempt == 1 else f"{name}-{attempt}")
                 with contextlib.suppress(FileExistsError):
-                    self.dir.mkdir()
+                    self.dir.mkdir()  # atomic: two runs never take the same folder
                     break
-            else:
-                raise FileExistsError(f"{output_dir / name} and 998 suffixed folders exist")
         except OSError as error:
             print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
             raise SystemExit(2) from None
@@ -1052,28 +1163,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# ---- Training loop ---------------------------------------------------------------------------------------------------
-def load_dataset(args: Args) -> DqnReplayDataset:
-    """The transitions to train on; a dataset problem exits like an argument error (before any JAX work)."""
-    num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
-    started = time.time()
-    try:
-        dataset = load_dqn_replay_dataset(
-            args.dataset_dir, args.dataset_checkpoints, args.transitions_per_checkpoint, num_actions=num_actions
-        )
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(
-        f"loaded {len(dataset.actions):,} rows ({len(dataset.valid_indices):,} transitions) from "
-        f"{len(dataset.checkpoints)} checkpoint(s) of {args.dataset_dir} in {time.time() - started:.1f}s", flush=True,
-    )  # fmt: skip
-    return dataset
-
-
-DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
-
-
 def save_and_evaluate(args: Args, run: Run, target_params: Any, step: int) -> None:
     """--save-model: the target network's params (pruned weights are exact zeros), then its evaluation episodes."""
     model_path = run.dir / f"{args.exp_name}.cleanrl_model"
@@ -1085,113 +1174,6 @@ def save_and_evaluate(args: Args, run: Run, target_params: Any, step: int) -> No
         evaluation = (args.seed, args.eval_epsilon, args.network_size, video_dir, args.eval_max_episode_steps)
         for value in evaluate(model_path, args.env_id, args.eval_episodes, *evaluation):
             run.scalar("eval/episodic_return", value, step)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    dataset = load_dataset(args)  # re-loaded on --resume: the checkpoint never stores it
-    run = Run(args)
-    K, total_steps = args.num_networks, args.num_epochs * args.steps_per_epoch  # t_final, in gradient steps
-    auto = "loop" if jax.default_backend() == "cpu" else "vmap"  # the faster layout measured on each backend
-    layout = auto if args.population_layout == "auto" else args.population_layout
-
-    # ---- networks, optimizer (Alg. 1 l. 1)
-    num_actions = envpool.make_spec(args.env_id, full_action_space=False).action_space.n
-    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
-    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, 4, 84, 84), np.uint8))
-    rng = np.random.default_rng(args.seed)  # mini-batches and population selection
-    train_step = make_train_step(network, optimizer, args.gamma, args.cql_alpha, layout)
-    q_values = jax.jit(network.apply)
-    num_params = sum(leaf.size for leaf in jax.tree.leaves(learner["target_params"]))
-    setup = f"K={K} online networks of {num_params:,} parameters ({args.network_size}), {layout} layout"
-    print(f"{run.dir.name}: {setup} on {jax.default_backend()}; outputs in {run.dir}", flush=True)
-    # global_step counts gradient steps: t of Eq. 3 (offline, the paper's x-axis is the number of batch updates)
-    meta = {"global_step": 0, "next_target_update": args.target_network_frequency, "sparsities": [0.0] * K}
-    meta |= {"elapsed": 0.0, "last_eval_return": float("nan"), "last_eval_seconds": float("nan")}
-    if args.resume:
-        learner, meta = run.resume(learner, rng)
-    global_step, next_target_update = meta["global_step"], meta["next_target_update"]
-    sparsities = np.array(meta["sparsities"])  # nominal sparsity level of each online network
-    last_eval_return, last_eval_seconds = meta["last_eval_return"], meta["last_eval_seconds"]
-    finished_before = global_step >= total_steps  # resuming a finished run adds nothing (no second final eval)
-    run.open_logs(meta)
-    target_sparsity = measured_sparsity(learner["target_params"])
-    if not args.resume:
-        run.scalar("sparsity/target", target_sparsity, 0)
-    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
-    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
-
-    def checkpoint() -> None:
-        counters = {"global_step": global_step, "next_target_update": next_target_update, "elapsed": run.elapsed()}
-        counters |= {"sparsities": sparsities.tolist(), "rng_state": rng.bit_generator.state}
-        counters |= {"last_eval_return": last_eval_return, "last_eval_seconds": last_eval_seconds}
-        run.save_checkpoint(learner, counters)
-
-    run.watch_signals()
-    while global_step < total_steps:
-        # ---- learn (Alg. 1 l. 5-10): one mini-batch of the dataset, one CQL step for all K networks at once
-        batch = to_device_batch(sample_dqn_replay_batch(dataset, rng, args.batch_size))
-        learner, (last_losses, last_td_losses) = train_step(learner, batch)
-        previous_step, global_step = global_step, global_step + 1
-        if not np.isfinite(np.asarray(learner["cumulated_losses"])).any():  # one NaN network only loses l. 12
-            run.scalar("losses/cql_loss", float(jnp.mean(last_losses)), global_step)
-            run.scalar("losses/td_loss", float(jnp.mean(last_td_losses)), global_step)
-            run.close(3, f"error: every network's loss is non-finite at step {global_step:,}: {DIVERGED}")
-
-        # ---- every T gradient steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
-        if global_step >= next_target_update:
-            learner, sparsities, event = population_step(
-                learner, sparsities, global_step, total_steps, args, optimizer, rng
-            )
-            run.population_event(event)
-            target_sparsity = measured_sparsity(learner["target_params"])
-            run.scalar("sparsity/target", target_sparsity, global_step)
-            run.scalar("population/sparsity_max", float(sparsities.max()), global_step)
-            next_target_update += args.target_network_frequency
-
-        # ---- log every 1000 steps (the training losses are the mean over the K online networks)
-        if global_step // 1000 > previous_step // 1000 or global_step == total_steps:
-            details = f"epoch {global_step // args.steps_per_epoch}/{args.num_epochs} | last eval return"
-            details += f" {last_eval_return:.1f} ({last_eval_seconds:.0f}s) | target sparsity {target_sparsity:.3f}"
-            eval_time = (total_steps - global_step) / args.steps_per_epoch * np.nan_to_num(last_eval_seconds)
-            run.progress(global_step, total_steps, details, eval_time)
-            run.scalar("losses/cql_loss", float(jnp.mean(last_losses)), global_step)
-            run.scalar("losses/td_loss", float(jnp.mean(last_td_losses)), global_step)
-
-        # ---- after every epoch: the target network's greedy policy in the environment (Figure 6). The last epoch
-        # is evaluated from the saved model file instead when --save-model is on (same network, played once).
-        final_by_saved_model = global_step == total_steps and args.save_model
-        if global_step % args.steps_per_epoch == 0 and args.eval_episodes > 0 and not final_by_saved_model:
-            started = time.time()
-            returns = evaluate_policy(
-                q_values, learner["target_params"], args.env_id, args.eval_episodes,
-                env_seed(args.seed, 1, global_step), args.eval_epsilon, args.eval_max_episode_steps,
-            )  # fmt: skip
-            for value in returns:
-                run.scalar("eval/episodic_return", value, global_step)
-            last_eval_return, last_eval_seconds = float(np.mean(returns)), time.time() - started
-            summary = f"eval return {last_eval_return:.1f} over {len(returns)} episodes in {last_eval_seconds:.1f}s"
-            print(f"epoch {global_step // args.steps_per_epoch}: {summary}", flush=True)
-            run.window_time = time.time()  # evaluation time is not part of the gradient steps per second
-
-        if next_checkpoint is not None and global_step >= next_checkpoint:
-            checkpoint()
-            next_checkpoint += args.checkpoint_interval
-        # Ctrl-C / SIGTERM: stop after this step. At t_final the run finishes instead: a resumed finished run adds
-        # nothing, so stopping there would lose the final model and its evaluation.
-        if run.stop_signal and global_step < total_steps:
-            checkpoint()
-            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
-            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
-
-    if next_checkpoint is not None and not finished_before:
-        checkpoint()  # a finished run can still be extended or inspected
-    if args.save_model and not finished_before:
-        save_and_evaluate(args, run, learner["target_params"], global_step)
-        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
-            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
-    run.close()
 
 
 if __name__ == "__main__":

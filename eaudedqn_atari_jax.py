@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import functools
 import io
+import itertools
 import json
 import math
 import os
@@ -117,17 +118,6 @@ def check_args(args: Args) -> None:
         raise ArgumentError(f"--env-id: {args.env_id!r} is not an Atari game; this script needs e.g. 'Pong-v5'")
 
 
-def check_output_dir(output_dir: str) -> None:
-    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
-    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
-        if path.exists():
-            if not path.is_dir():
-                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
-            return
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -156,8 +146,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
                 args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
             except (ValueError, KeyError, TypeError) as error:
                 raise ArgumentError(f"--resume: {run_dir / 'config.json'} is damaged ({error!r})") from None
-        else:
-            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -527,10 +515,6 @@ def take(tree: Any, index: Any) -> Any:
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def put(tree: Any, index: int, value: Any) -> Any:
-    return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
-
-
 # ---- Update: one jitted gradient step for all K networks against the shared target (Alg. 1 l. 6-10) ------------------
 def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float, layout: str) -> Any:
     @jax.value_and_grad
@@ -610,7 +594,125 @@ def epsilon_schedule(step: int, args: Args) -> float:
     return args.start_e + fraction * (args.end_e - args.start_e)
 
 
-# ---- Run outputs: config.json, metrics.jsonl + TensorBoard + W&B, population.jsonl, checkpoints (docs/contract.md) --
+# ---- Training loop ---------------------------------------------------------------------------------------------------
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    run = Run(args)
+    K, T = args.num_networks, args.target_network_frequency
+    auto_layout = "loop" if jax.default_backend() == "cpu" else "vmap"  # the faster one measured on each backend
+    layout = auto_layout if args.population_layout == "auto" else args.population_layout
+
+    # ---- environment, networks, optimizer (Alg. 1 l. 1)
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    num_actions = envs.action_space.n
+    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
+    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
+    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, 4, 84, 84), np.uint8))
+    rb, rng = ReplayBuffer(args.buffer_size, args.num_envs), np.random.default_rng(args.seed)
+    train_step, act = make_train_step(network, optimizer, args.gamma, layout), make_act(network)
+    print(f"{run.dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
+          f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run.dir}",
+          flush=True)  # fmt: skip
+    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "sparsities": [0.0] * K, "elapsed": 0.0}
+    meta["next_target_update"] = (args.learning_starts // T + 1) * T
+    if args.resume:
+        learner, meta = run.resume(learner, rb, rng)
+        rb.end_partial_episodes()  # the env restarts: no transition leaves the newest entries
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
+    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+    next_target_update, sparsities = meta["next_target_update"], np.array(meta["sparsities"])  # nominal sparsities
+    run.open_logs(meta)
+    target_sparsity = measured_sparsity(learner["target_params"])
+    if global_step == 0:
+        run.scalar("sparsity/target", target_sparsity, 0)
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
+
+    def checkpoint() -> None:
+        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
+        counters |= {"next_target_update": next_target_update, "sparsities": sparsities.tolist()}
+        counters |= {"elapsed": run.elapsed(), "rng_state": rng.bit_generator.state}
+        run.save_checkpoint(learner, rb, counters)
+
+    def behaviour_actions() -> np.ndarray:
+        learner["key"], act_key = jax.random.split(learner["key"])
+        return np.asarray(act(learner["params"], learner["cumulated_losses"], obs, act_key))
+
+    obs, info = envs.reset()
+    obs = zero_fill_reset_frames(obs, info["elapsed_step"])
+    rb.add_first(obs[:, -1])
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_losses = float("nan"), None
+    run.watch_signals()
+    while global_step < args.total_timesteps:
+        # ---- act (Alg. 1 l. 3): epsilon-greedy on top of a network drawn proportionally to 1 / L
+        epsilon = epsilon_schedule(global_step, args)
+        actions = epsilon_greedy(epsilon, num_actions, args.num_envs, behaviour_actions, rng)
+        obs, rewards, terminated, truncated, info = envs.step(actions)
+        obs = zero_fill_reset_frames(obs, info["elapsed_step"])
+
+        # ---- store (Alg. 1 l. 4); autoreset steps are not interactions: they are neither stored nor counted
+        rb.add(actions, rewards, terminated, truncated, obs[:, -1], reset=resetting)  # Alg. 1 l. 4
+        live = ~resetting
+        episode_returns += np.where(live, info["reward"], 0.0)  # raw game score (rewards are clipped for learning)
+        episode_lengths += live
+        previous_step, global_step = global_step, global_step + int(live.sum())
+        resetting = live & (terminated | truncated)
+        for env in np.flatnonzero(resetting):
+            episodes, last_return = episodes + 1, float(episode_returns[env])
+            run.scalar("charts/episodic_return", last_return, global_step)
+            run.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+
+        # ---- learn (Alg. 1 l. 5-10): one gradient step per G env steps, for all K networks at once
+        while grad_steps < gradient_steps_due(global_step, args):
+            learner, last_losses = train_step(learner, rb.sample(args.batch_size, rng))
+            grad_steps += 1
+            if not np.isfinite(np.asarray(learner["cumulated_losses"])).any():  # one NaN network only loses l. 12
+                run.scalar("losses/td_loss", float(jnp.mean(last_losses)), global_step)
+                run.close(3, f"error: every network's loss is non-finite at step {global_step:,}: {DIVERGED}")
+
+        # ---- every T steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
+        if global_step >= next_target_update:
+            learner, sparsities, event = population_step(
+                learner, sparsities, global_step, args.total_timesteps, args, optimizer, rng
+            )
+            run.population_event(event)
+            target_sparsity = measured_sparsity(learner["target_params"])
+            run.scalar("sparsity/target", target_sparsity, global_step)
+            run.scalar("population/sparsity_max", float(sparsities.max()), global_step)
+            next_target_update += args.target_network_frequency
+
+        # ---- log every 1000 steps, checkpoint, stop on a signal
+        if global_step // 1000 > previous_step // 1000:
+            details = f"eps {epsilon:.3f} | episodes {episodes} | last return {last_return:.1f}"
+            run.progress(global_step, args.total_timesteps, f"{details} | target sparsity {target_sparsity:.3f}")
+            run.scalar("charts/epsilon", epsilon, global_step)
+            if last_losses is not None:
+                run.scalar("losses/td_loss", float(jnp.mean(last_losses)), global_step)
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+        if run.stop_signal:
+            checkpoint()
+            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
+            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        save_and_evaluate(args, run, learner["target_params"], global_step)
+        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
+            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
+    run.close()
+
+
+# ---- Run outputs (docs/contract.md): the run folder, logs, checkpoints, evaluation, video; no algorithm below --------
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -686,13 +788,11 @@ class Run:
         output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1, 1000):  # runs of the same name started in the same second get -2, -3, ...
+            for attempt in itertools.count(1):  # runs of the same name started in the same second get -2, -3, ...
                 self.dir = output_dir / (name if attempt == 1 else f"{name}-{attempt}")
                 with contextlib.suppress(FileExistsError):
-                    self.dir.mkdir()
+                    self.dir.mkdir()  # atomic: two runs never take the same folder
                     break
-            else:
-                raise FileExistsError(f"{output_dir / name} and 998 suffixed folders exist")
         except OSError as error:
             print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
             raise SystemExit(2) from None
@@ -766,13 +866,12 @@ class Run:
             if self.wandb is not None:
                 self.wandb.log({name: float(value), "global_step": int(step)})
 
-    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
-        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
-        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
+    def progress(self, step: int, total: int, details: str) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end."""
         sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
         self.scalar("charts/SPS", sps, step)
         if time.time() - self.last_print > 10 or step >= total:
-            eta = int(max((total - step) / max(sps, 1e-9) + extra_seconds, 0))
+            eta = int(max((total - step) / max(sps, 1e-9), 0))
             eta_text = f"{eta // 3600}h{eta // 60 % 60:02d}m{eta % 60:02d}s"
             print(f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta_text} | {details}",
                   flush=True)  # fmt: skip
@@ -911,10 +1010,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# ---- Training loop ---------------------------------------------------------------------------------------------------
-DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
-
-
 def save_and_evaluate(args: Args, run: Run, target_params: Any, step: int) -> None:
     """--save-model: the target network's params (pruned weights are exact zeros), then its evaluation episodes."""
     model_path = run.dir / f"{args.exp_name}.cleanrl_model"
@@ -925,120 +1020,6 @@ def save_and_evaluate(args: Args, run: Run, target_params: Any, step: int) -> No
     evaluation = (args.env_id, args.eval_episodes, args.seed, args.eval_epsilon, args.network_size, video_dir)
     for value in evaluate(model_path, *evaluation):
         run.scalar("eval/episodic_return", value, step)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    run = Run(args)
-    K, T = args.num_networks, args.target_network_frequency
-    auto_layout = "loop" if jax.default_backend() == "cpu" else "vmap"  # the faster one measured on each backend
-    layout = auto_layout if args.population_layout == "auto" else args.population_layout
-
-    # ---- environment, networks, optimizer (Alg. 1 l. 1)
-    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
-    num_actions = envs.action_space.n
-    network = QNetwork(action_dim=num_actions, head_width=HEAD_WIDTHS[args.network_size])
-    optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
-    learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, 4, 84, 84), np.uint8))
-    rb, rng = ReplayBuffer(args.buffer_size, args.num_envs), np.random.default_rng(args.seed)
-    train_step, act = make_train_step(network, optimizer, args.gamma, layout), make_act(network)
-    print(f"{run.dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
-          f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run.dir}",
-          flush=True)  # fmt: skip
-    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "sparsities": [0.0] * K, "elapsed": 0.0}
-    meta["next_target_update"] = (args.learning_starts // T + 1) * T
-    if args.resume:
-        learner, meta = run.resume(learner, rb, rng)
-        rb.end_partial_episodes()  # the env restarts: no transition leaves the newest entries
-        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
-    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-    next_target_update, sparsities = meta["next_target_update"], np.array(meta["sparsities"])  # nominal sparsities
-    run.open_logs(meta)
-    target_sparsity = measured_sparsity(learner["target_params"])
-    if global_step == 0:
-        run.scalar("sparsity/target", target_sparsity, 0)
-    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
-    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
-
-    def checkpoint() -> None:
-        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
-        counters |= {"next_target_update": next_target_update, "sparsities": sparsities.tolist()}
-        counters |= {"elapsed": run.elapsed(), "rng_state": rng.bit_generator.state}
-        run.save_checkpoint(learner, rb, counters)
-
-    def behaviour_actions() -> np.ndarray:
-        learner["key"], act_key = jax.random.split(learner["key"])
-        return np.asarray(act(learner["params"], learner["cumulated_losses"], obs, act_key))
-
-    obs, info = envs.reset()
-    obs = zero_fill_reset_frames(obs, info["elapsed_step"])
-    rb.add_first(obs[:, -1])
-    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
-    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
-    last_return, last_losses = float("nan"), None
-    run.watch_signals()
-    while global_step < args.total_timesteps:
-        # ---- act (Alg. 1 l. 3): epsilon-greedy on top of a network drawn proportionally to 1 / L
-        epsilon = epsilon_schedule(global_step, args)
-        actions = epsilon_greedy(epsilon, num_actions, args.num_envs, behaviour_actions, rng)
-        obs, rewards, terminated, truncated, info = envs.step(actions)
-        obs = zero_fill_reset_frames(obs, info["elapsed_step"])
-
-        # ---- store (Alg. 1 l. 4); autoreset steps are not interactions: they are neither stored nor counted
-        rb.add(actions, rewards, terminated, truncated, obs[:, -1], reset=resetting)  # Alg. 1 l. 4
-        live = ~resetting
-        episode_returns += np.where(live, info["reward"], 0.0)  # raw game score (rewards are clipped for learning)
-        episode_lengths += live
-        previous_step, global_step = global_step, global_step + int(live.sum())
-        resetting = live & (terminated | truncated)
-        for env in np.flatnonzero(resetting):
-            episodes, last_return = episodes + 1, float(episode_returns[env])
-            run.scalar("charts/episodic_return", last_return, global_step)
-            run.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
-            episode_returns[env], episode_lengths[env] = 0.0, 0
-
-        # ---- learn (Alg. 1 l. 5-10): one gradient step per G env steps, for all K networks at once
-        while grad_steps < gradient_steps_due(global_step, args):
-            learner, last_losses = train_step(learner, rb.sample(args.batch_size, rng))
-            grad_steps += 1
-            if not np.isfinite(np.asarray(learner["cumulated_losses"])).any():  # one NaN network only loses l. 12
-                run.scalar("losses/td_loss", float(jnp.mean(last_losses)), global_step)
-                run.close(3, f"error: every network's loss is non-finite at step {global_step:,}: {DIVERGED}")
-
-        # ---- every T steps (Alg. 1 l. 11-16): target update, exploitation, exploration, loss reset
-        if global_step >= next_target_update:
-            learner, sparsities, event = population_step(
-                learner, sparsities, global_step, args.total_timesteps, args, optimizer, rng
-            )
-            run.population_event(event)
-            target_sparsity = measured_sparsity(learner["target_params"])
-            run.scalar("sparsity/target", target_sparsity, global_step)
-            run.scalar("population/sparsity_max", float(sparsities.max()), global_step)
-            next_target_update += args.target_network_frequency
-
-        # ---- log every 1000 steps, checkpoint, stop on a signal
-        if global_step // 1000 > previous_step // 1000:
-            details = f"eps {epsilon:.3f} | episodes {episodes} | last return {last_return:.1f}"
-            run.progress(global_step, args.total_timesteps, f"{details} | target sparsity {target_sparsity:.3f}")
-            run.scalar("charts/epsilon", epsilon, global_step)
-            if last_losses is not None:
-                run.scalar("losses/td_loss", float(jnp.mean(last_losses)), global_step)
-        if next_checkpoint is not None and global_step >= next_checkpoint:
-            checkpoint()
-            next_checkpoint += args.checkpoint_interval
-        if run.stop_signal:
-            checkpoint()
-            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
-            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
-
-    envs.close()
-    if next_checkpoint is not None:
-        checkpoint()  # a finished run can still be extended or inspected
-    if args.save_model:
-        save_and_evaluate(args, run, learner["target_params"], global_step)
-        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
-            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
-    run.close()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import functools
 import io
+import itertools
 import json
 import math
 import os
@@ -119,17 +120,6 @@ def check_args(args: Args) -> None:
         raise ArgumentError(f"--env-id: {args.env_id!r} is not a MuJoCo task; this script needs e.g. 'HalfCheetah-v5'")
 
 
-def check_output_dir(output_dir: str) -> None:
-    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
-    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
-        if path.exists():
-            if not path.is_dir():
-                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
-            return
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -158,8 +148,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
                 args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
             except (ValueError, KeyError, TypeError) as error:
                 raise ArgumentError(f"--resume: {run_dir / 'config.json'} is damaged ({error!r})") from None
-        else:
-            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -425,10 +413,6 @@ def take(tree: Any, index: Any) -> Any:
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def put(tree: Any, index: int, value: Any) -> Any:
-    return jax.tree.map(lambda x, v: x.at[index].set(v), tree, value)
-
-
 @functools.partial(jax.jit, static_argnames=("optimizer", "distribution"))
 def renew_populations(
     critics: dict[str, Any], parents: jax.Array, zero_counts: jax.Array, is_copy: jax.Array,
@@ -628,7 +612,184 @@ def make_deterministic_act(actor: Actor) -> Any:
     return act
 
 
-# ---- Run outputs: config.json, metrics.jsonl + TensorBoard + W&B, population.jsonl, checkpoints (docs/contract.md) --
+# ---- Training loop ---------------------------------------------------------------------------------------------------
+def init_state(
+    actor: Actor, critic: Critic, optimizer: optax.GradientTransformation, obs_dim: int, action_dim: int,
+    num_networks: int, key: jax.Array,
+) -> dict[str, Any]:  # fmt: skip
+    """Alg. 2 l. 1: policy phi, 2 x K independent critics with targets equal to them, cumulated losses 0."""
+    actor_key, critic_key = jax.random.split(key)
+    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
+    actor_params = actor.init(actor_key, obs)
+    critic_keys = jax.random.split(critic_key, 2 * num_networks).reshape(2, num_networks, -1)
+    critics = jax.vmap(jax.vmap(critic.init, (0, None, None)), (0, None, None))(critic_keys, obs, action)
+    log_alpha = jnp.zeros((), jnp.float32)  # alpha = 1 initially (SBX); not weak-typed: one compilation
+    return {
+        "actor": actor_params, "actor_opt_state": optimizer.init(actor_params),
+        "actor_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), actor_params),
+        "critics": critics, "critic_targets": critics,
+        "critic_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), critics),
+        "critic_opt_states": jax.vmap(jax.vmap(optimizer.init))(critics),
+        "log_alpha": log_alpha, "alpha_opt_state": optimizer.init(log_alpha),
+        "cumulated_losses": jnp.zeros((2, num_networks)), "key": key,
+    }  # fmt: skip
+
+
+def selected_critics(state: dict[str, Any]) -> list[Any]:
+    """The online critics (psi_1, psi_2): the ones the agent currently stands on."""
+    psi = np.asarray(selected_indices(state["cumulated_losses"]))
+    return [take(state["critics"], (i, int(psi[i]))) for i in range(2)]
+
+
+DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    run = Run(args)
+    K = args.num_networks
+    layout = "vmap" if args.population_layout == "auto" else args.population_layout
+
+    # ---- environment, networks, optimizers (Alg. 2 l. 1)
+    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
+    obs_dim, action_dim = envs.observation_space.shape[0], envs.action_space.shape[0]
+    low, high = envs.action_space.low, envs.action_space.high
+    actor, critic = Actor(action_dim=action_dim), Critic(width=CRITIC_WIDTHS[args.network_size])
+    optimizer = optax.adam(args.learning_rate)
+    key, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
+    state = init_state(actor, critic, optimizer, obs_dim, action_dim, K, init_key)
+    state["key"] = key
+    rb, rng = ReplayBuffer(args.buffer_size, obs_dim, action_dim), np.random.default_rng(args.seed)
+    train_step = make_train_step(
+        actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim), layout=layout
+    )
+    act, deterministic_act = make_act(actor), make_deterministic_act(actor)
+    print(f"{run.dir.name}: actor {count_params(state['actor']):,} parameters, 2 x K={K} critics of"
+          f" {count_params(take(state['critics'], (0, 0))):,} parameters ({args.network_size}), {layout} layout on"
+          f" {jax.default_backend()}; outputs in {run.dir}", flush=True)  # fmt: skip
+    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "elapsed": 0.0, "actor_sparsity": 0.0}
+    meta["next_population"] = (args.learning_starts // args.pruning_period + 1) * args.pruning_period
+    meta["next_eval"] = args.eval_frequency if args.eval_frequency > 0 else None
+    meta["sparsities"] = np.zeros((2, K)).tolist()  # nominal sparsity level of each online critic
+    if args.resume:
+        state, meta = run.resume(state, rb, rng)
+        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
+    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
+    next_population, next_eval = meta["next_population"], meta["next_eval"]
+    sparsities, actor_sparsity = np.array(meta["sparsities"]), meta["actor_sparsity"]
+    run.open_logs(meta)
+    target_sparsity = float(np.mean([measured_sparsity(q) for q in selected_critics(state)]))
+    if global_step == 0:
+        run.scalar("sparsity/target", target_sparsity, 0)
+    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
+    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
+
+    def checkpoint() -> None:
+        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
+        counters |= {"next_population": next_population, "next_eval": next_eval, "sparsities": sparsities.tolist()}
+        counters |= {"actor_sparsity": actor_sparsity, "elapsed": run.elapsed()}
+        run.save_checkpoint(state, rb, counters | {"rng_state": rng.bit_generator.state})
+
+    obs = envs.reset()[0].astype(np.float32)
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
+    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
+    last_return, last_metrics = float("nan"), None
+    run.watch_signals()
+    while global_step < args.total_timesteps:
+        # ---- act (Alg. 2 l. 3): uniform unit actions during the warm-up, then the stochastic policy
+        if global_step < args.learning_starts:
+            unit_actions = rng.uniform(-1.0, 1.0, size=(args.num_envs, action_dim)).astype(np.float32)
+        else:
+            state["key"], act_key = jax.random.split(state["key"])
+            unit_actions = np.asarray(act(state["actor"], obs, act_key))
+        next_obs, rewards, terminated, truncated, _ = envs.step(scale_action(unit_actions, low, high))
+        next_obs = next_obs.astype(np.float32)
+
+        # ---- store (Alg. 2 l. 4); autoreset steps are not interactions: they are neither stored nor counted
+        live = ~resetting
+        rb.add(obs[live], unit_actions[live], rewards[live], terminated[live], next_obs[live])
+        episode_returns += np.where(live, rewards, 0.0)
+        episode_lengths += live
+        previous_step, global_step = global_step, global_step + int(live.sum())
+        for env in np.flatnonzero(live & (terminated | truncated)):
+            episodes, last_return = episodes + 1, float(episode_returns[env])
+            run.scalar("charts/episodic_return", last_return, global_step)
+            run.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
+            episode_returns[env], episode_lengths[env] = 0.0, 0
+        resetting = live & (terminated | truncated)
+        obs = next_obs
+
+        # ---- learn (Alg. 2 l. 4-12): UTD 1, one jitted update of critics, actor, temperature and targets
+        while global_step - args.learning_starts > grad_steps:
+            batch = rb.sample(args.batch_size, rng)
+            state["key"], step_key = jax.random.split(state["key"])
+            state, last_metrics = train_step(state, batch, step_key)
+            grad_steps += 1
+            # a NaN critic only loses the choice of psi (Alg. 2 l. 9); a whole NaN population or actor is a divergence
+            cumulated_losses = np.asarray(state["cumulated_losses"])
+            actor_loss_value = float(last_metrics["actor_loss"])
+            if not np.isfinite(cumulated_losses).any(axis=1).all() or not math.isfinite(actor_loss_value):
+                run.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
+                run.scalar("losses/actor_loss", actor_loss_value, global_step)
+                failure = f"every critic of a population, or the actor, has a non-finite loss at step {global_step:,}"
+                run.close(3, f"error: {failure}: {DIVERGED}")
+
+        # ---- every P steps (Alg. 2 l. 13-16): exploitation and exploration per critic population, loss reset
+        if global_step >= next_population:
+            state, sparsities, events = population_step(state, sparsities, global_step, args, optimizer, rng)
+            for event in events:
+                run.population_event(event)
+            target_sparsity = float(np.mean([measured_sparsity(q) for q in selected_critics(state)]))
+            run.scalar("sparsity/target", target_sparsity, global_step)
+            run.scalar("population/sparsity_max", float(sparsities.max()), global_step)
+            if args.prune_actor:  # Eq. 2 (t_start 0.2, t_end 0.8, n 3); Adam state kept (Ceron et al. 2024)
+                start, end = int(0.2 * args.total_timesteps), int(0.8 * args.total_timesteps)
+                new_sparsity = polynomial_sparsity(global_step, args.actor_final_sparsity, start, end, 3.0)
+                if new_sparsity != actor_sparsity:
+                    state["actor_masks"] = magnitude_masks(state["actor"], new_sparsity, args.sparsity_distribution)
+                    state["actor"] = apply_masks(state["actor"], state["actor_masks"])
+                    actor_sparsity = new_sparsity
+                run.scalar("sparsity/actor", measured_sparsity(state["actor"]), global_step)
+            next_population += args.pruning_period
+
+        # ---- periodic evaluation of the deterministic policy on its own env
+        final = global_step >= args.total_timesteps and args.save_model  # the saved model is evaluated instead
+        if next_eval is not None and global_step >= next_eval and not final:
+            returns = evaluate_policy(deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed,
+                                      global_step)  # fmt: skip
+            for value in returns:
+                run.scalar("eval/episodic_return", value, global_step)
+            if returns:
+                print(f"eval at step {global_step:,}: mean return {np.mean(returns):.1f}", flush=True)
+            next_eval += args.eval_frequency
+
+        # ---- log every 1000 steps, checkpoint, stop on a signal
+        if global_step // 1000 > previous_step // 1000:
+            details = f"episodes {episodes} | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}"
+            run.progress(global_step, args.total_timesteps, details)
+            if last_metrics is not None:
+                run.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
+                for name in ("actor_loss", "alpha", "alpha_loss"):
+                    run.scalar(f"losses/{name}", float(last_metrics[name]), global_step)
+        if next_checkpoint is not None and global_step >= next_checkpoint:
+            checkpoint()
+            next_checkpoint += args.checkpoint_interval
+        if run.stop_signal:
+            checkpoint()
+            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
+            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
+
+    envs.close()
+    if next_checkpoint is not None:
+        checkpoint()  # a finished run can still be extended or inspected
+    if args.save_model:
+        save_and_evaluate(args, run, state, deterministic_act, global_step, target_sparsity)
+        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
+            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
+    run.close()
+
+
+# ---- Run outputs (docs/contract.md): the run folder, logs, checkpoints, evaluation, video; no algorithm below --------
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -704,13 +865,11 @@ class Run:
         output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1, 1000):  # runs of the same name started in the same second get -2, -3, ...
+            for attempt in itertools.count(1):  # runs of the same name started in the same second get -2, -3, ...
                 self.dir = output_dir / (name if attempt == 1 else f"{name}-{attempt}")
                 with contextlib.suppress(FileExistsError):
-                    self.dir.mkdir()
+                    self.dir.mkdir()  # atomic: two runs never take the same folder
                     break
-            else:
-                raise FileExistsError(f"{output_dir / name} and 998 suffixed folders exist")
         except OSError as error:
             print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
             raise SystemExit(2) from None
@@ -784,13 +943,12 @@ class Run:
             if self.wandb is not None:
                 self.wandb.log({name: float(value), "global_step": int(step)})
 
-    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
-        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
-        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
+    def progress(self, step: int, total: int, details: str) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end."""
         sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
         self.scalar("charts/SPS", sps, step)
         if time.time() - self.last_print > 10 or step >= total:
-            eta = int(max((total - step) / max(sps, 1e-9) + extra_seconds, 0))
+            eta = int(max((total - step) / max(sps, 1e-9), 0))
             eta_text = f"{eta // 3600}h{eta // 60 % 60:02d}m{eta % 60:02d}s"
             print(f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta_text} | {details}",
                   flush=True)  # fmt: skip
@@ -941,38 +1099,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
     os.replace(tmp, path)
 
 
-# ---- Training loop ---------------------------------------------------------------------------------------------------
-def init_state(
-    actor: Actor, critic: Critic, optimizer: optax.GradientTransformation, obs_dim: int, action_dim: int,
-    num_networks: int, key: jax.Array,
-) -> dict[str, Any]:  # fmt: skip
-    """Alg. 2 l. 1: policy phi, 2 x K independent critics with targets equal to them, cumulated losses 0."""
-    actor_key, critic_key = jax.random.split(key)
-    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
-    actor_params = actor.init(actor_key, obs)
-    critic_keys = jax.random.split(critic_key, 2 * num_networks).reshape(2, num_networks, -1)
-    critics = jax.vmap(jax.vmap(critic.init, (0, None, None)), (0, None, None))(critic_keys, obs, action)
-    log_alpha = jnp.zeros((), jnp.float32)  # alpha = 1 initially (SBX); not weak-typed: one compilation
-    return {
-        "actor": actor_params, "actor_opt_state": optimizer.init(actor_params),
-        "actor_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), actor_params),
-        "critics": critics, "critic_targets": critics,
-        "critic_masks": jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), critics),
-        "critic_opt_states": jax.vmap(jax.vmap(optimizer.init))(critics),
-        "log_alpha": log_alpha, "alpha_opt_state": optimizer.init(log_alpha),
-        "cumulated_losses": jnp.zeros((2, num_networks)), "key": key,
-    }  # fmt: skip
-
-
-def selected_critics(state: dict[str, Any]) -> list[Any]:
-    """The online critics (psi_1, psi_2): the ones the agent currently stands on."""
-    psi = np.asarray(selected_indices(state["cumulated_losses"]))
-    return [take(state["critics"], (i, int(psi[i]))) for i in range(2)]
-
-
-DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
-
-
 def save_and_evaluate(args: Args, run: Run, state: dict[str, Any], act: Any, step: int, critic_sparsity: float) -> None:
     """--save-model: the actor and the two selected critics (pruned weights are exact zeros), then the evaluation
     of the actor read back from the file, and its videos with --capture-video."""
@@ -989,151 +1115,6 @@ def save_and_evaluate(args: Args, run: Run, state: dict[str, Any], act: Any, ste
     print(f"saved model: mean evaluation return {np.mean(returns) if returns else float('nan'):.1f}", flush=True)
     if args.capture_video:
         record_videos(act, actor_params, args.env_id, args.eval_episodes, args.seed, Path("videos") / run.dir.name)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    run = Run(args)
-    K = args.num_networks
-    layout = "vmap" if args.population_layout == "auto" else args.population_layout
-
-    # ---- environment, networks, optimizers (Alg. 2 l. 1)
-    envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
-    obs_dim, action_dim = envs.observation_space.shape[0], envs.action_space.shape[0]
-    low, high = envs.action_space.low, envs.action_space.high
-    actor, critic = Actor(action_dim=action_dim), Critic(width=CRITIC_WIDTHS[args.network_size])
-    optimizer = optax.adam(args.learning_rate)
-    key, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    state = init_state(actor, critic, optimizer, obs_dim, action_dim, K, init_key)
-    state["key"] = key
-    rb, rng = ReplayBuffer(args.buffer_size, obs_dim, action_dim), np.random.default_rng(args.seed)
-    train_step = make_train_step(
-        actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim), layout=layout
-    )
-    act, deterministic_act = make_act(actor), make_deterministic_act(actor)
-    print(f"{run.dir.name}: actor {count_params(state['actor']):,} parameters, 2 x K={K} critics of"
-          f" {count_params(take(state['critics'], (0, 0))):,} parameters ({args.network_size}), {layout} layout on"
-          f" {jax.default_backend()}; outputs in {run.dir}", flush=True)  # fmt: skip
-    meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "elapsed": 0.0, "actor_sparsity": 0.0}
-    meta["next_population"] = (args.learning_starts // args.pruning_period + 1) * args.pruning_period
-    meta["next_eval"] = args.eval_frequency if args.eval_frequency > 0 else None
-    meta["sparsities"] = np.zeros((2, K)).tolist()  # nominal sparsity level of each online critic
-    if args.resume:
-        state, meta = run.resume(state, rb, rng)
-        envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0, step=meta["global_step"]))
-    global_step, grad_steps, episodes = meta["global_step"], meta["grad_steps"], meta["episodes"]
-    next_population, next_eval = meta["next_population"], meta["next_eval"]
-    sparsities, actor_sparsity = np.array(meta["sparsities"]), meta["actor_sparsity"]
-    run.open_logs(meta)
-    target_sparsity = float(np.mean([measured_sparsity(q) for q in selected_critics(state)]))
-    if global_step == 0:
-        run.scalar("sparsity/target", target_sparsity, 0)
-    every = args.checkpoint_interval  # --checkpoint-interval 0 disables checkpoints
-    next_checkpoint = (global_step // every + 1) * every if every > 0 else None
-
-    def checkpoint() -> None:
-        counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
-        counters |= {"next_population": next_population, "next_eval": next_eval, "sparsities": sparsities.tolist()}
-        counters |= {"actor_sparsity": actor_sparsity, "elapsed": run.elapsed()}
-        run.save_checkpoint(state, rb, counters | {"rng_state": rng.bit_generator.state})
-
-    obs = envs.reset()[0].astype(np.float32)
-    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
-    resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
-    last_return, last_metrics = float("nan"), None
-    run.watch_signals()
-    while global_step < args.total_timesteps:
-        # ---- act (Alg. 2 l. 3): uniform unit actions during the warm-up, then the stochastic policy
-        if global_step < args.learning_starts:
-            unit_actions = rng.uniform(-1.0, 1.0, size=(args.num_envs, action_dim)).astype(np.float32)
-        else:
-            state["key"], act_key = jax.random.split(state["key"])
-            unit_actions = np.asarray(act(state["actor"], obs, act_key))
-        next_obs, rewards, terminated, truncated, _ = envs.step(scale_action(unit_actions, low, high))
-        next_obs = next_obs.astype(np.float32)
-
-        # ---- store (Alg. 2 l. 4); autoreset steps are not interactions: they are neither stored nor counted
-        live = ~resetting
-        rb.add(obs[live], unit_actions[live], rewards[live], terminated[live], next_obs[live])
-        episode_returns += np.where(live, rewards, 0.0)
-        episode_lengths += live
-        previous_step, global_step = global_step, global_step + int(live.sum())
-        for env in np.flatnonzero(live & (terminated | truncated)):
-            episodes, last_return = episodes + 1, float(episode_returns[env])
-            run.scalar("charts/episodic_return", last_return, global_step)
-            run.scalar("charts/episodic_length", int(episode_lengths[env]), global_step)
-            episode_returns[env], episode_lengths[env] = 0.0, 0
-        resetting = live & (terminated | truncated)
-        obs = next_obs
-
-        # ---- learn (Alg. 2 l. 4-12): UTD 1, one jitted update of critics, actor, temperature and targets
-        while global_step - args.learning_starts > grad_steps:
-            batch = rb.sample(args.batch_size, rng)
-            state["key"], step_key = jax.random.split(state["key"])
-            state, last_metrics = train_step(state, batch, step_key)
-            grad_steps += 1
-            # a NaN critic only loses the choice of psi (Alg. 2 l. 9); a whole NaN population or actor is a divergence
-            cumulated_losses = np.asarray(state["cumulated_losses"])
-            actor_loss_value = float(last_metrics["actor_loss"])
-            if not np.isfinite(cumulated_losses).any(axis=1).all() or not math.isfinite(actor_loss_value):
-                run.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
-                run.scalar("losses/actor_loss", actor_loss_value, global_step)
-                failure = f"every critic of a population, or the actor, has a non-finite loss at step {global_step:,}"
-                run.close(3, f"error: {failure}: {DIVERGED}")
-
-        # ---- every P steps (Alg. 2 l. 13-16): exploitation and exploration per critic population, loss reset
-        if global_step >= next_population:
-            state, sparsities, events = population_step(state, sparsities, global_step, args, optimizer, rng)
-            for event in events:
-                run.population_event(event)
-            target_sparsity = float(np.mean([measured_sparsity(q) for q in selected_critics(state)]))
-            run.scalar("sparsity/target", target_sparsity, global_step)
-            run.scalar("population/sparsity_max", float(sparsities.max()), global_step)
-            if args.prune_actor:  # Eq. 2 (t_start 0.2, t_end 0.8, n 3); Adam state kept (Ceron et al. 2024)
-                start, end = int(0.2 * args.total_timesteps), int(0.8 * args.total_timesteps)
-                new_sparsity = polynomial_sparsity(global_step, args.actor_final_sparsity, start, end, 3.0)
-                if new_sparsity != actor_sparsity:
-                    state["actor_masks"] = magnitude_masks(state["actor"], new_sparsity, args.sparsity_distribution)
-                    state["actor"] = apply_masks(state["actor"], state["actor_masks"])
-                    actor_sparsity = new_sparsity
-                run.scalar("sparsity/actor", measured_sparsity(state["actor"]), global_step)
-            next_population += args.pruning_period
-
-        # ---- periodic evaluation of the deterministic policy on its own env
-        final = global_step >= args.total_timesteps and args.save_model  # the saved model is evaluated instead
-        if next_eval is not None and global_step >= next_eval and not final:
-            returns = evaluate_policy(deterministic_act, state["actor"], args.env_id, args.eval_episodes, args.seed,
-                                      global_step)  # fmt: skip
-            for value in returns:
-                run.scalar("eval/episodic_return", value, global_step)
-            if returns:
-                print(f"eval at step {global_step:,}: mean return {np.mean(returns):.1f}", flush=True)
-            next_eval += args.eval_frequency
-
-        # ---- log every 1000 steps, checkpoint, stop on a signal
-        if global_step // 1000 > previous_step // 1000:
-            details = f"episodes {episodes} | last return {last_return:.1f} | target sparsity {target_sparsity:.3f}"
-            run.progress(global_step, args.total_timesteps, details)
-            if last_metrics is not None:
-                run.scalar("losses/qf_loss", float(jnp.mean(last_metrics["qf_loss"])), global_step)
-                for name in ("actor_loss", "alpha", "alpha_loss"):
-                    run.scalar(f"losses/{name}", float(last_metrics[name]), global_step)
-        if next_checkpoint is not None and global_step >= next_checkpoint:
-            checkpoint()
-            next_checkpoint += args.checkpoint_interval
-        if run.stop_signal:
-            checkpoint()
-            resume = f"continue with: python {Path(__file__).name} --resume {run.dir}"
-            run.close(128 + run.stop_signal, f"interrupted at step {global_step:,}; checkpoint saved, {resume}")
-
-    envs.close()
-    if next_checkpoint is not None:
-        checkpoint()  # a finished run can still be extended or inspected
-    if args.save_model:
-        save_and_evaluate(args, run, state, deterministic_act, global_step, target_sparsity)
-        if args.track and args.capture_video:  # after the evaluation: no number of the run changes
-            run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
-    run.close()
 
 
 if __name__ == "__main__":

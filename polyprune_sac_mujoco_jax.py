@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import functools
 import io
+import itertools
 import json
 import math
 import os
@@ -114,17 +115,6 @@ def check_args(args: Args) -> None:
         raise ArgumentError(f"--env-id: {args.env_id!r} is not a MuJoCo task; this script needs e.g. 'HalfCheetah-v5'")
 
 
-def check_output_dir(output_dir: str) -> None:
-    """The nearest existing folder on the way to --output-dir must be a writable folder, not a file."""
-    for path in (Path(output_dir).absolute(), *Path(output_dir).absolute().parents):
-        if path.exists():
-            if not path.is_dir():
-                raise ArgumentError(f"--output-dir: {str(path)!r} is a file, not a folder")
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise ArgumentError(f"--output-dir: {str(path)!r} is not writable")
-            return
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Parse and check the command line; a user mistake exits with code 2 and one `error:` line."""
     captured = io.StringIO()
@@ -153,8 +143,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
                 args = Args(**{**json.loads((run_dir / "config.json").read_text())["args"], "resume": args.resume})
             except (ValueError, KeyError, TypeError) as error:
                 raise ArgumentError(f"--resume: {run_dir / 'config.json'} is damaged ({error!r})") from None
-        else:
-            check_output_dir(args.output_dir)
         check_args(args)
     except ArgumentError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -462,319 +450,6 @@ def make_deterministic_act(actor: Actor) -> Any:
     return act
 
 
-# ---- Run outputs: config.json, metrics.jsonl + TensorBoard + W&B, population.jsonl, checkpoints (docs/contract.md) --
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def run_config(args: Args) -> dict[str, Any]:
-    """config.json: the arguments and what a seeded run's numbers depend on besides them (versions, the processor)."""
-    versions = dict.fromkeys(("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro"))
-    for package in versions:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    commit, cpu = "", platform.processor()
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
-        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
-    with contextlib.suppress(OSError):  # Linux names the processor model here; elsewhere platform's answer stays
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
-    machine = {"cpu": cpu, "device": jax.devices()[0].device_kind, "python": platform.python_version()}
-    return {
-        "args": asdict(args), "script": Path(__file__).name, "versions": versions, "jax_backend": jax.default_backend(),
-        "machine": machine | {"system": platform.platform()}, "git_commit": commit or None, "command": sys.argv,
-    }  # fmt: skip
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
-
-    def finite(value: Any) -> Any:
-        if isinstance(value, list):
-            return [finite(v) for v in value]
-        return None if isinstance(value, float) and not math.isfinite(value) else value
-
-    return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
-
-
-def truncate_jsonl(path: Path, last_step: int) -> int:
-    """Drop the lines logged after the checkpoint being resumed (no step is repeated) and a line that a kill tore in
-    half; returns how many lines were dropped."""
-    if not path.exists():
-        return 0
-    lines, kept = path.read_text().splitlines(), []
-    for line in lines:
-        try:
-            if json.loads(line)["global_step"] <= last_step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    atomic_write(path, "".join(line + "\n" for line in kept).encode())
-    return len(lines) - len(kept)
-
-
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
-    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
-
-
-class Run:
-    """The run folder `dir`: a new one with its config.json, or the one --resume names. It receives metrics.jsonl,
-    mirrored to TensorBoard and, with --track, to W&B; population.jsonl, created at the first population event (only
-    EauDe runs have one); and crash-safe checkpoints. It also prints the progress line."""
-
-    def __init__(self, args: Args) -> None:
-        self.args, self.population, self.wandb, self.stop_signal = args, None, None, 0
-        if args.resume:
-            self.dir = Path(args.resume)
-            self.hold_lock()
-            return
-        output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1, 1000):  # runs of the same name started in the same second get -2, -3, ...
-                self.dir = output_dir / (name if attempt == 1 else f"{name}-{attempt}")
-                with contextlib.suppress(FileExistsError):
-                    self.dir.mkdir()
-                    break
-            else:
-                raise FileExistsError(f"{output_dir / name} and 998 suffixed folders exist")
-        except OSError as error:
-            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
-            raise SystemExit(2) from None
-        self.hold_lock()
-        with self.writing("config.json"):
-            atomic_write(self.dir / "config.json", json.dumps(run_config(args), indent=2).encode())
-
-    def hold_lock(self) -> None:
-        """One writer per run folder: this process holds an exclusive lock on run.lock for its whole life, which the OS
-        releases when it dies (kill -9 too, so no stale lock). A second writer stops before touching anything."""
-        self.lock = open(self.dir / "run.lock", "a+")  # held open: the lock lasts as long as the process
-        try:
-            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = Path(self.lock.name).read_text().strip() or "another process"
-            print(f"error: {self.dir} is being written by process {holder}: wait for it to end", file=sys.stderr)
-            raise SystemExit(2) from None
-        except OSError as error:  # e.g. Lustre mounted without -o flock (docs/reliability.md)
-            print(f"warning: cannot lock {self.lock.name} ({error}): nothing stops a second writer", file=sys.stderr)
-        self.lock.truncate(0)
-        print(f"{os.getpid()} on {platform.node()}", file=self.lock, flush=True)  # named by a refused second writer
-
-    @contextlib.contextmanager
-    def writing(self, what: str) -> Iterator[None]:
-        """A full disk or another OSError while writing `what`: one `error:` line, exit code 4, the last checkpoint whole
-        and no checkpoint.tmp/. os._exit: tensorboardX's exit hook and thread would fail on the same disk, loudly."""
-        try:
-            yield
-        except OSError as error:
-            shutil.rmtree(self.dir / "checkpoint.tmp", ignore_errors=True)
-            then = f"continue with --resume {self.dir}" if checkpoint_dirs(self.dir) else "start the run again"
-            print(f"error: cannot write {what} in {self.dir} ({error}); {then} once this is fixed", file=sys.stderr)
-            sys.stdout.flush()
-            os._exit(4)
-
-    def open_logs(self, counters: dict[str, Any]) -> None:
-        """Log from the loop counters on (a resumed run continues its clock, and TensorBoard purges the events written
-        after the checkpoint); with --track, every scalar also goes to W&B against global_step, as in TensorBoard
-        (sync_tensorboard would need the tensorboard package)."""
-        from tensorboardX import SummaryWriter
-
-        step, args = counters["global_step"], self.args
-        self.start = time.time() - counters["elapsed"]
-        self.window_time, self.window_step, self.last_print = time.time(), step, 0.0
-        self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
-        self.writer = SummaryWriter(str(self.dir), purge_step=step if args.resume else None)
-
-        def events_failed(hook: threading.ExceptHookArgs) -> None:  # tensorboardX writes its events from a thread
-            with self.writing("the TensorBoard events"):
-                raise hook.exc_value
-
-        threading.excepthook = events_failed
-        if args.track:
-            import wandb
-
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                       name=self.dir.name, id=self.dir.name, resume="allow", save_code=True)  # fmt: skip
-            wandb.define_metric("global_step")
-            wandb.define_metric("*", step_metric="global_step")
-            self.wandb = wandb
-
-    def elapsed(self) -> float:
-        return time.time() - self.start
-
-    def scalar(self, name: str, value: float, step: int) -> None:
-        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
-        with self.writing("metrics.jsonl"):
-            self.metrics.write(json_line(record))
-        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
-            self.writer.add_scalar(name, float(value), int(step))
-            if self.wandb is not None:
-                self.wandb.log({name: float(value), "global_step": int(step)})
-
-    def progress(self, step: int, total: int, details: str, extra_seconds: float = 0.0) -> None:
-        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end
-        (`extra_seconds`: time still to spend outside the counted steps, for the ETA)."""
-        sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
-        self.scalar("charts/SPS", sps, step)
-        if time.time() - self.last_print > 10 or step >= total:
-            eta = int(max((total - step) / max(sps, 1e-9) + extra_seconds, 0))
-            eta_text = f"{eta // 3600}h{eta // 60 % 60:02d}m{eta % 60:02d}s"
-            print(f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta_text} | {details}",
-                  flush=True)  # fmt: skip
-            self.last_print = time.time()
-        self.window_time, self.window_step = time.time(), step
-
-    def population_event(self, event: dict[str, Any]) -> None:
-        with self.writing("population.jsonl"):
-            if self.population is None:
-                self.population = open(self.dir / "population.jsonl", "a", buffering=1)
-            self.population.write(json_line(event))
-
-    def save_checkpoint(self, state: dict[str, Any], replay: ReplayBuffer, counters: dict[str, Any]) -> None:
-        """Written into checkpoint.tmp/, then swapped in by renames keeping the previous one as checkpoint.old/: a crash
-        at any point leaves a whole checkpoint, and a checkpoint damaged later has one to fall back to."""
-        with self.writing("a checkpoint"):
-            tmp, final, old = self.dir / "checkpoint.tmp", self.dir / "checkpoint", self.dir / "checkpoint.old"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            for name, value in replay.state_dict().items():
-                np.save(tmp / f"replay_{name}.npy", np.asarray(value))
-            atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
-            atomic_write(tmp / "meta.json", json.dumps(counters).encode())  # last: it marks the checkpoint whole
-            if final.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                final.rename(old)
-            tmp.rename(final)
-
-    def resume(self, template: dict[str, Any], replay: ReplayBuffer, rng: np.random.Generator) -> tuple[dict, dict]:
-        """Restore the state, the replay buffer and the numpy generator from the newest checkpoint that reads back
-        whole (a damaged one falls back to the previous one) and drop the log lines written after it or torn by a kill,
-        so that no step is logged twice. Returns the state and the loop counters."""
-        damaged = []
-        for path in checkpoint_dirs(self.dir):
-            file = path / "state.msgpack"  # the file being read, named by the error
-            try:
-                state = flax.serialization.from_bytes(template, file.read_bytes())
-                replay_state = {name: np.load(file := path / f"replay_{name}.npy") for name in replay.state_dict()}
-                for name, value in replay.state_dict().items():  # rows of another shape would only fail mid-run
-                    shape, expected = np.shape(replay_state[name]), np.shape(value)
-                    if len(shape) != len(expected) or shape[1:] != expected[1:]:  # SAC saves the filled rows only
-                        file = path / f"replay_{name}.npy"
-                        raise ValueError(f"shape {shape} does not fit the buffer's {expected}")
-                counters = json.loads((file := path / "meta.json").read_text())
-                rng.bit_generator.state = counters["rng_state"]  # here, so that a damaged meta.json is caught
-                replay.load_state_dict(replay_state)  # last: a damaged checkpoint leaves the buffer alone
-                break
-            except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
-                damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
-        else:
-            print(f"error: --resume: {'; '.join(damaged)} and no earlier checkpoint is left", file=sys.stderr)
-            raise SystemExit(2)
-        if damaged:
-            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
-        logs = (self.dir / "metrics.jsonl", self.dir / "population.jsonl")
-        with self.writing("the logs"):
-            dropped = sum(truncate_jsonl(log, counters["global_step"]) for log in logs)
-        if dropped:
-            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
-        print(f"resumed {self.dir.name} at step {counters['global_step']:,}", flush=True)
-        return jax.tree.map(jnp.asarray, state), counters  # msgpack gives numpy arrays; .at[] needs jax ones
-
-    def watch_signals(self) -> None:
-        """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) sets `stop_signal`: the training loop saves a checkpoint
-        after the current step and exits with 128 + the signal number; a second Ctrl-C stops at once."""
-
-        def handler(signum: int, _frame: Any) -> None:
-            if self.stop_signal:
-                raise KeyboardInterrupt
-            self.stop_signal = signum
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, handler)
-
-    def log_videos(self, video_dir: Path, eval_episodes: int, step: int) -> None:
-        """--track --capture-video: the evaluation videos go to W&B as media, one key per episode, in a row whose
-        `global_step` (the scalars' x-axis) is the run's last step."""
-        paths = [video_dir / f"eval-episode-{episode}.mp4" for episode in range(eval_episodes)]
-        videos = {f"eval/video-{i}": self.wandb.Video(str(path)) for i, path in enumerate(paths) if path.exists()}
-        if videos:  # no empty row when no episode was filmed
-            self.wandb.log(videos | {"global_step": step})
-
-    def close(self, code: int = 0, message: str = "") -> None:
-        """Close the logs; a run stopped early (diverged, interrupted) then exits with `code` and one stderr line."""
-        self.metrics.close()
-        if self.population is not None:
-            self.population.close()
-        self.writer.close()
-        self.lock.close()  # the folder is free: main() called again in this process (a test, a notebook) may resume it
-        if code:
-            print(message, file=sys.stderr)
-            raise SystemExit(code)
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-# ---- Evaluation: the deterministic policy tanh(mean), periodically and on the saved model ----------------------------
-def evaluate_policy(
-    act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, step: int = 0
-) -> list[float]:
-    """Returns of `eval_episodes` episodes, played in parallel (one env each) on a separate env (seed purpose 1)."""
-    if eval_episodes == 0:
-        return []
-    envs = make_env(env_id, eval_episodes, env_seed(seed, purpose=1, step=step))
-    low, high = envs.action_space.low, envs.action_space.high
-    obs, _ = envs.reset()
-    returns, done = np.zeros(eval_episodes), np.zeros(eval_episodes, dtype=bool)
-    while not done.all():
-        actions = scale_action(np.asarray(act(actor_params, obs.astype(np.float32))), low, high)
-        obs, rewards, terminated, truncated, _ = envs.step(actions)
-        returns += np.where(done, 0.0, rewards)  # each env plays one episode; later ones are ignored
-        done |= terminated | truncated
-    envs.close()
-    return returns.tolist()
-
-
-def record_videos(act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, video_dir: Path) -> None:
-    """envpool's MuJoCo renderer needs an OpenGL context it cannot create headless, so the videos are rendered by
-    gymnasium's identical v5 task (MuJoCo's own EGL renderer). Skipped with a warning when that is unavailable."""
-    try:
-        import gymnasium as gym
-
-        env = gym.make(env_id, render_mode="rgb_array")
-    except Exception as error:  # no gymnasium twin (e.g. v2/v3 ids) or no renderer
-        print(f"warning: --capture-video skipped, cannot render {env_id}: {error}", file=sys.stderr)
-        return
-    low, high = env.action_space.low, env.action_space.high
-    for episode in range(eval_episodes):
-        obs, _ = env.reset(seed=env_seed(seed, purpose=2, step=episode))
-        frames, done = [env.render()], False
-        while not done:
-            action = scale_action(np.asarray(act(actor_params, obs[None].astype(np.float32)))[0], low, high)
-            obs, _, terminated, truncated, _ = env.step(action)
-            frames.append(env.render())
-            done = terminated or truncated
-        write_video(video_dir / f"eval-episode-{episode}.mp4", frames, fps=env.metadata.get("render_fps", 30))
-    env.close()
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
-    import imageio.v2 as imageio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    with warnings.catch_warnings():  # imageio-ffmpeg starts ffmpeg with fork; JAX warns about any fork
-        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1, format="FFMPEG")
-    os.replace(tmp, path)
-
-
 # ---- Training loop ---------------------------------------------------------------------------------------------------
 def init_state(
     actor: Actor, critic: Critic, optimizer: optax.GradientTransformation, obs_dim: int, action_dim: int, key: jax.Array
@@ -807,24 +482,6 @@ def prune_pair(state: dict[str, Any], sparsity: float, distribution: str) -> dic
 
 
 DIVERGED = "the run diverged (try a lower --learning-rate); its last checkpoint is kept"
-
-
-def save_and_evaluate(args: Args, run: Run, state: dict[str, Any], act: Any, step: int, critic_sparsity: float) -> None:
-    """--save-model: the actor and the two critics (pruned weights are exact zeros), then the evaluation of the actor
-    read back from the file, and its videos with --capture-video."""
-    model_path = run.dir / f"{args.exp_name}.cleanrl_model"
-    model = {"actor": state["actor"], "critics": [take(state["critics"], i) for i in range(2)]}
-    with run.writing(model_path.name):
-        atomic_write(model_path, flax.serialization.to_bytes(model))
-    print(f"model saved to {model_path} (critic sparsity {critic_sparsity:.4f})", flush=True)
-    template = {"actor": state["actor"], "critics": [take(state["critics"], 0)] * 2}
-    actor_params = flax.serialization.from_bytes(template, model_path.read_bytes())["actor"]
-    returns = evaluate_policy(act, actor_params, args.env_id, args.eval_episodes, args.seed)
-    for value in returns:
-        run.scalar("eval/episodic_return", value, step)
-    print(f"saved model: mean evaluation return {np.mean(returns) if returns else float('nan'):.1f}", flush=True)
-    if args.capture_video:
-        record_videos(act, actor_params, args.env_id, args.eval_episodes, args.seed, Path("videos") / run.dir.name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -963,6 +620,326 @@ def main(argv: list[str] | None = None) -> None:
         if args.track and args.capture_video:  # after the evaluation: no number of the run changes
             run.log_videos(Path("videos") / run.dir.name, args.eval_episodes, global_step)
     run.close()
+
+
+# ---- Run outputs (docs/contract.md): the run folder, logs, checkpoints, evaluation, video; no algorithm below --------
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_config(args: Args) -> dict[str, Any]:
+    """config.json: the arguments and what a seeded run's numbers depend on besides them (versions, the processor)."""
+    versions = dict.fromkeys(("jax", "jaxlib", "flax", "optax", "numpy", "envpool", "gymnasium", "tyro"))
+    for package in versions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    commit, cpu = "", platform.processor()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
+    with contextlib.suppress(OSError):  # Linux names the processor model here; elsewhere platform's answer stays
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    machine = {"cpu": cpu, "device": jax.devices()[0].device_kind, "python": platform.python_version()}
+    return {
+        "args": asdict(args), "script": Path(__file__).name, "versions": versions, "jax_backend": jax.default_backend(),
+        "machine": machine | {"system": platform.platform()}, "git_commit": commit or None, "command": sys.argv,
+    }  # fmt: skip
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line: a non-finite float (a diverged loss) is written as null, never as a bare NaN."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return json.dumps({key: finite(value) for key, value in record.items()}, allow_nan=False) + "\n"
+
+
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the lines logged after the checkpoint being resumed (no step is repeated) and a line that a kill tore in
+    half; returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    lines, kept = path.read_text().splitlines(), []
+    for line in lines:
+        try:
+            if json.loads(line)["global_step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write(path, "".join(line + "\n" for line in kept).encode())
+    return len(lines) - len(kept)
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """The complete checkpoints kept, newest first: `checkpoint/` and the previous one, `checkpoint.old/`."""
+    return [run_dir / name for name in ("checkpoint", "checkpoint.old") if (run_dir / name / "meta.json").is_file()]
+
+
+class Run:
+    """The run folder `dir`: a new one with its config.json, or the one --resume names. It receives metrics.jsonl,
+    mirrored to TensorBoard and, with --track, to W&B; population.jsonl, created at the first population event (only
+    EauDe runs have one); and crash-safe checkpoints. It also prints the progress line."""
+
+    def __init__(self, args: Args) -> None:
+        self.args, self.wandb, self.stop_signal = args, None, 0
+        if args.resume:
+            self.dir = Path(args.resume)
+            self.hold_lock()
+            return
+        output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            for attempt in itertools.count(1):  # runs of the same name started in the same second get -2, -3, ...
+                self.dir = output_dir / (name if attempt == 1 else f"{name}-{attempt}")
+                with contextlib.suppress(FileExistsError):
+                    self.dir.mkdir()  # atomic: two runs never take the same folder
+                    break
+        except OSError as error:
+            print(f"error: --output-dir: cannot create a run folder in {args.output_dir!r} ({error})", file=sys.stderr)
+            raise SystemExit(2) from None
+        self.hold_lock()
+        with self.writing("config.json"):
+            atomic_write(self.dir / "config.json", json.dumps(run_config(args), indent=2).encode())
+
+    def hold_lock(self) -> None:
+        """One writer per run folder: this process holds an exclusive lock on run.lock for its whole life, which the OS
+        releases when it dies (kill -9 too, so no stale lock). A second writer stops before touching anything."""
+        self.lock = open(self.dir / "run.lock", "a+")  # held open: the lock lasts as long as the process
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Path(self.lock.name).read_text().strip() or "another process"
+            print(f"error: {self.dir} is being written by process {holder}: wait for it to end", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as error:  # e.g. Lustre mounted without -o flock (docs/reliability.md)
+            print(f"warning: cannot lock {self.lock.name} ({error}): nothing stops a second writer", file=sys.stderr)
+        self.lock.truncate(0)
+        print(f"{os.getpid()} on {platform.node()}", file=self.lock, flush=True)  # named by a refused second writer
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """A full disk or another OSError while writing `what`: one `error:` line, exit code 4, the last checkpoint whole
+        and no checkpoint.tmp/. os._exit: tensorboardX's exit hook and thread would fail on the same disk, loudly."""
+        try:
+            yield
+        except OSError as error:
+            shutil.rmtree(self.dir / "checkpoint.tmp", ignore_errors=True)
+            then = f"continue with --resume {self.dir}" if checkpoint_dirs(self.dir) else "start the run again"
+            print(f"error: cannot write {what} in {self.dir} ({error}); {then} once this is fixed", file=sys.stderr)
+            sys.stdout.flush()
+            os._exit(4)
+
+    def open_logs(self, counters: dict[str, Any]) -> None:
+        """Log from the loop counters on (a resumed run continues its clock, and TensorBoard purges the events written
+        after the checkpoint); with --track, every scalar also goes to W&B against global_step, as in TensorBoard
+        (sync_tensorboard would need the tensorboard package)."""
+        from tensorboardX import SummaryWriter
+
+        step, args = counters["global_step"], self.args
+        self.start = time.time() - counters["elapsed"]
+        self.window_time, self.window_step, self.last_print = time.time(), step, 0.0
+        self.metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        self.writer = SummaryWriter(str(self.dir), purge_step=step if args.resume else None)
+
+        def events_failed(hook: threading.ExceptHookArgs) -> None:  # tensorboardX writes its events from a thread
+            with self.writing("the TensorBoard events"):
+                raise hook.exc_value
+
+        threading.excepthook = events_failed
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                       name=self.dir.name, id=self.dir.name, resume="allow", save_code=True)  # fmt: skip
+            wandb.define_metric("global_step")
+            wandb.define_metric("*", step_metric="global_step")
+            self.wandb = wandb
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        record = {"global_step": int(step), "name": name, "value": float(value), "time": round(self.elapsed(), 3)}
+        with self.writing("metrics.jsonl"):
+            self.metrics.write(json_line(record))
+        if math.isfinite(value):  # tensorboardX would print a warning for each non-finite value
+            self.writer.add_scalar(name, float(value), int(step))
+            if self.wandb is not None:
+                self.wandb.log({name: float(value), "global_step": int(step)})
+
+    def progress(self, step: int, total: int, details: str) -> None:
+        """Log charts/SPS over the steps since the previous call; print a progress line every 10 s and at the end."""
+        sps = (step - self.window_step) / max(time.time() - self.window_time, 1e-9)
+        self.scalar("charts/SPS", sps, step)
+        if time.time() - self.last_print > 10 or step >= total:
+            eta = int(max((total - step) / max(sps, 1e-9), 0))
+            eta_text = f"{eta // 3600}h{eta // 60 % 60:02d}m{eta % 60:02d}s"
+            print(f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta_text} | {details}",
+                  flush=True)  # fmt: skip
+            self.last_print = time.time()
+        self.window_time, self.window_step = time.time(), step
+
+    def save_checkpoint(self, state: dict[str, Any], replay: ReplayBuffer, counters: dict[str, Any]) -> None:
+        """Written into checkpoint.tmp/, then swapped in by renames keeping the previous one as checkpoint.old/: a crash
+        at any point leaves a whole checkpoint, and a checkpoint damaged later has one to fall back to."""
+        with self.writing("a checkpoint"):
+            tmp, final, old = self.dir / "checkpoint.tmp", self.dir / "checkpoint", self.dir / "checkpoint.old"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for name, value in replay.state_dict().items():
+                np.save(tmp / f"replay_{name}.npy", np.asarray(value))
+            atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+            atomic_write(tmp / "meta.json", json.dumps(counters).encode())  # last: it marks the checkpoint whole
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                final.rename(old)
+            tmp.rename(final)
+
+    def resume(self, template: dict[str, Any], replay: ReplayBuffer, rng: np.random.Generator) -> tuple[dict, dict]:
+        """Restore the state, the replay buffer and the numpy generator from the newest checkpoint that reads back
+        whole (a damaged one falls back to the previous one) and drop the log lines written after it or torn by a kill,
+        so that no step is logged twice. Returns the state and the loop counters."""
+        damaged = []
+        for path in checkpoint_dirs(self.dir):
+            file = path / "state.msgpack"  # the file being read, named by the error
+            try:
+                state = flax.serialization.from_bytes(template, file.read_bytes())
+                replay_state = {name: np.load(file := path / f"replay_{name}.npy") for name in replay.state_dict()}
+                for name, value in replay.state_dict().items():  # rows of another shape would only fail mid-run
+                    shape, expected = np.shape(replay_state[name]), np.shape(value)
+                    if len(shape) != len(expected) or shape[1:] != expected[1:]:  # SAC saves the filled rows only
+                        file = path / f"replay_{name}.npy"
+                        raise ValueError(f"shape {shape} does not fit the buffer's {expected}")
+                counters = json.loads((file := path / "meta.json").read_text())
+                rng.bit_generator.state = counters["rng_state"]  # here, so that a damaged meta.json is caught
+                replay.load_state_dict(replay_state)  # last: a damaged checkpoint leaves the buffer alone
+                break
+            except Exception as error:  # msgpack, numpy and json each raise their own errors on a truncated file
+                damaged.append(f"{file} is damaged ({type(error).__name__}: {error})")
+        else:
+            print(f"error: --resume: {'; '.join(damaged)} and no earlier checkpoint is left", file=sys.stderr)
+            raise SystemExit(2)
+        if damaged:
+            print(f"warning: {damaged[0]}; resuming from the previous checkpoint {path}", file=sys.stderr, flush=True)
+        logs = (self.dir / "metrics.jsonl", self.dir / "population.jsonl")
+        with self.writing("the logs"):
+            dropped = sum(truncate_jsonl(log, counters["global_step"]) for log in logs)
+        if dropped:
+            print(f"resume: dropped {dropped} log lines written after the checkpoint or torn by a kill", flush=True)
+        print(f"resumed {self.dir.name} at step {counters['global_step']:,}", flush=True)
+        return jax.tree.map(jnp.asarray, state), counters  # msgpack gives numpy arrays; .at[] needs jax ones
+
+    def watch_signals(self) -> None:
+        """Ctrl-C (SIGINT) or SIGTERM (e.g. Slurm pre-emption) sets `stop_signal`: the training loop saves a checkpoint
+        after the current step and exits with 128 + the signal number; a second Ctrl-C stops at once."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self.stop_signal:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, handler)
+
+    def log_videos(self, video_dir: Path, eval_episodes: int, step: int) -> None:
+        """--track --capture-video: the evaluation videos go to W&B as media, one key per episode, in a row whose
+        `global_step` (the scalars' x-axis) is the run's last step."""
+        paths = [video_dir / f"eval-episode-{episode}.mp4" for episode in range(eval_episodes)]
+        videos = {f"eval/video-{i}": self.wandb.Video(str(path)) for i, path in enumerate(paths) if path.exists()}
+        if videos:  # no empty row when no episode was filmed
+            self.wandb.log(videos | {"global_step": step})
+
+    def close(self, code: int = 0, message: str = "") -> None:
+        """Close the logs; a run stopped early (diverged, interrupted) then exits with `code` and one stderr line."""
+        self.metrics.close()
+        self.writer.close()
+        self.lock.close()  # the folder is free: main() called again in this process (a test, a notebook) may resume it
+        if code:
+            print(message, file=sys.stderr)
+            raise SystemExit(code)
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# ---- Evaluation: the deterministic policy tanh(mean), periodically and on the saved model ----------------------------
+def evaluate_policy(
+    act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, step: int = 0
+) -> list[float]:
+    """Returns of `eval_episodes` episodes, played in parallel (one env each) on a separate env (seed purpose 1)."""
+    if eval_episodes == 0:
+        return []
+    envs = make_env(env_id, eval_episodes, env_seed(seed, purpose=1, step=step))
+    low, high = envs.action_space.low, envs.action_space.high
+    obs, _ = envs.reset()
+    returns, done = np.zeros(eval_episodes), np.zeros(eval_episodes, dtype=bool)
+    while not done.all():
+        actions = scale_action(np.asarray(act(actor_params, obs.astype(np.float32))), low, high)
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        returns += np.where(done, 0.0, rewards)  # each env plays one episode; later ones are ignored
+        done |= terminated | truncated
+    envs.close()
+    return returns.tolist()
+
+
+def record_videos(act: Any, actor_params: Any, env_id: str, eval_episodes: int, seed: int, video_dir: Path) -> None:
+    """envpool's MuJoCo renderer needs an OpenGL context it cannot create headless, so the videos are rendered by
+    gymnasium's identical v5 task (MuJoCo's own EGL renderer). Skipped with a warning when that is unavailable."""
+    try:
+        import gymnasium as gym
+
+        env = gym.make(env_id, render_mode="rgb_array")
+    except Exception as error:  # no gymnasium twin (e.g. v2/v3 ids) or no renderer
+        print(f"warning: --capture-video skipped, cannot render {env_id}: {error}", file=sys.stderr)
+        return
+    low, high = env.action_space.low, env.action_space.high
+    for episode in range(eval_episodes):
+        obs, _ = env.reset(seed=env_seed(seed, purpose=2, step=episode))
+        frames, done = [env.render()], False
+        while not done:
+            action = scale_action(np.asarray(act(actor_params, obs[None].astype(np.float32)))[0], low, high)
+            obs, _, terminated, truncated, _ = env.step(action)
+            frames.append(env.render())
+            done = terminated or truncated
+        write_video(video_dir / f"eval-episode-{episode}.mp4", frames, fps=env.metadata.get("render_fps", 30))
+    env.close()
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 15) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    with warnings.catch_warnings():  # imageio-ffmpeg starts ffmpeg with fork; JAX warns about any fork
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1, format="FFMPEG")
+    os.replace(tmp, path)
+
+
+def save_and_evaluate(args: Args, run: Run, state: dict[str, Any], act: Any, step: int, critic_sparsity: float) -> None:
+    """--save-model: the actor and the two critics (pruned weights are exact zeros), then the evaluation of the actor
+    read back from the file, and its videos with --capture-video."""
+    model_path = run.dir / f"{args.exp_name}.cleanrl_model"
+    model = {"actor": state["actor"], "critics": [take(state["critics"], i) for i in range(2)]}
+    with run.writing(model_path.name):
+        atomic_write(model_path, flax.serialization.to_bytes(model))
+    print(f"model saved to {model_path} (critic sparsity {critic_sparsity:.4f})", flush=True)
+    template = {"actor": state["actor"], "critics": [take(state["critics"], 0)] * 2}
+    actor_params = flax.serialization.from_bytes(template, model_path.read_bytes())["actor"]
+    returns = evaluate_policy(act, actor_params, args.env_id, args.eval_episodes, args.seed)
+    for value in returns:
+        run.scalar("eval/episodic_return", value, step)
+    print(f"saved model: mean evaluation return {np.mean(returns) if returns else float('nan'):.1f}", flush=True)
+    if args.capture_video:
+        record_videos(act, actor_params, args.env_id, args.eval_episodes, args.seed, Path("videos") / run.dir.name)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """benchmark.sh: preset expansion (--dry-run), selection flags, skipping finished runs, resuming from checkpoints and
-local workers, checked with stand-in scripts (tests/benchmark_fakes.py)."""
+local workers, checked with stand-in scripts (tests/support/benchmark_fakes.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from benchmark_fakes import ALGO_SCRIPTS, REPO_ROOT, make_fake_script_dir
+from support.benchmark_fakes import ALGO_SCRIPTS, REPO_ROOT, make_fake_script_dir
 
 BENCH = REPO_ROOT / "benchmark.sh"
 ATARI_SCRIPTS = {"eaudedqn_atari_jax.py", "polyprune_dqn_atari_jax.py"}

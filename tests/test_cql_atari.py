@@ -286,7 +286,8 @@ def trained_population(learner3: dict, losses: list[float]) -> tuple[dict, np.nd
     """The initial population with network 1 pruned to 30 % and Adam states told apart: network k has made k + 1
     steps and moments k + 1."""
     params = learner3["params"]
-    masks = eaude.put(learner3["masks"], 1, eaude.magnitude_masks(eaude.take(params, 1), 0.3, "erk"))
+    pruned = eaude.magnitude_masks(eaude.take(params, 1), 0.3, "erk")
+    masks = jax.tree.map(lambda x, v: x.at[1].set(v), learner3["masks"], pruned)
     opt_states = jax.tree.map(lambda x: x + jnp.arange(1, 4).reshape(-1, *[1] * (x.ndim - 1)), learner3["opt_states"])
     learner = {"params": eaude.apply_masks(params, masks), "masks": masks, "opt_states": opt_states}
     return {**learner3, **learner, "cumulated_losses": jnp.array(losses)}, np.array([0.0, 0.3, 0.0])
@@ -746,10 +747,13 @@ def test_impossible_seed_learning_rate_and_output_dir_are_one_error_line(
         == "error: --adam-eps: must be a positive finite number"
     )
     (tmp_path / "taken").write_text("a file")
-    for output_dir in ("taken", "taken/runs"):
-        assert (
-            parse_error(module, [*data, "--output-dir", str(tmp_path / output_dir)], capsys)
-            == f"error: --output-dir: '{tmp_path / 'taken'}' is a file, not a folder"
+    for output_dir in ("taken", "taken/runs"):  # the run folder is the first thing main() makes after the dataset
+        with pytest.raises(SystemExit) as exit_:
+            module.Run(module.parse_args([*data, "--output-dir", str(tmp_path / output_dir)]))
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(
+            f"error: --output-dir: cannot create a run folder in '{tmp_path}/taken"
         )
 
 

@@ -1,7 +1,7 @@
 """Faults a run survives, in all 8 scripts (docs/reliability.md, issue 22): a second writer on a run folder, a write
 error (a full disk) in a checkpoint, a log or TensorBoard's thread, damaged run files on --resume, and a kill at a
 random write. The fast tests drive each script's `Run` in this process with a disk that fails on its N-th write; the
-slow ones run the real scripts (tests/write_faults.py injects the faults into them)."""
+slow ones run the real scripts (tests/support/write_faults.py injects the faults into them)."""
 
 import builtins
 import errno
@@ -21,13 +21,13 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from benchmark_fakes import make_fake_script_dir
 from fingerprint import RUNS
+from support.benchmark_fakes import make_fake_script_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = list(RUNS)
 OFFLINE = {"eaudecql_atari_jax", "polyprune_cql_atari_jax"}  # checkpoints without a replay buffer
-FAULTS = ROOT / "tests" / "write_faults.py"
+FAULTS = ROOT / "tests" / "support" / "write_faults.py"
 
 
 class Exited(Exception):

@@ -887,10 +887,13 @@ def test_impossible_seed_learning_rate_buffer_and_output_dir_are_one_error_line(
         == "error: --buffer-size: must hold the --learning-starts warm-up"
     )
     (tmp_path / "taken").write_text("a file")
-    for output_dir in ("taken", "taken/runs"):
-        assert (
-            error(["--output-dir", str(tmp_path / output_dir)])
-            == f"error: --output-dir: '{tmp_path / 'taken'}' is a file, not a folder"
+    for output_dir in ("taken", "taken/runs"):  # the run folder is the first thing main() makes
+        with pytest.raises(SystemExit) as exit_:
+            module.Run(module.parse_args(["--env-id", "Hopper-v5", "--output-dir", str(tmp_path / output_dir)]))
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(
+            f"error: --output-dir: cannot create a run folder in '{tmp_path}/taken"
         )
 
 

@@ -3,7 +3,7 @@
 The fixture installs Debian's slurm-wlm and munge when slurmctld is missing (needs root and apt-get), writes a private
 slurm.conf (own ports, state and spool folders, own munge socket and key), starts munged, slurmctld and slurmd, and
 stops them afterwards. It skips with the reason when Slurm cannot be installed or started. The "stand-in" variant runs
-the smoke preset with stand-in scripts (tests/benchmark_fakes.py) through the same sbatch template, including a crash
+the smoke preset with stand-in scripts (tests/support/benchmark_fakes.py) through the same sbatch template, including a crash
 and the resume on re-submission; the "real" variant runs the real scripts and skips while they are missing.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from benchmark_fakes import ALGO_SCRIPTS, REPO_ROOT, make_fake_script_dir
+from support.benchmark_fakes import ALGO_SCRIPTS, REPO_ROOT, make_fake_script_dir
 
 pytestmark = pytest.mark.slow
 SBATCH_ARGS = "--cpus-per-task=1 --mem=256M"

@@ -51,7 +51,6 @@ files with their text kept as text.
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import json
 import math
@@ -66,6 +65,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from toolbox import jsonl_path, read_jsonl
 
 # Random and human reference scores (random, human) of the 57 Atari games: the Atari-57 table of DQN Nature 2015
 # (Extended Data Table 2) as extended to 57 games and used by Dopamine, DQN Zoo and rliable.
@@ -316,29 +316,6 @@ class Run:
         return max((int(s[-1]) for s, _ in self.metrics.values() if len(s)), default=0)
 
 
-def _jsonl_path(path: Path) -> Path | None:
-    """`path`, or its gzipped twin `path.gz` (the published runs of docs/results/runs/), None when neither exists."""
-    for candidate in (path, path.with_name(path.name + ".gz")):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    found = _jsonl_path(path)
-    if found is not None:
-        raw = gzip.decompress(found.read_bytes()) if found.suffix == ".gz" else found.read_bytes()
-        for line in raw.decode(errors="replace").splitlines():
-            try:
-                row = json.loads(line)  # Python's json reads the bare NaN / Infinity of older runs as floats
-            except json.JSONDecodeError:
-                continue  # a run killed mid-write leaves a partial last line
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
 def _is_finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -391,7 +368,7 @@ def load_run(path: Path, finish_slack: int | None = None) -> Run | None:
     """One run folder, or None when it is not a run (no metrics.jsonl or an unparsable folder name); its `problem`
     says whether it diverged or stopped short of its budget (`finish_slack` steps of slack, default 1%)."""
     parts = path.name.split("__")
-    if _jsonl_path(path / "metrics.jsonl") is None or len(parts) < 4:
+    if jsonl_path(path / "metrics.jsonl") is None or len(parts) < 4:
         return None
     try:
         config = json.loads((path / "config.json").read_text())
@@ -410,13 +387,13 @@ def load_run(path: Path, finish_slack: int | None = None) -> Run | None:
         method = re.sub(rf"_{size}(?=_|$)", "", method, count=1)
     series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
     rows = [
-        row for row in _read_jsonl(path / "metrics.jsonl") if "name" in row and isinstance(row.get("global_step"), int)
+        row for row in read_jsonl(path / "metrics.jsonl") if "name" in row and isinstance(row.get("global_step"), int)
     ]
     for row in rows:
         if row.get("value") is not None:
             series[row["name"]][0].append(int(row["global_step"]))
             series[row["name"]][1].append(float(row["value"]))
-    population = _read_jsonl(path / "population.jsonl")
+    population = read_jsonl(path / "population.jsonl")
     metrics = {}
     for name, (steps, values) in series.items():
         order = np.argsort(np.asarray(steps), kind="stable")

@@ -87,6 +87,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolbox import Parser, cpu_model, read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Paper, Table 2 (medium network, GPU): EauDe vs PolyPrune. None = offline (no acting).
@@ -358,16 +360,6 @@ class Run:
         if self.algorithm.family == "cql":
             return int(self.args["num_epochs"]) * int(self.args["steps_per_epoch"])
         return int(self.args["total_timesteps"])
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill
-    return records
 
 
 def read_run(run_dir: str | Path) -> Run:
@@ -851,16 +843,6 @@ def markdown_tables(pairs: Sequence[str], results: dict[str, dict[str, Any]], le
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def machine(backend: str, device: str, jax_version: str) -> str:
     """The line every measurement is quoted with: architecture, cores, CPU model, JAX version, backend and device."""
     accelerator = backend if device.lower() in (backend, "cpu") else f"{backend} ({device})"
@@ -870,12 +852,6 @@ def machine(backend: str, device: str, jax_version: str) -> str:
 # =====================================================================================================================
 # Command line
 # =====================================================================================================================
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one `error:` line, exit code 2 (house rule), not argparse's usage block
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def sparsity_list(text: str) -> list[float]:

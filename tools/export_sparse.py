@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from toolbox import Parser, cpu_model
 
 try:  # optional: the forward pass falls back to NumPy alone
     import scipy
@@ -601,14 +602,7 @@ def median_ms(fn: Callable[[], Any], min_time: float, min_calls: int = 5) -> flo
 
 
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model(platform.processor() or platform.machine())
     threads = ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
     sci = f"SciPy {scipy.__version__}" if scipy is not None else "no SciPy"
     return (
@@ -780,12 +774,6 @@ def run_benchmark(args: argparse.Namespace) -> str:
 # =====================================================================================================================
 # Command line
 # =====================================================================================================================
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one `error:` line, exit code 2 (house rule), not argparse's usage block
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def comma_list(kind: Callable[[str], Any], name: str, check: Callable[[Any], bool], rule: str) -> Callable:

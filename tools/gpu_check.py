@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import costs  # noqa: E402  (tools/costs.py: budgets, FLOP counts and the Table 2 tables, shared so both agree)
 import throughput  # noqa: E402  (tools/throughput.py: the population step's timing, the same as on a CPU)
+from toolbox import Parser, cpu_model, read_jsonl  # noqa: E402
 
 FILES = ("machine.md", "throughput.md", "table2.md", "determinism.md", "results.json")
 DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -278,11 +279,11 @@ def metric_records(run_dir: Path) -> dict[str, list]:
     """What two seeded runs must agree on: every metrics.jsonl record but charts/SPS (wall clock), without its time,
     and every population.jsonl record (EauDe) without its time fields."""
     records = {"metrics.jsonl": [], "population.jsonl": []}
-    for record in costs.read_jsonl(run_dir / "metrics.jsonl"):
+    for record in read_jsonl(run_dir / "metrics.jsonl"):
         if record.get("name") != "charts/SPS":
             records["metrics.jsonl"].append((record.get("global_step"), record.get("name"), record.get("value")))
     if (run_dir / "population.jsonl").is_file():
-        for record in costs.read_jsonl(run_dir / "population.jsonl"):
+        for record in read_jsonl(run_dir / "population.jsonl"):
             records["population.jsonl"].append({k: v for k, v in record.items() if "time" not in k})
     return records
 
@@ -454,7 +455,7 @@ def machine_table(probe: dict[str, Any], gpus: list[dict[str, str]], plan: Plan,
         ("CUDA plugin", plugin),
         ("flax / optax / numpy", f"{v.get('flax')} / {v.get('optax')} / {v.get('numpy')}"),
         ("envpool", str(v.get("envpool"))),
-        ("CPU", f"{costs.cpu_model()}, {os.cpu_count()} cores, {platform.machine()}"),
+        ("CPU", f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}"),
         ("Python", f"{platform.python_version()} ({sys.executable})"),
         ("mode", "--smoke (CPU, tiny budgets: the numbers mean nothing)" if plan.smoke else "GPU"),
         ("command", f"`{command}` (took {took:.0f} s)"),
@@ -595,12 +596,6 @@ def to_json(value: Any) -> Any:
 # =====================================================================================================================
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one `error:` line, exit code 2 (house rule), not argparse's usage block
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = Parser(
         prog="tools/gpu_check.py",
@@ -689,7 +684,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seconds": took,
         "smoke": plan.smoke,
         "budgets": plan.budgets,
-        "machine": {"gpus": gpus, **probe["device"], "cpu": costs.cpu_model(), "cpu_count": os.cpu_count()},
+        "machine": {"gpus": gpus, **probe["device"], "cpu": cpu_model(), "cpu_count": os.cpu_count()},
         "results": plan.results,
     }
     (out / "results.json").write_text(json.dumps(to_json(summary), indent=2) + "\n")

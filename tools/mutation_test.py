@@ -28,6 +28,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolbox import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUES = ROOT / "tools" / "mutants"
 DOCS = ROOT / "docs" / "mutation"
@@ -118,14 +120,7 @@ def run_mutant(copy: Path, mutant: Mutant) -> Outcome:
 
 
 def markdown(script: str, outcomes: list[Outcome]) -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor() or "unknown CPU",
-    )
+    cpu = cpu_model()
     killed = sum(o.status == "killed" for o in outcomes)
     lines = [
         f"# Mutation testing of `{script}.py`",

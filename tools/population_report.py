@@ -17,31 +17,24 @@ population steps:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+from toolbox import jsonl_path, read_jsonl
 
 QUARTERS = 4
 
 
 def read_population(run_dir: Path) -> dict[str, list[dict]]:
     """The run's population steps by critic ("" for the DQN/CQL scripts); a line torn by a kill is left out."""
-    path = run_dir / "population.jsonl"
-    if not path.is_file():
-        path = run_dir / "population.jsonl.gz"  # as published in docs/results/runs
-    if not path.is_file():
+    path = jsonl_path(run_dir / "population.jsonl")  # or population.jsonl.gz, as published in docs/results/runs
+    if path is None:
         raise FileNotFoundError(f"{run_dir}: no population.jsonl (only EauDe runs write one)")
     by_critic: dict[str, list[dict]] = {}
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as f:
-        for line in f:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            by_critic.setdefault(str(event.get("critic", "")), []).append(event)
+    for event in read_jsonl(path):
+        by_critic.setdefault(str(event.get("critic", "")), []).append(event)
     if not by_critic:
         raise ValueError(f"{path}: no population step logged yet")
     return by_critic

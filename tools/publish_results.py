@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import analyze
+from toolbox import cpu_model, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [
@@ -100,10 +101,7 @@ def reproducing_command(config: dict) -> str:
 
 def this_machine(config: dict) -> dict[str, str]:
     """The scripts' `machine` entry of config.json, for runs made on this machine before they recorded it."""
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    cpu = cpu_model(platform.processor())
     device = "cpu" if config.get("jax_backend") == "cpu" else "unknown"
     return {"cpu": cpu, "device": device, "python": platform.python_version(), "system": platform.platform()}
 
@@ -126,11 +124,7 @@ def publish_run(run: analyze.Run, runs_out: Path) -> Path:
 
 
 def wall_seconds(run_dir: Path) -> float:
-    times = [
-        row["time"]
-        for row in analyze._read_jsonl(run_dir / "metrics.jsonl")
-        if isinstance(row.get("time"), int | float)
-    ]
+    times = [row["time"] for row in read_jsonl(run_dir / "metrics.jsonl") if isinstance(row.get("time"), int | float)]
     return round(max(times), 1) if times else float("nan")
 
 

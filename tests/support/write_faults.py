@@ -1,6 +1,6 @@
 """Run a script on a disk that fails on purpose (tests/test_reliability.py, docs/reliability.md):
 
-    python tests/write_faults.py MODE N SCRIPT [ARGS...]
+    python tests/support/write_faults.py MODE N SCRIPT [ARGS...]
 
 counts the write() calls into the run folder (run.lock and the TensorBoard events aside, whose writes come from a
 thread at moments of its own) made once the folder holds a complete checkpoint, and at the N-th one:

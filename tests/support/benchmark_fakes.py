@@ -86,7 +86,7 @@ args, _ = p.parse_known_args()
 (Path(args.output_dir) / "replay_logs" / "made_by_fake").write_text(args.env_id)
 """
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_fake_script_dir(path: Path) -> Path:
