@@ -579,7 +579,7 @@ for group in "${GROUPS_[@]}"; do
                                 # same env, size, suffix and seed (polyprune_sac -> eaudesac, and so on).
                                 exp+="_oracle"
                                 sibling_exp="eaude${algo#polyprune_}${size_part}${g_suffix}"
-                                sibling="${env}__${sibling_exp}__${seed}"
+                                sibling="${env//\//-}__${sibling_exp}__${seed}"
                                 sibling_dir="$(find_run_dir "$OUTPUT_DIR" "${sibling}__")"
                                 oracle_sf=""
                                 if [[ -n "$sibling_dir" ]] && run_finished "$sibling_dir" "$sibling_exp"; then
@@ -600,7 +600,7 @@ for group in "${GROUPS_[@]}"; do
                             fi
                             args+=(--exp-name "$exp" --output-dir "$(display_path "$OUTPUT_DIR")")
                             if ((SAVE_MODEL)); then args+=(--save-model); fi
-                            prefix="${env}__${exp}__${seed}__"
+                            prefix="${env//\//-}__${exp}__${seed}__"
                             # Presets overlap (ablation-umax reuses paper-atari's U_max = 3 runs): keep one.
                             [[ -n "${SEEN[$prefix]:-}" ]] && continue
                             SEEN[$prefix]=1

@@ -929,7 +929,8 @@ class Run:
             self.dir = Path(args.resume)
             self.hold_lock()
             return
-        output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        env = args.env_id.replace("/", "-")  # MinAtar/Breakout-v1 names one folder, not two
+        output_dir, name = Path(args.output_dir), f"{env}__{args.exp_name}__{args.seed}__{int(time.time())}"
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
             for attempt in itertools.count(1):  # runs of the same name started in the same second get -2, -3, ...

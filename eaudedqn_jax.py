@@ -12,6 +12,7 @@ sparsity drawn from Eq. 3 (l. 15).
 import contextlib
 import fcntl
 import functools
+import importlib.util
 import io
 import itertools
 import json
@@ -46,7 +47,7 @@ import tyro
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # this experiment's name (second part of the run name)
     seed: int = 1  # seed of the experiment: networks, replay sampling, exploration and the environments derive from it
-    env_id: str = "CartPole-v1"  # the envpool id: CartPole-v1, Acrobot-v1, LunarLander-v3 or MountainCar-v0
+    env_id: str = "CartPole-v1"  # CartPole-v1, Acrobot-v1, LunarLander-v3, MountainCar-v0 or MinAtar/<Game>-v1
     track: bool = False  # log every scalar and the evaluation videos to Weights & Biases
     wandb_project_name: str = "eaudeqn"  # the wandb project name
     wandb_entity: str | None = None  # the wandb entity (team)
@@ -72,7 +73,7 @@ class Args:
     eval_episodes: int = 10  # greedy episodes played by the saved model at the end (with --save-model)
     eval_epsilon: float = 0.0  # epsilon of the evaluation policy (classic control is evaluated greedily)
 
-    network_size: Literal["small", "medium", "large"] = "medium"  # width of the two hidden layers: 64 / 256 / 1024
+    network_size: Literal["small", "medium", "large"] = "medium"  # widths 64/256/1024; MinAtar head 32/512/2048
     sparsity_distribution: Literal["erk", "uniform", "global"] = "erk"  # per-layer split of a sparsity (JaxPruner: erk)
 
     num_networks: int = 5  # K, number of online networks
@@ -115,9 +116,14 @@ def check_args(args: Args) -> None:
     for ok, flag, message in checks:
         if not ok:
             raise ArgumentError(f"{flag}: {message}")
-    if args.env_id not in envpool.list_all_envs():
+    if args.env_id.startswith("MinAtar/"):
+        if args.env_id not in MINATAR_IDS:
+            raise ArgumentError(f"--env-id: unknown MinAtar game {args.env_id!r} (try one of {', '.join(MINATAR_IDS)})")
+        if importlib.util.find_spec("minatar") is None:
+            raise ArgumentError(f"--env-id: {args.env_id} needs the minatar package (uv sync installs it)")
+    elif args.env_id not in envpool.list_all_envs():
         raise ArgumentError(f"--env-id: unknown environment {args.env_id!r} (try one of {', '.join(CLASSIC_IDS)})")
-    if type(envpool.make_spec(args.env_id)).__name__ not in CLASSIC_SPECS:
+    elif type(envpool.make_spec(args.env_id)).__name__ not in CLASSIC_SPECS:
         raise ArgumentError(
             f"--env-id: {args.env_id!r} is not a discrete-action classic-control env; "
             f"this script takes {', '.join(CLASSIC_IDS)}"
@@ -160,7 +166,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # ---- Environment: envpool's discrete-action classic-control envs (their own time limits: 500 / 500 / 1000 / 200 steps)
+# and MinAtar's five games (Young and Tian 2019: 10 x 10 frames, one channel per object; v1: the minimal action set)
 CLASSIC_IDS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0")
+MINATAR_GAMES = ("Breakout", "SpaceInvaders", "Asterix", "Freeway", "Seaquest")
+MINATAR_IDS = tuple(f"MinAtar/{game}-v{version}" for version in (1, 0) for game in MINATAR_GAMES)
 # envpool spec classes of the discrete-action classic-control envs (older versions such as CartPole-v0 share them);
 # Pendulum, MountainCarContinuous and LunarLanderContinuous have Box actions, which DQN cannot take
 CLASSIC_SPECS = ("CartPoleEnvSpec", "AcrobotEnvSpec", "LunarLanderDiscreteEnvSpec", "MountainCarEnvSpec")
@@ -173,7 +182,35 @@ def make_env(env_id: str, num_envs: int, seed: int, render: bool = False) -> Any
     """envpool autoresets on the NEXT step: the step that ends an episode returns its true last observation, the next
     one ignores its action and returns the reset observation with reward 0. `render()`: (1, H, W, 3) frames of env 0."""
     render_mode = "rgb_array" if render else None
+    if env_id.startswith("MinAtar/"):
+        return MinAtarEnvs(env_id, num_envs, seed, render_mode)
     return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, render_mode=render_mode)
+
+
+class MinAtarEnvs:
+    """MinAtar's gymnasium envs (the `minatar` package, sticky actions 0.1) behind envpool's interface: seeded when
+    made, single-env spaces, autoreset on the next step (gymnasium's default, as envpool's), `render()` of env 0 as
+    (1, 160, 160, 3) frames."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, render_mode: str | None) -> None:
+        import gymnasium
+        from minatar.gym import register_envs
+
+        if env_id not in gymnasium.registry:
+            register_envs()
+        make = functools.partial(gymnasium.make, env_id, render_mode=render_mode, disable_env_checker=True)
+        self.envs, self.seed = gymnasium.vector.SyncVectorEnv([make] * num_envs), seed
+        self.action_space, self.observation_space = self.envs.single_action_space, self.envs.single_observation_space
+
+    def reset(self) -> tuple[np.ndarray, dict]:
+        return self.envs.reset(seed=self.seed)  # env i gets seed + i, as in envpool
+
+    def render(self) -> np.ndarray:
+        frame = np.asarray(self.envs.render()[0])  # 10 x 10 RGB in [0, 1]
+        return (255 * frame.repeat(16, axis=0).repeat(16, axis=1)).astype(np.uint8)[None]
+
+    def __getattr__(self, name: str) -> Any:  # step() and close() are the vector env's
+        return getattr(self.envs, name)
 
 
 def env_seed(seed: int, purpose: int, step: int = 0) -> int:
@@ -182,8 +219,14 @@ def env_seed(seed: int, purpose: int, step: int = 0) -> int:
     return int(np.random.SeedSequence([seed, purpose, step]).generate_state(1)[0] % 2**30)
 
 
-# ---- Network: MLP with two hidden ReLU layers of 64 / 256 / 1024 units (small / medium / large) ----------------------
+# ---- Network: MLP with two hidden ReLU layers of 64 / 256 / 1024 units (small / medium / large); on MinAtar
+# frames, MinAtar's torso (one 3 x 3 convolution, 16 filters, stride 1) and Table 3's head of 32 / 512 / 2048 units
 HIDDEN_WIDTHS = {"small": 64, "medium": 256, "large": 1024}
+HEAD_WIDTHS = {"small": 32, "medium": 512, "large": 2048}
+
+
+def network_width(env_id: str, network_size: str) -> int:
+    return (HEAD_WIDTHS if env_id.startswith("MinAtar/") else HIDDEN_WIDTHS)[network_size]
 
 
 class QNetwork(nn.Module):
@@ -192,7 +235,11 @@ class QNetwork(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.relu(nn.Dense(self.hidden_width)(x.astype(jnp.float32)))
+        x = x.astype(jnp.float32)
+        if x.ndim == 4:  # MinAtar's (N, 10, 10, C) frames: 'VALID' as MinAtar's DQN, 8 x 8 x 16 features
+            x = nn.relu(nn.Conv(16, (3, 3), padding="VALID")(x)).reshape(x.shape[0], -1)
+        else:
+            x = nn.relu(nn.Dense(self.hidden_width)(x))
         x = nn.relu(nn.Dense(self.hidden_width)(x))
         return nn.Dense(self.action_dim)(x)
 
@@ -201,16 +248,17 @@ def count_params(params: Any) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
 
 
-# ---- Replay buffer: float32 observation vectors, each transition with its own true next observation ------------------
+# ---- Replay buffer: float32 observation vectors or bool MinAtar frames, each transition with its own true next one -
 class ReplayBuffer:
-    """FIFO replay of (o, a, r, o', terminated). Each transition keeps its own o' (a few floats: simpler than the Atari
-    buffer's frame sharing), the TRUE last observation at an episode end: a truncation bootstraps from it, never from
-    a reset observation (CleanRL issue 460), and the final transition keeps its terminated flag (Dopamine issue 228)."""
+    """FIFO replay of (o, a, r, o', terminated). Each transition keeps its own o' (a few floats or 10 x 10 x C bools:
+    simpler than the Atari buffer's frame sharing), the TRUE last observation at an episode end: a truncation
+    bootstraps from it, never from a reset observation (CleanRL issue 460), and the final transition keeps its
+    terminated flag (Dopamine issue 228)."""
 
-    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...]) -> None:
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype: Any = np.float32) -> None:
         self.num_envs, self.capacity, self.cursor, self.size = num_envs, capacity, 0, 0  # cursor: next slot to write
-        self.observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
-        self.next_observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
+        self.observations = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
+        self.next_observations = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
         self.actions = np.zeros(capacity, dtype=np.int32)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=bool)
@@ -553,10 +601,11 @@ def main(argv: list[str] | None = None) -> None:
     # ---- environment, networks, optimizer (Alg. 1 l. 1)
     envs = make_env(args.env_id, args.num_envs, env_seed(args.seed, purpose=0))
     num_actions, obs_shape = envs.action_space.n, envs.observation_space.shape
-    network = QNetwork(action_dim=num_actions, hidden_width=HIDDEN_WIDTHS[args.network_size])
+    obs_dtype = envs.observation_space.dtype  # float32 vectors, or bool frames: MinAtar's replay in 1 byte a cell
+    network = QNetwork(action_dim=num_actions, hidden_width=network_width(args.env_id, args.network_size))
     optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
     learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, *obs_shape), np.float32))
-    rb, rng = ReplayBuffer(args.buffer_size, args.num_envs, obs_shape), np.random.default_rng(args.seed)
+    rb, rng = ReplayBuffer(args.buffer_size, args.num_envs, obs_shape, obs_dtype), np.random.default_rng(args.seed)
     train_step, act = make_train_step(network, optimizer, args.gamma, layout), make_act(network)
     print(
         f"{run.dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
@@ -587,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
         learner["key"], act_key = jax.random.split(learner["key"])
         return np.asarray(act(learner["params"], learner["cumulated_losses"], obs, act_key))
 
-    obs = np.asarray(envs.reset()[0], np.float32)
+    obs = np.asarray(envs.reset()[0], obs_dtype)
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
     resetting = np.zeros(args.num_envs, dtype=bool)  # envs whose next step is envpool's autoreset step
     last_return, last_losses = float("nan"), None
@@ -597,7 +646,7 @@ def main(argv: list[str] | None = None) -> None:
         epsilon = epsilon_schedule(global_step, args)
         actions = epsilon_greedy(epsilon, num_actions, args.num_envs, behaviour_actions, rng)
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
-        next_obs = np.asarray(next_obs, np.float32)
+        next_obs = np.asarray(next_obs, obs_dtype)
 
         # ---- store (Alg. 1 l. 4); autoreset steps are not interactions: they are neither stored nor counted
         rb.add(obs, actions, rewards, terminated, next_obs, reset=resetting)
@@ -730,7 +779,8 @@ class Run:
             self.dir = Path(args.resume)
             self.hold_lock()
             return
-        output_dir, name = Path(args.output_dir), f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        env = args.env_id.replace("/", "-")  # MinAtar/Breakout-v1 names one folder, not two
+        output_dir, name = Path(args.output_dir), f"{env}__{args.exp_name}__{args.seed}__{int(time.time())}"
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
             for attempt in itertools.count(1):  # runs of the same name started in the same second get -2, -3, ...
@@ -920,7 +970,7 @@ def evaluate(
 ) -> list[float]:  # fmt: skip
     """Undiscounted returns of `eval_episodes` episodes of a saved `.cleanrl_model`'s epsilon-greedy policy."""
     envs = make_env(env_id, 1, env_seed(seed, purpose=1), render=video_dir is not None)
-    network = QNetwork(action_dim=envs.action_space.n, hidden_width=HIDDEN_WIDTHS[network_size])
+    network = QNetwork(action_dim=envs.action_space.n, hidden_width=network_width(env_id, network_size))
     template = network.init(jax.random.PRNGKey(0), np.zeros((1, *envs.observation_space.shape), np.float32))
     params = flax.serialization.from_bytes(template, model_path.read_bytes())
     q_values = jax.jit(network.apply)

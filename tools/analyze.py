@@ -188,7 +188,10 @@ PAPER_CLOCK = 1000
 # Scores and statistics
 # ----------------------------------------------------------------------------------------------------------------------
 def atari_game(env_id: str) -> str | None:
-    """Canonical Atari game name of an env id ("Pong-v5", "ALE/Pong-v5", "PongNoFrameskip-v4"), None if not Atari."""
+    """Canonical Atari game name of an env id ("Pong-v5", "ALE/Pong-v5", "PongNoFrameskip-v4"), None if not Atari
+    (MinAtar's "MinAtar/Breakout-v1" included: its scores are not Atari's)."""
+    if env_id.startswith("MinAtar/"):
+        return None
     name = env_id.split("/")[-1]
     name = re.sub(r"-v\d+$", "", name)
     name = re.sub(r"(NoFrameskip|Deterministic)$", "", name)
@@ -543,9 +546,9 @@ def analyze(runs: Sequence[Run], num_points: int = 40, reps: int = 2000) -> dict
         if len(envs) == 1 or all(atari_game(env) is not None for env in envs):
             by_setting[family + variant] = (family, variant, fruns)
         else:
-            by_setting.update(
-                {f"{family}{variant}_{env}": (family, variant, [r for r in fruns if r.env_id == env]) for env in envs}
-            )
+            for env in envs:  # a setting name is also a file name: MinAtar/Breakout-v1 -> MinAtar-Breakout-v1
+                env_runs = [r for r in fruns if r.env_id == env]
+                by_setting[f"{family}{variant}_{env.replace('/', '-')}"] = (family, variant, env_runs)
     for setting, (family, variant, sruns) in sorted(by_setting.items()):
         normalize = all(atari_game(r.env_id) is not None for r in sruns)
         x_label = "gradient steps" if family == "cql" else "environment steps"

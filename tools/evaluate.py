@@ -11,7 +11,7 @@ script's own evaluation function, so the protocol is the script's:
   epsilon-greedy (default: the run's `--eval-epsilon`, 0.001);
 * offline Atari (eaudecql_atari_jax, polyprune_cql_atari_jax): one episode per env, played in parallel, truncated at the
   run's `--eval-max-episode-steps`;
-* classic control (eaudedqn_jax, polyprune_dqn_jax): as online Atari, greedy by default;
+* classic control and MinAtar (eaudedqn_jax, polyprune_dqn_jax): as online Atari, greedy by default;
 * MuJoCo SAC (eaudesac_mujoco_jax, polyprune_sac_mujoco_jax): the deterministic policy tanh(mean), one episode per env.
 
 By default it plays the run's `--eval-episodes` with the run's seed: the returns are then those the run logged as
@@ -19,7 +19,8 @@ By default it plays the run's `--eval-episodes` with the run's seed: the returns
 `videos/<run_name>/` (relative to the working directory, as the scripts do). Atari videos are the colour screen at the
 game's own 210 x 160 resolution rendered by ale-py through gymnasium's ALE env, stepped in lockstep with the envpool
 env the agent plays (docs/evaluate.md explains why the two agree frame for frame); classic control is rendered by
-envpool, MuJoCo by gymnasium's v5 twin of the task (MuJoCo's renderer), as the scripts do.
+envpool, MinAtar by the minatar package (its colours, a cell 16 x 16 pixels), MuJoCo by gymnasium's v5 twin of the
+task (MuJoCo's renderer), as the scripts do.
 
 A user mistake (no such folder, no config.json, no model, a model of another network size, an env this install does
 not have, an out-of-range option) is one `error: ...` line on stderr and exit code 2.
@@ -119,8 +120,22 @@ def model_path(run_dir: Path, config: dict[str, Any]) -> Path:
 
 
 def check_env(env_id: str, kind: str) -> Any:
-    """The envpool spec of the run's env, or a clean error when this install does not have it."""
+    """The envpool spec of the run's env (MinAtar's: the gymnasium env, whose spaces the spec's are), or a clean error
+    when this install does not have it."""
     import envpool
+
+    if env_id.startswith("MinAtar/"):
+        try:
+            import gymnasium
+            from minatar.gym import register_envs
+        except ImportError:
+            raise UsageError(f"config.json: env {env_id!r} needs the minatar package (uv sync installs it)") from None
+        if env_id not in gymnasium.registry:
+            register_envs()
+        try:
+            return gymnasium.make(env_id, disable_env_checker=True)
+        except gymnasium.error.Error:
+            raise UsageError(f"config.json: env {env_id!r} is not a MinAtar game") from None
 
     try:
         return envpool.make_spec(env_id, **({"full_action_space": False} if kind.startswith("atari") else {}))
@@ -144,7 +159,7 @@ def import_script(script: str) -> Any:
 # =====================================================================================================================
 
 
-def model_template(module: Any, kind: str, spec: Any, network_size: str) -> Any:
+def model_template(module: Any, kind: str, spec: Any, network_size: str, env_id: str) -> Any:
     """The shapes of the params pytree the script saves with --save-model, for this env and network size (built as
     the script builds its network; jax.eval_shape computes no weights)."""
     import jax
@@ -154,7 +169,9 @@ def model_template(module: Any, kind: str, spec: Any, network_size: str) -> Any:
         network = module.QNetwork(action_dim=spec.action_space.n, head_width=module.HEAD_WIDTHS[network_size])
         return jax.eval_shape(network.init, key, np.zeros((1, 4, 84, 84), np.uint8))
     if kind == "classic":
-        network = module.QNetwork(action_dim=spec.action_space.n, hidden_width=module.HIDDEN_WIDTHS[network_size])
+        network = module.QNetwork(
+            action_dim=spec.action_space.n, hidden_width=module.network_width(env_id, network_size)
+        )
         return jax.eval_shape(network.init, key, np.zeros((1, *spec.observation_space.shape), np.float32))
     obs = np.zeros((1, spec.observation_space.shape[0]), np.float32)
     action = np.zeros((1, spec.action_space.shape[0]), np.float32)
@@ -194,7 +211,7 @@ def load_model(module: Any, kind: str, spec: Any, config: dict[str, Any], path: 
     size = config["args"]["network_size"]
     if size not in NETWORK_SIZES:
         raise UsageError(f"RUN_DIR: config.json has network_size {size!r}; the scripts have {', '.join(NETWORK_SIZES)}")
-    template = model_template(module, kind, spec, size)
+    template = model_template(module, kind, spec, size, config["args"]["env_id"])
     saved_shapes = flat_shapes(saved)
     difference = first_difference(saved_shapes, flat_shapes(flax.serialization.to_state_dict(template)))
     if difference is None:
@@ -204,7 +221,10 @@ def load_model(module: Any, kind: str, spec: Any, config: dict[str, Any], path: 
         for other in NETWORK_SIZES
         if other != size
         and first_difference(
-            saved_shapes, flat_shapes(flax.serialization.to_state_dict(model_template(module, kind, spec, other)))
+            saved_shapes,
+            flat_shapes(
+                flax.serialization.to_state_dict(model_template(module, kind, spec, other, config["args"]["env_id"]))
+            ),
         )
         is None
     ]
