@@ -780,15 +780,22 @@ def test_dense_dqn_beside_cleanrl(tmp_path: Path) -> None:
 
 
 def test_minatar_runs_are_not_atari_games_and_their_settings_name_files(tmp_path: Path) -> None:
-    """MinAtar/Breakout-v1 is not Atari's Breakout (no human-normalised score), and a setting per MinAtar game names
-    its figures without the id's `/` (the run folders have it as `-`)."""
+    """MinAtar/Breakout-v1 is not Atari's Breakout (no human-normalised score), a setting per MinAtar game names its
+    figures without the id's `/` (the run folders have it as `-`), and the preset's `_g4` (G = 4) keeps its runs apart
+    from classic control's `_t500k` runs (G = 10)."""
     runs = tmp_path / "runs"
     for game in ("Breakout", "SpaceInvaders"):
         for seed in (1, 2):
-            run = make_run(runs, f"MinAtar-{game}-v1", "dqn_classic_small", seed, 5.0, 0.0, DENSE_CLASSIC)
+            run = make_run(runs, f"MinAtar-{game}-v1", "dqn_classic_small_g4_t500k", seed, 5.0, 0.0, DENSE_CLASSIC)
             config = json.loads((run / "config.json").read_text())
             (run / "config.json").write_text(json.dumps({**config, "env_id": f"MinAtar/{game}-v1"}))
+    for seed in (1, 2):
+        make_run(runs, "CartPole-v1", "dqn_classic_small_t500k", seed, 400.0, 0.0, DENSE_CLASSIC)
     assert analyze.atari_game("MinAtar/Breakout-v1") is None
     result = analyze.analyze(analyze.load_runs(runs), num_points=8, reps=50)
-    assert set(result["settings"]) == {"dqn_classic_MinAtar-Breakout-v1", "dqn_classic_MinAtar-SpaceInvaders-v1"}
+    assert set(result["settings"]) == {
+        "dqn_classic_g4_t500k_MinAtar-Breakout-v1",
+        "dqn_classic_g4_t500k_MinAtar-SpaceInvaders-v1",
+        "dqn_classic_t500k",
+    }
     assert not any(setting["normalized"] for setting in result["settings"].values())

@@ -71,6 +71,7 @@ def flag(cmd: list[str], name: str) -> str | None:
         ("cpu-umax", 2 * 3 * 3, {"eaudedqn_jax.py"}),
         ("cpu-mujoco", 3 * 3, MUJOCO_SCRIPTS),
         ("cpu-clock", 5 * ((3 + 1) * 3 + 2 * 2 + 3), CLASSIC_SCRIPTS | MUJOCO_SCRIPTS),
+        ("cpu-minatar", 2 * 2 * 3 * 3, CLASSIC_SCRIPTS),
         ("smoke", 11, set(ALGO_SCRIPTS)),
     ],
 )
@@ -278,6 +279,53 @@ def test_cpu_clock_takes_about_fifteen_hours(tmp_path: Path) -> None:
         algo, size = re.match(r"(.+?)_(small|medium|large)", name).groups()
         total += minutes[algo + "_umax" if "_umax" in name else algo][size]
     assert 14.5 * 60 <= total / 2 <= 15.5 * 60
+
+
+# MinAtar's DQN protocol where the budget allows it; G = 4 and T = 500 are the budget's (benchmark.sh's MINATAR block)
+MINATAR_PROTOCOL = {
+    "--total-timesteps": "500000", "--target-network-frequency": "500", "--train-frequency": "4",
+    "--batch-size": "32", "--buffer-size": "100000", "--learning-starts": "5000", "--learning-rate": "2.5e-4",
+    "--start-e": "1.0", "--end-e": "0.1", "--exploration-steps": "95000",
+}  # fmt: skip
+
+
+def test_cpu_minatar_keeps_the_papers_clock_on_two_games(tmp_path: Path) -> None:
+    """Issue 34's cells: EauDeDQN (U_max 3), PolyPruneDQN (s_F 0.95) and DQN on Breakout and Space Invaders, small and
+    medium (the large size does not fit), 3 seeds, t_final / T = 1 000, epsilon at 0.1 by step 100k."""
+    cmds = dry("--preset", "cpu-minatar", "--output-dir", str(tmp_path))
+    cells = Counter((c[3], flag(c, "--exp-name"), flag(c, "--env-id")) for c in cmds)
+    games = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1")
+    assert cells == {
+        (s, f"{a}_{n}_g4_t500k", g): 3 for s, a in CLASSIC_ALGOS for n in ("small", "medium") for g in games
+    }
+    assert {flag(c, "--seed") for c in cmds} == {"1", "2", "3"}
+    for c in cmds:
+        assert "--save-model" in c and {k: flag(c, k) for k in MINATAR_PROTOCOL} == MINATAR_PROTOCOL
+        assert int(flag(c, "--total-timesteps")) // int(flag(c, "--target-network-frequency")) >= 1_000
+        assert flag(c, "--u-max") is None  # U_max 3, the script's default
+        sparsity = flag(c, "--final-sparsity")
+        if c[3] == "polyprune_dqn_jax.py":
+            assert sparsity == ("0" if flag(c, "--exp-name").startswith("dqn_classic_") else None)
+            assert [flag(c, f) for f in ("--pruning-start", "--pruning-end", "--pruning-power", "--pruning-period")] == [
+                "0.2", "0.8", "3.0", "250",
+            ]  # fmt: skip
+    finished = tmp_path / "MinAtar-Breakout-v1__dqn_classic_small_g4_t500k__1__1700000000"
+    finished.mkdir()  # a finished run: its folder names the game with '-' for the id's '/'
+    (finished / "config.json").write_text(json.dumps({"total_timesteps": 500_000}))
+    (finished / "dqn_classic_small_g4_t500k.cleanrl_model").write_bytes(b"model")
+    assert len(dry("--preset", "cpu-minatar", "--output-dir", str(tmp_path))) == len(cmds) - 1
+
+
+def test_cpu_minatar_takes_about_fifteen_hours(tmp_path: Path) -> None:
+    """benchmark.sh's sizing of cpu-minatar, recomputed from the commands: minutes of one core per 500k-step run (12k-step
+    runs of each cell timed two at a time), plus a minute of start-up and evaluation; --workers 2."""
+    minutes = {"eaudedqn_classic": {"small": 40, "medium": 135}}
+    minutes |= {"polyprune_dqn_classic": {"small": 10, "medium": 42}, "dqn_classic": {"small": 10, "medium": 42}}
+    total = 0
+    for c in dry("--preset", "cpu-minatar", "--output-dir", str(tmp_path)):
+        algo, size = re.match(r"(.+?)_(small|medium|large)", flag(c, "--exp-name")).groups()
+        total += minutes[algo][size] + 1
+    assert 14 * 60 <= total / 2 <= 15.5 * 60
 
 
 def test_cpu_clock_oracle_copies_eaudedqn_final_sparsity(tmp_path: Path) -> None:

@@ -1232,8 +1232,9 @@ def _variant(run: Run) -> str:
     return m["rest"] if m else run.exp_name
 
 
-# benchmark.sh's training-length (`_t500k`, `_t25M`) and pruning-period (`_p100`) tokens of an exp name.
-_SETTING_TOKEN = re.compile(r"^(?:t\d+(?:\.\d+)?[kM]?|p\d+)$")
+# benchmark.sh's training-length (`_t500k`, `_t25M`), pruning-period (`_p100`) and training-period (`_g4`, MinAtar's
+# protocol) tokens of an exp name.
+_SETTING_TOKEN = re.compile(r"^(?:t\d+(?:\.\d+)?[kM]?|p\d+|g\d+)$")
 
 
 def setting_variant(run: Run) -> str:
