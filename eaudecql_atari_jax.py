@@ -582,17 +582,11 @@ def plan_next_population(
     optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
     keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
     parents = tournament_selection(losses, tournament_size, rng)
-    new_sparsities = np.empty(len(parents))
-    is_copy = np.zeros(len(parents), dtype=bool)
-    seen: set[int] = set()
-    for slot, parent in enumerate(parents):
-        if parent in seen:
-            is_copy[slot] = True
-            u = rng.uniform(0.0, u_max)
-            new_sparsities[slot] = exploration_sparsity(sparsities[parent], step, total_steps, period, u, s_max)
-        else:
-            seen.add(parent)
-            new_sparsities[slot] = sparsities[parent]
+    is_copy = np.array([parent in parents[:slot] for slot, parent in enumerate(parents)])
+    new_sparsities = np.asarray(sparsities, dtype=np.float64)[parents]  # an original keeps its parent's sparsity
+    for slot in np.flatnonzero(is_copy):  # a copy explores (Eq. 3), one U drawn per copy in slot order
+        u = rng.uniform(0.0, u_max)
+        new_sparsities[slot] = exploration_sparsity(sparsities[parents[slot]], step, total_steps, period, u, s_max)
     return parents, new_sparsities, is_copy
 
 
@@ -613,18 +607,10 @@ def population_step(
         args.u_max, args.s_max, rng,
     )  # fmt: skip
     shapes = prunable_shapes(jax.eval_shape(take, learner["params"], 0))  # the kernels of one network
-    zero_counts = [layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in new_sparsities]
-    learner = renew_population(
-        learner, parents, best, np.array(zero_counts), is_copy, optimizer, args.sparsity_distribution
-    )
-    event = {
-        "global_step": step,
-        "losses": losses.tolist(),
-        "sparsities_before": np.asarray(sparsities).tolist(),
-        "target_index": best,
-        "parents": parents.tolist(),
-        "sparsities_after": new_sparsities.tolist(),
-    }
+    zero_counts = np.array([layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in new_sparsities])
+    learner = renew_population(learner, parents, best, zero_counts, is_copy, optimizer, args.sparsity_distribution)
+    event = {"global_step": step, "losses": losses.tolist(), "sparsities_before": np.asarray(sparsities).tolist(),
+             "target_index": best, "parents": parents.tolist(), "sparsities_after": new_sparsities.tolist()}  # fmt: skip
     return learner, new_sparsities, event
 
 
@@ -647,12 +633,9 @@ def renew_population(
         network, counts, copy = slot  # an original keeps its params, mask and Adam state
         return jax.lax.cond(copy, explore, lambda network, _: network, network, counts)
 
-    return {
-        **learner,
-        **jax.lax.map(renew_slot, (population, zero_counts, is_copy)),  # slot after slot: only copies are pruned
-        "target_params": take(learner["params"], best),
-        "cumulated_losses": jnp.zeros_like(learner["cumulated_losses"]),
-    }
+    renewed = jax.lax.map(renew_slot, (population, zero_counts, is_copy))  # slot after slot: only copies are pruned
+    target, losses = take(learner["params"], best), jnp.zeros_like(learner["cumulated_losses"])  # l. 12, l. 16
+    return {**learner, **renewed, "target_params": target, "cumulated_losses": losses}
 
 
 def take(tree: Any, index: Any) -> Any:
@@ -710,9 +693,7 @@ def make_train_step(
             (losses, (td_losses, _)), grads = jax.vmap(loss_and_grad, in_axes=(0, None, None, None))(params, *inputs)
         else:  # unrolled: K separate graphs in one program (faster than vmap for convolutions on CPU)
             outputs = [loss_and_grad(take(params, k), *inputs) for k in range(cumulated_losses.shape[0])]
-            losses = jnp.stack([loss for (loss, _), _ in outputs])
-            td_losses = jnp.stack([td for (_, (td, _)), _ in outputs])
-            grads = jax.tree.map(lambda *g: jnp.stack(g), *[grad for _, grad in outputs])
+            (losses, (td_losses, _)), grads = jax.tree.map(lambda *x: jnp.stack(x), *outputs)
         updates, opt_states = jax.vmap(optimizer.update)(grads, opt_states, params)
         params = apply_masks(optax.apply_updates(params, updates), learner["masks"])  # pruned weights stay zero
         # Alg. 1 l. 10: L_k += loss_k, with the full CQL loss (the training loss selects the target offline)

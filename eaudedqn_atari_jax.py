@@ -209,10 +209,6 @@ class QNetwork(nn.Module):
         return nn.Dense(self.action_dim)(x)
 
 
-def count_params(params: Any) -> int:
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
-
-
 # ---- Replay buffer: each frame stored once (about 7.1 KB per transition) ---------------------------------------------
 class ReplayBuffer:
     """FIFO replay that stores each observation's newest frame once, in one ring of entries per env, and rebuilds
@@ -437,17 +433,11 @@ def plan_next_population(
     optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
     keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
     parents = tournament_selection(losses, tournament_size, rng)
-    new_sparsities = np.empty(len(parents))
-    is_copy = np.zeros(len(parents), dtype=bool)
-    seen: set[int] = set()
-    for slot, parent in enumerate(parents):
-        if parent in seen:
-            is_copy[slot] = True
-            u = rng.uniform(0.0, u_max)
-            new_sparsities[slot] = exploration_sparsity(sparsities[parent], step, total_steps, period, u, s_max)
-        else:
-            seen.add(parent)
-            new_sparsities[slot] = sparsities[parent]
+    is_copy = np.array([parent in parents[:slot] for slot, parent in enumerate(parents)])
+    new_sparsities = np.asarray(sparsities, dtype=np.float64)[parents]  # an original keeps its parent's sparsity
+    for slot in np.flatnonzero(is_copy):  # a copy explores (Eq. 3), one U drawn per copy in slot order
+        u = rng.uniform(0.0, u_max)
+        new_sparsities[slot] = exploration_sparsity(sparsities[parents[slot]], step, total_steps, period, u, s_max)
     return parents, new_sparsities, is_copy
 
 
@@ -468,18 +458,10 @@ def population_step(
         args.u_max, args.s_max, rng,
     )  # fmt: skip
     shapes = prunable_shapes(jax.eval_shape(take, learner["params"], 0))  # the kernels of one network
-    zero_counts = [layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in new_sparsities]
-    learner = renew_population(
-        learner, parents, best, np.array(zero_counts), is_copy, optimizer, args.sparsity_distribution
-    )
-    event = {
-        "global_step": step,
-        "losses": losses.tolist(),
-        "sparsities_before": np.asarray(sparsities).tolist(),
-        "target_index": best,
-        "parents": parents.tolist(),
-        "sparsities_after": new_sparsities.tolist(),
-    }
+    zero_counts = np.array([layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in new_sparsities])
+    learner = renew_population(learner, parents, best, zero_counts, is_copy, optimizer, args.sparsity_distribution)
+    event = {"global_step": step, "losses": losses.tolist(), "sparsities_before": np.asarray(sparsities).tolist(),
+             "target_index": best, "parents": parents.tolist(), "sparsities_after": new_sparsities.tolist()}  # fmt: skip
     return learner, new_sparsities, event
 
 
@@ -502,12 +484,9 @@ def renew_population(
         network, counts, copy = slot  # an original keeps its params, mask and Adam state
         return jax.lax.cond(copy, explore, lambda network, _: network, network, counts)
 
-    return {
-        **learner,
-        **jax.lax.map(renew_slot, (population, zero_counts, is_copy)),  # slot after slot: only copies are pruned
-        "target_params": take(learner["params"], best),
-        "cumulated_losses": jnp.zeros_like(learner["cumulated_losses"]),
-    }
+    renewed = jax.lax.map(renew_slot, (population, zero_counts, is_copy))  # slot after slot: only copies are pruned
+    target, losses = take(learner["params"], best), jnp.zeros_like(learner["cumulated_losses"])  # l. 12, l. 16
+    return {**learner, **renewed, "target_params": target, "cumulated_losses": losses}
 
 
 def take(tree: Any, index: Any) -> Any:
@@ -533,8 +512,7 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
             losses, grads = jax.vmap(loss_and_grad, in_axes=(0, None, None, None))(params, *inputs)
         else:  # unrolled: K separate graphs in one program (faster than vmap for convolutions on CPU)
             outputs = [loss_and_grad(take(params, k), *inputs) for k in range(cumulated_losses.shape[0])]
-            losses = jnp.stack([loss for loss, _ in outputs])
-            grads = jax.tree.map(lambda *g: jnp.stack(g), *[grad for _, grad in outputs])
+            losses, grads = jax.tree.map(lambda *x: jnp.stack(x), *outputs)
         updates, opt_states = jax.vmap(optimizer.update)(grads, opt_states, params)
         params = apply_masks(optax.apply_updates(params, updates), learner["masks"])  # pruned weights stay zero
         learner = {**learner, "params": params, "opt_states": opt_states, "cumulated_losses": cumulated_losses + losses}
@@ -613,9 +591,9 @@ def main(argv: list[str] | None = None) -> None:
     learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, 4, 84, 84), np.uint8))
     rb, rng = ReplayBuffer(args.buffer_size, args.num_envs), np.random.default_rng(args.seed)
     train_step, act = make_train_step(network, optimizer, args.gamma, layout), make_act(network)
-    print(f"{run.dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
-          f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run.dir}",
-          flush=True)  # fmt: skip
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(learner["target_params"]))
+    setup = f"K={K} online networks of {num_params:,} parameters ({args.network_size}), {layout} layout"
+    print(f"{run.dir.name}: {setup} on {jax.default_backend()}; outputs in {run.dir}", flush=True)
     meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "sparsities": [0.0] * K, "elapsed": 0.0}
     meta["next_target_update"] = (args.learning_starts // T + 1) * T
     if args.resume:
@@ -634,8 +612,7 @@ def main(argv: list[str] | None = None) -> None:
     def checkpoint() -> None:
         counters = {"global_step": global_step, "grad_steps": grad_steps, "episodes": episodes}
         counters |= {"next_target_update": next_target_update, "sparsities": sparsities.tolist()}
-        counters |= {"elapsed": run.elapsed(), "rng_state": rng.bit_generator.state}
-        run.save_checkpoint(learner, rb, counters)
+        run.save_checkpoint(learner, rb, counters | {"elapsed": run.elapsed(), "rng_state": rng.bit_generator.state})
 
     def behaviour_actions() -> np.ndarray:
         learner["key"], act_key = jax.random.split(learner["key"])

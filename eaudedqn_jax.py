@@ -428,17 +428,11 @@ def plan_next_population(
     optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
     keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
     parents = tournament_selection(losses, tournament_size, rng)
-    new_sparsities = np.empty(len(parents))
-    is_copy = np.zeros(len(parents), dtype=bool)
-    seen: set[int] = set()
-    for slot, parent in enumerate(parents):
-        if parent in seen:
-            is_copy[slot] = True
-            u = rng.uniform(0.0, u_max)
-            new_sparsities[slot] = exploration_sparsity(sparsities[parent], step, total_steps, period, u, s_max)
-        else:
-            seen.add(parent)
-            new_sparsities[slot] = sparsities[parent]
+    is_copy = np.array([parent in parents[:slot] for slot, parent in enumerate(parents)])
+    new_sparsities = np.asarray(sparsities, dtype=np.float64)[parents]  # an original keeps its parent's sparsity
+    for slot in np.flatnonzero(is_copy):  # a copy explores (Eq. 3), one U drawn per copy in slot order
+        u = rng.uniform(0.0, u_max)
+        new_sparsities[slot] = exploration_sparsity(sparsities[parents[slot]], step, total_steps, period, u, s_max)
     return parents, new_sparsities, is_copy
 
 
@@ -459,18 +453,10 @@ def population_step(
         args.u_max, args.s_max, rng,
     )  # fmt: skip
     shapes = prunable_shapes(jax.eval_shape(take, learner["params"], 0))  # the kernels of one network
-    zero_counts = [layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in new_sparsities]
-    learner = renew_population(
-        learner, parents, best, np.array(zero_counts), is_copy, optimizer, args.sparsity_distribution
-    )
-    event = {
-        "global_step": step,
-        "losses": losses.tolist(),
-        "sparsities_before": np.asarray(sparsities).tolist(),
-        "target_index": best,
-        "parents": parents.tolist(),
-        "sparsities_after": new_sparsities.tolist(),
-    }
+    zero_counts = np.array([layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in new_sparsities])
+    learner = renew_population(learner, parents, best, zero_counts, is_copy, optimizer, args.sparsity_distribution)
+    event = {"global_step": step, "losses": losses.tolist(), "sparsities_before": np.asarray(sparsities).tolist(),
+             "target_index": best, "parents": parents.tolist(), "sparsities_after": new_sparsities.tolist()}  # fmt: skip
     return learner, new_sparsities, event
 
 
@@ -493,12 +479,9 @@ def renew_population(
         network, counts, copy = slot  # an original keeps its params, mask and Adam state
         return jax.lax.cond(copy, explore, lambda network, _: network, network, counts)
 
-    return {
-        **learner,
-        **jax.lax.map(renew_slot, (population, zero_counts, is_copy)),  # slot after slot: only copies are pruned
-        "target_params": take(learner["params"], best),
-        "cumulated_losses": jnp.zeros_like(learner["cumulated_losses"]),
-    }
+    renewed = jax.lax.map(renew_slot, (population, zero_counts, is_copy))  # slot after slot: only copies are pruned
+    target, losses = take(learner["params"], best), jnp.zeros_like(learner["cumulated_losses"])  # l. 12, l. 16
+    return {**learner, **renewed, "target_params": target, "cumulated_losses": losses}
 
 
 def take(tree: Any, index: Any) -> Any:
@@ -508,12 +491,10 @@ def take(tree: Any, index: Any) -> Any:
 
 # ---- Update: one jitted gradient step for all K networks against the shared target (Alg. 1 l. 6-10) ------------------
 def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, gamma: float, layout: str) -> Any:
-    def td_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
-        q = network.apply(params, observations)
-        q_taken = jnp.take_along_axis(q, actions[:, None], axis=1)[:, 0]
+    @jax.value_and_grad
+    def loss_and_grad(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+        q_taken = jnp.take_along_axis(network.apply(params, observations), actions[:, None], axis=1)[:, 0]
         return jnp.mean((targets - q_taken) ** 2)  # Alg. 1 l. 9 (mean instead of sum, docs/implementation-notes.md)
-
-    loss_and_grad = jax.value_and_grad(td_loss)
 
     @jax.jit
     def train_step(learner, batch):
@@ -526,8 +507,7 @@ def make_train_step(network: QNetwork, optimizer: optax.GradientTransformation, 
             losses, grads = jax.vmap(loss_and_grad, in_axes=(0, None, None, None))(params, *inputs)
         else:  # unrolled: K separate graphs in one program (faster than vmap for convolutions on CPU)
             outputs = [loss_and_grad(take(params, k), *inputs) for k in range(cumulated_losses.shape[0])]
-            losses = jnp.stack([loss for loss, _ in outputs])
-            grads = jax.tree.map(lambda *g: jnp.stack(g), *[grad for _, grad in outputs])
+            losses, grads = jax.tree.map(lambda *x: jnp.stack(x), *outputs)
         updates, opt_states = jax.vmap(optimizer.update)(grads, opt_states, params)
         params = apply_masks(optax.apply_updates(params, updates), learner["masks"])  # pruned weights stay zero
         learner = {**learner, "params": params, "opt_states": opt_states, "cumulated_losses": cumulated_losses + losses}
@@ -607,11 +587,9 @@ def main(argv: list[str] | None = None) -> None:
     learner = init_learner(network, optimizer, jax.random.PRNGKey(args.seed), K, np.zeros((1, *obs_shape), np.float32))
     rb, rng = ReplayBuffer(args.buffer_size, args.num_envs, obs_shape, obs_dtype), np.random.default_rng(args.seed)
     train_step, act = make_train_step(network, optimizer, args.gamma, layout), make_act(network)
-    print(
-        f"{run.dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
-        f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run.dir}",
-        flush=True,
-    )
+    print(f"{run.dir.name}: K={K} online networks of {count_params(learner['target_params']):,} parameters"
+          f" ({args.network_size}), {layout} layout on {jax.default_backend()}; outputs in {run.dir}",
+          flush=True)  # fmt: skip
     meta = {"global_step": 0, "grad_steps": 0, "episodes": 0, "sparsities": [0.0] * K, "elapsed": 0.0}
     meta["next_target_update"] = (args.learning_starts // T + 1) * T
     if args.resume:

@@ -394,17 +394,11 @@ def plan_next_population(
     optimizer state) in its first slot and gives c - 1 copies; only copies are pruned further (Eq. 3), so slot 0
     keeps the new target's sparsity. Returns (parents, new sparsities, is_copy)."""
     parents = tournament_selection(losses, tournament_size, rng)
-    new_sparsities = np.empty(len(parents))
-    is_copy = np.zeros(len(parents), dtype=bool)
-    seen: set[int] = set()
-    for slot, parent in enumerate(parents):
-        if parent in seen:
-            is_copy[slot] = True
-            u = rng.uniform(0.0, u_max)
-            new_sparsities[slot] = exploration_sparsity(sparsities[parent], step, total_steps, period, u, s_max)
-        else:
-            seen.add(parent)
-            new_sparsities[slot] = sparsities[parent]
+    is_copy = np.array([parent in parents[:slot] for slot, parent in enumerate(parents)])
+    new_sparsities = np.asarray(sparsities, dtype=np.float64)[parents]  # an original keeps its parent's sparsity
+    for slot in np.flatnonzero(is_copy):  # a copy explores (Eq. 3), one U drawn per copy in slot order
+        u = rng.uniform(0.0, u_max)
+        new_sparsities[slot] = exploration_sparsity(sparsities[parents[slot]], step, total_steps, period, u, s_max)
     return parents, new_sparsities, is_copy
 
 
@@ -450,22 +444,14 @@ def population_step(
     the best critics. The plans are drawn on the host (the run's NumPy generator), the critics renewed by one XLA
     program. Returns the new state, the new nominal sparsities (2, K) and the two population.jsonl events."""
     losses = np.asarray(state["cumulated_losses"], dtype=np.float64)
-    plans = []  # population 1's draws, then population 2's
-    for i in range(2):
-        plans.append(plan_next_population(
-            losses[i], sparsities[i], step, args.total_timesteps, args.pruning_period, args.tournament_size,
-            args.u_max, args.s_max, rng,
-        ))  # fmt: skip
+    settings = (args.total_timesteps, args.pruning_period, args.tournament_size, args.u_max, args.s_max)
+    plans = [plan_next_population(losses[i], sparsities[i], step, *settings, rng) for i in range(2)]  # critic 1 first
     parents, new_sparsities, is_copy = (np.array(column) for column in zip(*plans, strict=True))
     shapes = prunable_shapes(jax.eval_shape(take, state["critics"], (0, 0)))  # the kernels of one critic
-    zero_counts = [
-        [layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in row] for row in new_sparsities
-    ]
-    names = ("critics", "critic_targets", "critic_masks", "critic_opt_states")
-    critics = renew_populations(
-        {name: state[name] for name in names}, parents, np.array(zero_counts), is_copy, optimizer,
-        args.sparsity_distribution,
-    )  # fmt: skip
+    zero_counts = [[layer_zero_counts(shapes, float(s), args.sparsity_distribution) for s in row]
+                   for row in new_sparsities]  # fmt: skip
+    critics = {name: state[name] for name in ("critics", "critic_targets", "critic_masks", "critic_opt_states")}
+    critics = renew_populations(critics, parents, np.array(zero_counts), is_copy, optimizer, args.sparsity_distribution)
     events = [
         {"global_step": step, "critic": i + 1, "losses": losses[i].tolist(),
          "sparsities_before": np.asarray(sparsities[i]).tolist(),
@@ -533,11 +519,10 @@ def make_train_step(
     actor: Actor, critic: Critic, optimizer: optax.GradientTransformation, gamma: float, tau: float,
     target_entropy: float, layout: str,
 ) -> Any:  # fmt: skip
-    def critic_loss(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
+    @jax.value_and_grad
+    def critic_loss_and_grad(params: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> jax.Array:
         # Alg. 2 l. 8; a mean, not a sum (docs/implementation-notes.md)
         return jnp.mean((targets - critic.apply(params, observations, actions)) ** 2)
-
-    critic_loss_and_grad = jax.value_and_grad(critic_loss)
 
     def loss_and_grad(critics: Any, observations: jax.Array, actions: jax.Array, targets: jax.Array) -> Any:
         """(loss, grads) of the 2 x K critics, with leading axes (2, K)."""
@@ -657,12 +642,10 @@ def main(argv: list[str] | None = None) -> None:
     actor, critic = Actor(action_dim=action_dim), Critic(width=CRITIC_WIDTHS[args.network_size])
     optimizer = optax.adam(args.learning_rate)
     key, init_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    state = init_state(actor, critic, optimizer, obs_dim, action_dim, K, init_key)
-    state["key"] = key
+    state = init_state(actor, critic, optimizer, obs_dim, action_dim, K, init_key) | {"key": key}
     rb, rng = ReplayBuffer(args.buffer_size, obs_dim, action_dim), np.random.default_rng(args.seed)
-    train_step = make_train_step(
-        actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim), layout=layout
-    )
+    train_step = make_train_step(actor, critic, optimizer, args.gamma, args.tau, target_entropy=-float(action_dim),
+                                 layout=layout)  # fmt: skip
     act, deterministic_act = make_act(actor), make_deterministic_act(actor)
     print(f"{run.dir.name}: actor {count_params(state['actor']):,} parameters, 2 x K={K} critics of"
           f" {count_params(take(state['critics'], (0, 0))):,} parameters ({args.network_size}), {layout} layout on"
@@ -721,9 +704,8 @@ def main(argv: list[str] | None = None) -> None:
 
         # ---- learn (Alg. 2 l. 4-12): UTD 1, one jitted update of critics, actor, temperature and targets
         while global_step - args.learning_starts > grad_steps:
-            batch = rb.sample(args.batch_size, rng)
             state["key"], step_key = jax.random.split(state["key"])
-            state, last_metrics = train_step(state, batch, step_key)
+            state, last_metrics = train_step(state, rb.sample(args.batch_size, rng), step_key)
             grad_steps += 1
             # a NaN critic only loses the choice of psi (Alg. 2 l. 9); a whole NaN population or actor is a divergence
             cumulated_losses = np.asarray(state["cumulated_losses"])

@@ -3,7 +3,7 @@ hand-computed values (epsilon schedule, Eq. 3, tournaments, the 1 / L behaviour 
 step, the population step, the training loop recorded in-process), network sizes, the replay buffer against envpool
 and gymnasium's reference dynamics, command-line errors, an end-to-end smoke run (outputs, saved model, video,
 resume) and a learning test on CartPole-v1 with a near-dense comparison run. Crash safety (Ctrl-C, torn logs, damaged
-checkpoints, divergence) is tested for both classic-control scripts in test_classic_crash_safety.py.
+checkpoints, divergence) is tested for both classic-control scripts in test_reliability.py.
 tools/mutants/eaudedqn_jax.toml lists the breaks of the algorithm these tests catch."""
 
 import functools

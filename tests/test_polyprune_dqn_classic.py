@@ -4,7 +4,7 @@ epsilon schedule and the G cadence, magnitude pruning, the train step (shared ta
 the replay buffer against gymnasium's reference dynamics, the training loop recorded in-process (acting, target
 updates every T, Eq. 2 masks every pruning period with the Adam state kept), command-line errors and end-to-end runs
 (outputs, saved model, video, resume, the dense baseline). Crash safety (Ctrl-C, torn logs, damaged checkpoints,
-divergence) is tested for both classic-control scripts in test_classic_crash_safety.py.
+divergence) is tested for both classic-control scripts in test_reliability.py.
 tools/mutants/polyprune_dqn_jax.toml lists the breaks of the algorithm these tests catch."""
 
 import dataclasses

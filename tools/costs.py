@@ -87,6 +87,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import toolbox
 from toolbox import Parser, cpu_model, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -657,15 +658,12 @@ def learning_time(run_dir: Path, start: int) -> tuple[float, int]:
 def run_child(algorithm: Algorithm, argv: list[str], output_dir: Path, env: dict[str, str]) -> dict[str, Any]:
     """One script run in a fresh process; returns its report and run folder."""
     output_dir.mkdir(parents=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", algorithm.script, "--"]
-    command += [*argv, "--output-dir", str(output_dir), "--exp-name", algorithm.name]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=output_dir, env=env)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines or not lines[-1].startswith("COSTS "):
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"{algorithm.name} failed (exit code {result.returncode}): {tail}")
+    argv = [*argv, "--output-dir", str(output_dir), "--exp-name", algorithm.name]
+    run = toolbox.run_child(__file__, algorithm.script, argv, "COSTS", cwd=output_dir, env=env)
+    if run.report is None:
+        raise RuntimeError(f"{algorithm.name} failed (exit code {run.returncode}): {run.error}")
     (run_dir,) = (p for p in output_dir.iterdir() if p.is_dir())
-    return {**json.loads(lines[-1].removeprefix("COSTS ")), "run_dir": run_dir}
+    return {**run.report, "run_dir": run_dir}
 
 
 def write_dataset(folder: Path, env_id: str, size: int, seed: int) -> None:

@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import costs  # noqa: E402  (tools/costs.py: budgets, FLOP counts and the Table 2 tables, shared so both agree)
 import throughput  # noqa: E402  (tools/throughput.py: the population step's timing, the same as on a CPU)
+import toolbox  # noqa: E402
 from toolbox import Parser, cpu_model, read_jsonl  # noqa: E402
 
 FILES = ("machine.md", "throughput.md", "table2.md", "determinism.md", "results.json")
@@ -247,16 +248,13 @@ def run_child(mode: str, argv: list[str], env: dict[str, str], cwd: Path, timeou
     """Run `child(mode, argv)` in a fresh process with at most `timeout` seconds; its report, or RunFailed."""
     if timeout <= 0:
         raise RunFailed("skipped: no time left before --time-limit")
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--", *argv]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+        run = toolbox.run_child(__file__, mode, argv, "REPORT", cwd=cwd, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RunFailed(f"stopped after {timeout:.0f} s: --time-limit reached") from None
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines or not lines[-1].startswith("REPORT "):
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RunFailed(f"exit code {result.returncode}: {tail}")
-    return json.loads(lines[-1].removeprefix("REPORT "))
+    if run.report is None:
+        raise RunFailed(f"exit code {run.returncode}: {run.error}")
+    return run.report
 
 
 # =====================================================================================================================

@@ -15,12 +15,13 @@ import argparse
 import json
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from toolbox import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,14 +61,9 @@ def measure(algo: str, common: list[str], learning_starts: int) -> dict:
     script, extra = ALGORITHMS[algo]
     with tempfile.TemporaryDirectory() as tmp:
         argv = [*common, *extra, "--output-dir", tmp, "--checkpoint-interval", "0", "--exp-name", algo]
-        start = time.time()
-        result = subprocess.run(
-            [sys.executable, __file__, "--child", script, "--", *argv], capture_output=True, text=True, cwd=tmp
-        )
-        wall = time.time() - start
-        if result.returncode != 0:
-            raise SystemExit(f"error: {algo} failed:\n{result.stderr[-2000:]}")
-        report = json.loads(result.stdout.strip().splitlines()[-1].removeprefix("THROUGHPUT "))
+        run = run_child(__file__, script, argv, "THROUGHPUT", cwd=Path(tmp))
+        if run.report is None:
+            raise SystemExit(f"error: {algo} failed:\n{run.stderr[-2000:]}")
         (run_dir,) = Path(tmp).iterdir()
         sps = [
             m["value"]
@@ -75,7 +71,7 @@ def measure(algo: str, common: list[str], learning_starts: int) -> dict:
             if m["name"] == "charts/SPS" and m["global_step"] > learning_starts
         ]
     learning_sps = sum(sps[1:]) / len(sps[1:]) if len(sps) > 1 else float("nan")
-    return {"algo": algo, "learning_sps": learning_sps, "wall_s": wall, **report}
+    return {"algo": algo, "learning_sps": learning_sps, "wall_s": run.seconds, **run.report}
 
 
 def population_layouts(sizes: list[str], num_networks: int, repeats: int) -> list[dict]:

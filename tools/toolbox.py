@@ -1,11 +1,15 @@
-"""What several tools share: a command-line mistake as one `error:` line, the processor's model, JSON-lines logs."""
+"""What several tools share: a command-line mistake as one `error:` line, the processor's model, JSON-lines logs and
+a timed run of a tool's child process."""
 
 import argparse
 import contextlib
 import gzip
 import json
 import platform
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -49,3 +53,35 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             if isinstance(row, dict):
                 rows.append(row)
     return rows
+
+
+@dataclass
+class ChildRun:
+    """What a child process left: its exit code, the JSON report it printed as its last stdout line after its tag (None
+    when it failed or printed none), its stderr and its wall-clock seconds."""
+
+    returncode: int
+    report: dict[str, Any] | None
+    stderr: str
+    seconds: float
+
+    @property
+    def error(self) -> str:
+        """The last line of stderr, the one that names the failure."""
+        return (self.stderr.strip().splitlines() or ["no output"])[-1]
+
+
+def run_child(
+    tool: str | Path, mode: str, argv: list[str], tag: str, cwd: Path, env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> ChildRun:  # fmt: skip
+    """Run `python <tool> --child <mode> -- <argv>` in a fresh process (its own JAX and peak memory) and time it; the
+    child reports by printing `<tag> <json>` last. subprocess.TimeoutExpired after `timeout` seconds."""
+    command = [sys.executable, str(Path(tool).resolve()), "--child", mode, "--", *argv]
+    start = time.time()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    seconds = time.time() - start
+    lines = result.stdout.strip().splitlines()
+    reported = result.returncode == 0 and bool(lines) and lines[-1].startswith(f"{tag} ")
+    report = json.loads(lines[-1].removeprefix(f"{tag} ")) if reported else None
+    return ChildRun(result.returncode, report, result.stderr, seconds)
