@@ -425,8 +425,7 @@ def make_train_step(
         new_state = {
             **state, "actor": actor_params, "actor_opt_state": actor_opt_state, "critics": critics,
             "critic_opt_states": critic_opt_states, "critic_targets": critic_targets,
-            "log_alpha": optax.apply_updates(state["log_alpha"], alpha_update),
-            "alpha_opt_state": alpha_opt_state,
+            "log_alpha": optax.apply_updates(state["log_alpha"], alpha_update), "alpha_opt_state": alpha_opt_state,
         }  # fmt: skip
         metrics = {"qf_loss": losses, "actor_loss": actor_loss_value, "alpha_loss": alpha_loss, "alpha": alpha}
         return new_state, metrics
