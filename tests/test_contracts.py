@@ -30,6 +30,7 @@ EAUDE_DISCRETE = ["eaudedqn_atari_jax", "eaudedqn_jax", "eaudecql_atari_jax"]
 # code carried verbatim: each name is identical in every script that defines it (a script holds only what it calls)
 SHARED = [
     *("env_seed", "MACHADO_PROTOCOL", "zero_fill_reset_frames", "HEAD_WIDTHS"),
+    *("MINATAR_GAMES", "MINATAR_IDS", "MinAtarEnvs", "network_width"),
     *("is_prunable", "prunable_shapes", "layer_densities", "layer_zero_counts", "keep_largest", "counted_masks"),
     *("magnitude_masks", "apply_masks", "measured_sparsity", "polynomial_sparsity"),
     *("behaviour_probabilities", "tournament_selection", "exploration_sparsity", "plan_next_population"),
@@ -75,7 +76,7 @@ def source(module, name: str) -> str:
     value = module
     for part in name.split("."):  # "Run.scalar": a method
         value = getattr(value, part)
-    if isinstance(value, (dict, str)):  # a constant
+    if isinstance(value, (dict, str, tuple)):  # a constant
         return repr(value)
     return inspect.getsource(getattr(value, "__wrapped__", value))
 
