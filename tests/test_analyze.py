@@ -799,3 +799,34 @@ def test_minatar_runs_are_not_atari_games_and_their_settings_name_files(tmp_path
         "dqn_classic_t500k",
     }
     assert not any(setting["normalized"] for setting in result["settings"].values())
+
+
+def test_late_windows_show_the_dip_a_final_return_hides(tmp_path: Path) -> None:
+    """A 4 000-step run of 40 points has windows of 100 steps: a return of 50 logged only in 3 700-3 800 shows in the
+    second of the last four windows and not in the final return; PolyPrune, U_max 10 and other training lengths are not
+    listed, and the summary prints the table."""
+    runs = tmp_path / "runs"
+    dipped = make_run(runs, "CartPole-v1", "eaudedqn_classic_small_t500k", 1, 500.0, 0.5, EAUDE_CLASSIC)
+    rows = [json.loads(line) for line in (dipped / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["name"] == "charts/episodic_return" and 3700 < row["global_step"] <= 3800:
+            row["value"] = 50.0
+    (dipped / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    make_run(runs, "CartPole-v1", "dqn_classic_small_t500k", 1, 400.0, 0.0, DENSE_CLASSIC)
+    make_run(runs, "CartPole-v1", "polyprune_dqn_classic_small_t500k", 1, 300.0, 0.95, POLY_CLASSIC)
+    make_run(runs, "CartPole-v1", "eaudedqn_classic_small_umax10_t500k", 1, 200.0, 0.6, EAUDE_CLASSIC)
+    make_run(runs, "CartPole-v1", "eaudedqn_classic_small_t30k", 1, 100.0, 0.3, EAUDE_CLASSIC)
+    loaded = analyze.load_runs(runs)
+    late = analyze.late_windows(loaded, num_points=40)
+    assert [(row["method"], row["returns"]) for row in late] == [
+        ("eaudedqn_classic_t500k", [500.0, 50.0, 500.0, 500.0]),
+        ("dqn_classic_t500k", [400.0] * 4),
+    ]
+    assert late[0]["from_step"] == 3600 and late[0]["window_steps"] == 100
+    eaude = next(r for r in loaded if r.exp_name == "eaudedqn_classic_small_t500k")
+    assert analyze.final_return(eaude, 40) == late[0]["returns"][-1]  # the last window is the final return
+    out = tmp_path / "out"
+    assert analyze.main(["--runs-dir", str(runs), "--output-dir", str(out), "--reps", "20"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "| CartPole-v1 | eaudedqn_classic_t500k | small | 1 | 500.0 | 50.0 | 500.0 | 500.0 | 50.0 |" in summary
+    assert json.loads((out / "summary.json").read_text())["late_windows"][1]["returns"] == [400.0] * 4

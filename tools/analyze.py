@@ -1608,6 +1608,55 @@ def _cleanrl_markdown(rows: Sequence[dict]) -> list[str]:
     return [*lines, ""]
 
 
+LATE_WINDOWS = 4  # the windows from 450k steps on in a 500k-step run of 40 points
+
+
+def late_windows(runs: Sequence[Run], num_points: int = 40) -> list[dict]:
+    """What a final return hides: per run of CleanRL's protocol (`*_t500k`) by EauDe (U_max 3) and dense DQN, the
+    last LATE_WINDOWS points of its return curve (each the mean training return logged in 1/num_points of the budget;
+    the last one is the final return), so that a dip from which a run recovered before its end is seen."""
+    rows = []
+    for run in runs:
+        role = _role(run)
+        if run.problem is not None or run.family != "dqn_classic" or _variant(run) != CLEANRL_VARIANT:
+            continue
+        if role == "dense" or (role == "eaude" and run.u_max in (None, 3.0)):
+            budget = _budget(run.config) or run.last_step
+            grid = np.linspace(budget / num_points, budget, num_points)
+            returns = run_scores(run, grid, normalize=False)[-LATE_WINDOWS:]
+            rows.append(
+                {
+                    "env_id": run.env_id, "role": role, "method": run.method, "size": run.size, "seed": run.seed,
+                    "from_step": float(grid[-LATE_WINDOWS - 1]), "window_steps": budget / num_points,
+                    "returns": [float(value) for value in returns],
+                }
+            )  # fmt: skip
+    order = {"eaude": 0, "dense": 1}
+    return sorted(rows, key=lambda r: (r["env_id"], order[r["role"]], _size_order(r["size"]), r["seed"]))
+
+
+def _late_windows_markdown(rows: Sequence[dict]) -> list[str]:
+    width, window = rows[0]["window_steps"], f"{rows[0]['window_steps']:,.0f}".replace(",", " ")
+    starts = [rows[0]["from_step"] + i * width for i in range(LATE_WINDOWS)]
+    heads = [f"{start / 1000:g}k-{(start + width) / 1000:g}k" for start in starts]
+    lines = [
+        "## Dips the final return hides",
+        "",
+        f"The last {LATE_WINDOWS} points of the return curve of every EauDe (U_max 3) and dense DQN run under "
+        f"CleanRL's protocol: the mean training return logged in each window of {window} environment steps (the "
+        "last is the final return of the tables above). A run that dipped and recovered before its end shows a low "
+        "value here only.",
+        "",
+        "| env | method | size | seed | " + " | ".join(heads) + " | lowest |",
+        "|---|---|---|---|" + "---|" * (LATE_WINDOWS + 1),
+    ]
+    for row in rows:
+        cells = " | ".join(f"{value:.1f}" for value in row["returns"])
+        lowest = min(row["returns"])
+        lines.append(f"| {row['env_id']} | {row['method']} | {row['size']} | {row['seed']} | {cells} | {lowest:.1f} |")
+    return [*lines, ""]
+
+
 def write_summary(
     result: dict,
     figures: Sequence[Path],
@@ -1619,6 +1668,7 @@ def write_summary(
     notes: str = "",
     cleanrl: Sequence[dict] = (),
     leave_one_out: dict[str, dict[int, str]] | None = None,
+    late: Sequence[dict] = (),
 ) -> Path:
     """summary.md: the claims' verdicts, run counts, final IQM scores and sparsities with CIs, per-env tables,
     figure list and where the runs came from."""
@@ -1639,6 +1689,8 @@ def write_summary(
         lines += _claims_markdown(claims, leave_one_out)
     if cleanrl:
         lines += _cleanrl_markdown(cleanrl)
+    if late:
+        lines += _late_windows_markdown(late)
     if notes:  # the reader's guide to these numbers, written by hand (--notes)
         lines += [notes.strip(), ""]
     if result["excluded"]:
@@ -1754,6 +1806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["claims"] = paper_claims(runs, num_points=args.num_points, reps=args.reps)
     result["cleanrl"] = cleanrl_comparison(runs, num_points=args.num_points, reps=args.reps)
     result["leave_one_out"] = leave_one_seed_out(runs, num_points=args.num_points, reps=args.reps)
+    result["late_windows"] = late_windows(runs, num_points=args.num_points)
     (args.output_dir / "summary.json").write_text(json.dumps(_nan_to_none(result), indent=1))
     counted_runs = [r for r in runs if r.problem is None]
     summary = write_summary(
@@ -1767,6 +1820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.notes.read_text() if args.notes else "",
         result["cleanrl"],
         result["leave_one_out"],
+        result["late_windows"],
     )
     for claim in result["claims"]:
         if claim["section"] == "paper_clock" and claim["rows"]:
