@@ -14,6 +14,7 @@ from pathlib import Path
 
 import analyze
 import pytest
+from toolbox import has_avx512
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -98,6 +99,8 @@ def test_the_cheapest_row_reproduces_its_final_return_and_sparsity(tmp_path: Pat
     here = (cpu_model(), platform.python_version(), metadata.version("jax"))
     if (machine["cpu"], machine["python"], versions["jax"]) != here:
         pytest.skip(f"results came from {machine['cpu']} / Python {machine['python']} / jax {versions['jax']}")
+    if not has_avx512():  # XLA compiles other code for it: an AMD EPYC without AVX-512 gave other numbers
+        pytest.skip(f"this {machine['cpu']} has no AVX-512: the rows reproduced on VMs whose numbers it does not give")
     argv = [*shlex.split(row["command"])[3:], "--output-dir", str(tmp_path)]
     subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, capture_output=True, timeout=900)
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
