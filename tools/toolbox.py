@@ -34,8 +34,8 @@ def cpu_model(fallback: str | None = None) -> str:
 def has_avx512() -> bool:
     """Whether the processor has AVX-512 (Linux's `avx512f` flag). XLA compiles for the instruction set it finds, so a
     seeded CPU run's numbers depend on it beside the model name: on 2026-12-07 an "AMD EPYC" without AVX-512 (cpu
-    family 25, model 1) gave other numbers than the VMs the records came from (an Intel Xeon among them, which gives theirs), for the same
-    code and versions."""
+    family 25, model 1) gave other numbers than the VMs the records came from (an Intel Xeon among them), for the
+    same code and versions."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
